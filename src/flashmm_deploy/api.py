@@ -1,0 +1,92 @@
+"""The operations the CLI and the Ansible plugins share, so both give the same answer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import outputs
+from .errors import ConfigInvalid, Issue
+from .inventory import LAYER_VARS, Inventory, layer_input
+from .layers import LayerInput, plain
+from .validate import Validated, validate_layers
+
+EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
+_inventories: dict[tuple[str, str | None], Inventory] = {}
+
+
+def load_inventory(path: str | Path, vault_password_file: str | None = None) -> Inventory:
+    """An Inventory, cached per process (one ansible-playbook run reads each file once)."""
+    key = (str(Path(path).resolve()), vault_password_file)
+    if key not in _inventories:
+        _inventories[key] = Inventory(path, vault_password_file)
+    return _inventories[key]
+
+
+def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False) -> Validated:
+    hl = inv.host_layers(host)
+    result = validate_layers(hl.layers, require_secrets=require_secrets,
+                             vault_available=hl.vault_available)
+    result.errors[:0] = hl.issues
+    if hl.issues:
+        result.config = None
+    return result
+
+
+def validate_inventory(inv: Inventory, hosts: list[str] | None = None, *,
+                       require_secrets: bool = False) -> dict[str, Validated]:
+    return {h: validate_host(inv, h, require_secrets=require_secrets) for h in (hosts or inv.hosts)}
+
+
+def raise_for_errors(results: Mapping[str, Validated]) -> None:
+    bad = {h: r.errors for h, r in results.items() if r.errors}
+    if bad:
+        raise ConfigInvalid(bad)
+
+
+# ---- from Ansible's hostvars (the filter plugins) ------------------------------------------------
+
+def host_layers_from_vars(hostvars: Mapping[str, Any], host: str) -> tuple[list[LayerInput], list[Issue], bool]:
+    """Layers for ``host`` from the values Ansible resolved (so vault and -e work), attributed to
+    the files the inventory reader finds them in."""
+    hv = hostvars[host]
+    inv_dir = plain(hv.get("inventory_dir"))
+    issues: list[Issue] = []
+    sources: dict[str, str] = {}
+    if inv_dir:
+        hl = load_inventory(inv_dir).host_layers(host)
+        issues, sources = hl.issues, hl.sources
+    layers = []
+    for var in LAYER_VARS:
+        if var in hv and hv[var] is not None:
+            layers.append(layer_input(var, sources.get(var, EXTRA_VARS_SOURCE), plain(hv[var])))
+    vault_available = any(l.name == "vault" for l in layers)
+    return layers, issues, vault_available
+
+
+def validate_hostvars(hostvars: Mapping[str, Any], hosts: list[str], *,
+                      require_secrets: bool = False) -> dict[str, Validated]:
+    results = {}
+    for host in hosts:
+        layers, issues, vault_available = host_layers_from_vars(hostvars, host)
+        result = validate_layers(layers, require_secrets=require_secrets,
+                                 vault_available=vault_available)
+        result.errors[:0] = issues
+        if issues:
+            result.config = None
+        results[host] = result
+    return results
+
+
+def valid_config(hostvars: Mapping[str, Any], host: str, *, require_secrets: bool = True):
+    """The validated FlashMMConfig of one host, or ConfigInvalid."""
+    results = validate_hostvars(hostvars, [host], require_secrets=require_secrets)
+    raise_for_errors(results)
+    return results[host].config
+
+
+def effective_for_hosts(hostvars, hosts, *, require_secrets=False) -> dict[str, dict]:
+    results = validate_hostvars(hostvars, list(hosts), require_secrets=require_secrets)
+    raise_for_errors(results)
+    return {h: outputs.effective(r.config) for h, r in results.items()}

@@ -1,0 +1,211 @@
+"""Merge configuration layers, keeping for every leaf where its value came from.
+
+Layers, lowest priority first (``LAYER_ORDER``):
+
+- ``defaults``    the schema's defaults (the seed's DEFAULT_CONFIG)
+- ``environment`` ``group_vars/all/flashmm.yml`` (``flashmm_config``)
+- ``vault``       ``group_vars/all/vault.yml`` (``flashmm_secrets``, the ``secrets`` section)
+- ``group``       ``group_vars/<group>/`` (``flashmm_group_config``)
+- ``host``        ``host_vars/<host>`` (``flashmm_host_config``)
+- ``env``         environment-variable overrides (``flashmm_env_overrides``: ``{VAR: "string"}``)
+- ``runtime``     Redis ``flashmm:config:<section>:<key>`` values (runtime-overridable keys only)
+
+Secrets may only come from ``vault`` or ``env``: a secret in a plain-text layer is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import envvars
+from .errors import Issue, Origin
+from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS
+
+LAYER_ORDER = ("defaults", "environment", "vault", "group", "host", "env", "runtime")
+SECRET_LAYERS = ("vault", "env")
+REDACTED = "<redacted>"
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One layer's data.  ``data`` is nested for the YAML layers, ``{VAR: str}`` for ``env`` and
+    ``{dotted.path or flashmm:config:... key: value}`` for ``runtime``."""
+
+    name: str
+    source: str
+    data: Mapping[str, Any]
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.name, self.source)
+
+
+@dataclass
+class Provenance:
+    origin: Origin
+    # values this one overrode, lowest layer first: (origin, value)
+    shadowed: list[tuple[Origin, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Resolution:
+    values: dict[str, Any]                 # dotted path -> winning value
+    provenance: dict[str, Provenance]      # dotted path -> where it came from
+    issues: list[Issue]
+
+    def nested(self) -> dict[str, Any]:
+        """The winning values as the nested mapping the schema validates."""
+        out: dict[str, Any] = {}
+        for path, value in self.values.items():
+            node = out
+            *parents, leaf = path.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return out
+
+    def origin(self, path: str) -> Origin | None:
+        prov = self.provenance.get(path)
+        return prov.origin if prov else None
+
+
+def did_you_mean(path: str) -> str:
+    """A hint naming the closest known key, or '' when nothing is close."""
+    known = list(FIELDS) + sorted(SECTIONS)
+    close = difflib.get_close_matches(path, known, n=1, cutoff=0.75)
+    if not close:
+        # the right key in the wrong section: trading.confidence_threshold -> ml.confidence_threshold
+        leaf = path.rsplit(".", 1)[-1]
+        close = [p for p in FIELDS if p.rsplit(".", 1)[-1] == leaf][:1]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def did_you_mean_env(name: str) -> str:
+    close = difflib.get_close_matches(name, list(FIELDS_BY_ENV), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def plain(value: Any) -> Any:
+    """Deep copy into plain Python types.  Ansible 2.19 hands plugins tagged subclasses of str,
+    dict, int...; pydantic strict mode and json.dumps must see the plain types."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _leaves(layer: LayerInput, issues: list[Issue]):
+    """Yield (path, value) for each leaf a YAML layer sets; record unknown keys and misplaced
+    secrets as issues."""
+
+    def walk(data: Any, prefix: str):
+        if data is None:            # an empty section (``trading:`` with nothing under it)
+            return
+        if not isinstance(data, Mapping):
+            issues.append(Issue(prefix.rstrip(".") or "(top level)", "expected a mapping of keys",
+                                layer.origin))
+            return
+        for key, value in data.items():
+            if not isinstance(key, str):
+                issues.append(Issue(f"{prefix}{key!r}", "keys must be strings", layer.origin))
+                continue
+            path = prefix + key
+            if path in FIELDS:
+                spec = FIELDS[path]
+                if spec.secret and layer.name not in SECRET_LAYERS:
+                    issues.append(Issue(path, "a secret may only be set in the vault "
+                                        "(flashmm_secrets in group_vars/all/vault.yml) or as an "
+                                        f"environment override ({spec.env}); value hidden",
+                                        layer.origin))
+                    continue
+                yield path, value
+            elif path in SECTIONS:
+                yield from walk(value, path + ".")
+            else:
+                issues.append(Issue(path, "unknown key" + did_you_mean(path), layer.origin))
+
+    yield from walk(layer.data, "")
+
+
+def _env_leaves(layer: LayerInput, issues: list[Issue]):
+    for name, raw in (layer.data or {}).items():
+        spec = FIELDS_BY_ENV.get(name)
+        if spec is None:
+            issues.append(Issue(str(name), "unknown environment variable" + did_you_mean_env(str(name)),
+                                layer.origin))
+            continue
+        if isinstance(raw, bool):
+            raw = "true" if raw else "false"
+        elif isinstance(raw, (int, float)):
+            raw = str(raw)
+        if not isinstance(raw, str):
+            issues.append(Issue(f"{spec.path} ({name})", "an environment override must be a string",
+                                layer.origin))
+            continue
+        try:
+            yield spec.path, envvars.parse(spec, raw)
+        except envvars.EnvParseError as exc:
+            message = "value hidden: cannot be parsed" if spec.secret else str(exc)
+            issues.append(Issue(f"{spec.path} ({name})", message, layer.origin))
+
+
+def _runtime_leaves(layer: LayerInput, issues: list[Issue]):
+    for key, value in (layer.data or {}).items():
+        path = key.removeprefix("flashmm:config:").replace(":", ".")
+        spec = FIELDS.get(path)
+        if spec is None:
+            issues.append(Issue(path, "unknown runtime key" + did_you_mean(path), layer.origin))
+        elif not spec.runtime:
+            issues.append(Issue(path, "is not runtime-overridable (runtime keys: "
+                                + ", ".join(p for p, f in FIELDS.items() if f.runtime) + ")",
+                                layer.origin))
+        else:
+            yield path, value
+
+
+def resolve(layers: list[LayerInput]) -> Resolution:
+    """Merge ``layers`` (any order; sorted by LAYER_ORDER, stable within a layer name)."""
+    issues: list[Issue] = []
+    values: dict[str, Any] = {}
+    provenance: dict[str, Provenance] = {}
+
+    def put(path: str, value: Any, origin: Origin):
+        prev = provenance.get(path)
+        if prev is None:
+            provenance[path] = Provenance(origin)
+        else:
+            provenance[path] = Provenance(origin, prev.shadowed + [(prev.origin, values[path])])
+        values[path] = value
+
+    defaults = Origin("defaults", "schema default")
+    for path, spec in FIELDS.items():
+        if not spec.required:
+            put(path, spec.default, defaults)
+
+    for layer in sorted(layers, key=lambda l: LAYER_ORDER.index(l.name)):
+        if layer.name in ("env", "runtime") and not isinstance(layer.data, Mapping):
+            issues.append(Issue("(top level)", "expected a mapping", layer.origin))
+            continue
+        walker = {"env": _env_leaves, "runtime": _runtime_leaves}.get(layer.name, _leaves)
+        for path, value in walker(layer, issues):
+            put(path, plain(value), layer.origin)
+    return Resolution(values, provenance, issues)
+
+
+def shown(path: str, value: Any) -> Any:
+    """A value fit for display: secrets become ``<redacted>`` (unset stays None)."""
+    if FIELDS[path].secret and value is not None:
+        return REDACTED
+    return value

@@ -1,0 +1,53 @@
+"""The functions behind ``filter_plugins/flashmm.py``.  Each takes Ansible's ``hostvars`` (so
+vaulted and ``-e`` values arrive as Ansible resolved them) and returns ``(result, warnings)``;
+errors are ``FlashmmError``.  Kept free of Ansible imports so they unit-test without it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import api, outputs
+from .errors import FlashmmError
+from .layers import plain
+from .schema import FIELDS
+
+
+def _warnings(results) -> list[str]:
+    return [f"host {h}: {w.render()}" for h, r in sorted(results.items()) for w in r.warnings]
+
+
+def flashmm_validate(hostvars, hosts, require_secrets: bool = False):
+    """host -> validated effective config (secrets ``<redacted>``); all hosts' errors at once."""
+    hosts = [plain(h) for h in ([hosts] if isinstance(hosts, str) else hosts)]
+    results = api.validate_hostvars(hostvars, hosts, require_secrets=bool(require_secrets))
+    api.raise_for_errors(results)
+    return {h: outputs.effective(r.config) for h, r in results.items()}, _warnings(results)
+
+
+def flashmm_explain(hostvars, host, key):
+    key = plain(key)
+    if key not in FIELDS:
+        from .layers import did_you_mean
+        raise FlashmmError(f"{key}: unknown key{did_you_mean(key)}")
+    results = api.validate_hostvars(hostvars, [plain(host)])
+    return outputs.explain(results[plain(host)].resolution, key), []
+
+
+def flashmm_env(hostvars, host):
+    """ENV_VAR -> string for the .env file, secrets in clear: use only in no_log tasks."""
+    config = api.valid_config(hostvars, plain(host), require_secrets=True)
+    return outputs.env_vars(config), []
+
+
+def flashmm_runtime_keys(hostvars, host):
+    """``flashmm:config:<section>:<key>`` -> JSON value (runtime-overridable keys only)."""
+    config = api.valid_config(hostvars, plain(host), require_secrets=False)
+    return outputs.runtime_keys(config), []
+
+
+FILTERS: dict[str, Any] = {
+    "flashmm_validate": flashmm_validate,
+    "flashmm_explain": flashmm_explain,
+    "flashmm_env": flashmm_env,
+    "flashmm_runtime_keys": flashmm_runtime_keys,
+}
