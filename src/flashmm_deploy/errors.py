@@ -46,13 +46,21 @@ class ConfigInvalid(FlashmmError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        parts = []
-        total = sum(len(v) for v in self.issues.values())
-        parts.append(f"FlashMM configuration invalid: {total} error(s) in {len(self.issues)} host(s)")
-        for host, issues in sorted(self.issues.items()):
-            parts.append(f"host {host}:")
-            parts.extend("  - " + i.render() for i in issues)
-        return "\n".join(parts)
+        return format_issues(self.issues, "FlashMM configuration invalid")
+
+
+def format_issues(issues: dict[str, list[Issue]], title: str) -> str:
+    """One entry per distinct issue, naming the hosts it applies to (an error in a shared group
+    file is said once, not once per host)."""
+    hosts_of: dict[str, list[str]] = {}
+    for host, host_issues in sorted(issues.items()):
+        for issue in host_issues:
+            hosts_of.setdefault(issue.render(), []).append(host)
+    lines = [f"{title}: {len(hosts_of)} problem(s) in {len(issues)} host(s)"]
+    for text, hosts in hosts_of.items():
+        lines.append("  - " + text)
+        lines.append("      hosts: " + ", ".join(hosts))
+    return "\n".join(lines)
 
 
 class InventoryError(FlashmmError):

@@ -166,13 +166,16 @@ def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
 
     for path, spec in FIELDS.items():
         value = v.get(path)
-        if not spec.secret or not isinstance(value, str) or is_placeholder(value):
+        if not isinstance(value, str) or is_placeholder(value):
             continue
         unsafe = [name for ch, name in _ENV_UNSAFE.items() if ch in value]
         if unsafe:
             errors.append(Issue(path, f"{spec.env} contains {', '.join(unsafe)}, which .env readers "
-                                "(python-dotenv, docker compose) disagree on; value hidden. "
-                                "Regenerate it from a URL-safe alphabet", res.origin(path)))
+                                "(python-dotenv, docker compose) disagree on; "
+                                + ("value hidden. Regenerate it from a URL-safe alphabet"
+                                   if spec.secret else f"got {value!r}"), res.origin(path)))
+        if not spec.secret:
+            continue
         if value == "":
             errors.append(Issue(path, f"{spec.env} is empty; unset it instead", res.origin(path)))
         if len(value) < MIN_SECRET_LENGTH.get(path, 0):

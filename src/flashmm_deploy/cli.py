@@ -1,0 +1,202 @@
+"""``flashmm-config``: validate, explain and diff inventories without running Ansible.
+
+Exit codes: 0 valid / done, 1 invalid configuration (or stale docs with ``docs --check``),
+2 usage error (bad arguments, unreadable inventory, unknown host or key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import api, docs, outputs, secrets
+from .errors import FlashmmError, format_issues
+from .layers import did_you_mean, shown
+from .schema import FIELDS
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _inventory(args, path: str):
+    return api.load_inventory(path, getattr(args, "vault_password_file", None))
+
+
+def _hosts(inv, host: str | None) -> list[str]:
+    if host is None:
+        return inv.hosts
+    if host not in inv.hosts:
+        raise UsageError(f"host {host!r} is not in {inv.path} (hosts: {', '.join(inv.hosts)})")
+    return [host]
+
+
+def cmd_validate(args) -> int:
+    status = EXIT_OK
+    for path in args.inventory:
+        inv = _inventory(args, path)
+        results = api.validate_inventory(inv, _hosts(inv, args.host),
+                                         require_secrets=args.require_secrets)
+        warnings = {h: r.warnings for h, r in results.items() if r.warnings}
+        errors = {h: r.errors for h, r in results.items() if r.errors}
+        if warnings and not args.quiet:
+            print(format_issues(warnings, f"{path}: warning"), file=sys.stderr)
+        if errors:
+            print(format_issues(errors, f"{path}: INVALID"), file=sys.stderr)
+            status = EXIT_INVALID
+        else:
+            print(f"{path}: {len(results)} host(s) valid"
+                  + (f" ({sum(map(len, warnings.values()))} warning(s))" if warnings else ""))
+    return status
+
+
+def cmd_explain(args) -> int:
+    if args.key not in FIELDS:
+        raise UsageError(f"{args.key}: unknown key{did_you_mean(args.key)}")
+    inv = _inventory(args, args.inventory)
+    host = _hosts(inv, args.host)[0]
+    result = api.validate_host(inv, host)
+    info = outputs.explain(result.resolution, args.key)
+    if args.json:
+        print(json.dumps({"host": host, **info}, indent=2))
+    else:
+        print(f"{info['key']} = {json.dumps(info['value'])}   (host {host}, env {info['env']})")
+        print(f"  from layer '{info['layer']}', {info['source']}")
+        for s in reversed(info["shadowed"]):
+            print(f"  shadows {json.dumps(s['value'])} from layer '{s['layer']}', {s['source']}")
+        if info["runtime_overridable"]:
+            print(f"  runtime-overridable in Redis as {FIELDS[args.key].redis_key}")
+    if result.errors:
+        print(format_issues({host: result.errors}, "note: this host's configuration is INVALID"),
+              file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _flat_effective(inv, host: str) -> tuple[dict[str, Any] | None, Any]:
+    result = api.validate_host(inv, host)
+    if result.errors:
+        return None, result
+    cfg = outputs.effective(result.config, redact=False)
+    flat = {}
+    for path in FIELDS:
+        node: Any = cfg
+        for part in path.split("."):
+            node = node[part]
+        flat[path] = node
+    return flat, result
+
+
+def cmd_diff(args) -> int:
+    inv_a, inv_b = _inventory(args, args.inventory_a), _inventory(args, args.inventory_b)
+    host_a, host_b = _hosts(inv_a, args.host_a)[0], _hosts(inv_b, args.host_b)[0]
+    a, ra = _flat_effective(inv_a, host_a)
+    b, rb = _flat_effective(inv_b, host_b)
+    for flat, res, path, host in ((a, ra, args.inventory_a, host_a), (b, rb, args.inventory_b, host_b)):
+        if flat is None:
+            print(format_issues({host: res.errors}, f"{path}: INVALID"), file=sys.stderr)
+    if a is None or b is None:
+        return EXIT_INVALID
+    print(f"--- {args.inventory_a} ({host_a})\n+++ {args.inventory_b} ({host_b})")
+    count = 0
+    for path in FIELDS:
+        if a[path] != b[path]:
+            count += 1
+            if FIELDS[path].secret:   # say that a secret differs, never what it is
+                print(f"  {path}: {shown(path, a[path])} -> {shown(path, b[path])} (differs)")
+            else:
+                print(f"  {path}: {json.dumps(a[path])} -> {json.dumps(b[path])}")
+    print(f"{count} key(s) differ")
+    return EXIT_OK
+
+
+def cmd_docs(args) -> int:
+    root = Path(args.root)
+    stale = []
+    for rel, make in docs.GENERATED.items():
+        target, text = root / rel, make()
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        if current == text:
+            continue
+        stale.append(rel)
+        if not args.check:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+    if args.check and stale:
+        print(f"stale generated files: {', '.join(stale)}; run `flashmm-config docs`", file=sys.stderr)
+        return EXIT_INVALID
+    print("up to date" if not stale else f"wrote {', '.join(stale)}")
+    return EXIT_OK
+
+
+def cmd_secrets_generate(args) -> int:
+    inv = _inventory(args, args.inventory)
+    envs = {api.validate_host(inv, h).resolution.values.get("app.environment") for h in inv.hosts}
+    if envs & {"testnet", "production"}:
+        raise UsageError(f"{args.inventory} is a {'/'.join(sorted(envs))} inventory: its secrets "
+                         "belong in ansible-vault, not in a generated plain-text file")
+    vault, added = secrets.generate_missing(inv)
+    print(f"{vault}: " + (f"generated {', '.join(added)}" if added else "nothing to generate"))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flashmm-config", description=__doc__.split("\n")[0])
+    p.add_argument("--vault-password-file", help="to open ansible-vault encrypted inventory files "
+                   "(default: $ANSIBLE_VAULT_PASSWORD_FILE)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="validate every host of one or more inventories")
+    v.add_argument("inventory", nargs="+")
+    v.add_argument("--host")
+    v.add_argument("--require-secrets", action="store_true",
+                   help="missing or placeholder secrets are errors (as for deploy)")
+    v.add_argument("-q", "--quiet", action="store_true", help="no warnings")
+    v.set_defaults(func=cmd_validate)
+
+    e = sub.add_parser("explain", help="value of a key, the layer and file it came from")
+    e.add_argument("inventory")
+    e.add_argument("key", help="dotted key, e.g. trading.max_position_usdc")
+    e.add_argument("--host")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_explain)
+
+    d = sub.add_parser("diff", help="effective-config diff of two inventories (secrets redacted)")
+    d.add_argument("inventory_a")
+    d.add_argument("inventory_b")
+    d.add_argument("--host-a")
+    d.add_argument("--host-b")
+    d.set_defaults(func=cmd_diff)
+
+    g = sub.add_parser("docs", help="write .env.example and docs/configuration.md")
+    g.add_argument("--check", action="store_true", help="exit 1 if they are stale, write nothing")
+    g.add_argument("--root", default=".", help="project root (default: .)")
+    g.set_defaults(func=cmd_docs)
+
+    s = sub.add_parser("secrets", help="secret generation for local/development inventories")
+    ssub = s.add_subparsers(dest="secrets_command", required=True)
+    sg = ssub.add_parser("generate", help="add missing generatable secrets to vault.yml (0600)")
+    sg.add_argument("inventory")
+    sg.set_defaults(func=cmd_secrets_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:            # argparse: 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return args.func(args)
+    except (UsageError, FlashmmError) as exc:
+        print(f"flashmm-config: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Test support (imported as `support`, fixtures re-exported by conftest.py): a real redis-server on a loopback port, and helpers that run
+``ansible-playbook`` and ``flashmm-config`` the way an operator does."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+INVENTORIES = ROOT / "inventories"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    host: str
+    port: int
+    process: subprocess.Popen
+
+    def client(self, db: int = 0, password: str | None = None) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, db=db, password=password,
+                           decode_responses=True, socket_timeout=5)
+
+
+def start_redis(tmp: Path, *extra: str) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run scripts/setup.sh")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp), "--databases", "64", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer("127.0.0.1", port, proc)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping()
+            return server
+        except redis.AuthenticationError:
+            return server                       # up, and wants a password
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+
+
+def stop_redis(server: RedisServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server for the session (64 databases: give each test its own db)."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_redis(server)
+
+
+_next_db = iter(range(1, 64))
+
+
+@pytest.fixture
+def redis_db(redis_server):
+    """A fresh, empty database number on the session's redis-server."""
+    db = next(_next_db)
+    client = redis_server.client(db)
+    client.flushdb()
+    yield db
+    client.flushdb()
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment an operator's shell would have after setup: the venv first on PATH and
+    the project's ansible.cfg, whatever directory the command runs in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "FLASHMM_"))}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT,
+        timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def flashmm_config(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run([str(VENV_BIN / "flashmm-config"), *args], **kw)
+
+
+def ansible_playbook(playbook: str, inventory: Path | str, *args: str, env=None,
+                     timeout: int = 600) -> subprocess.CompletedProcess:
+    return run([str(VENV_BIN / "ansible-playbook"), str(ROOT / playbook), "-i", str(inventory),
+                *args], env=env, timeout=timeout)
+
+
+_RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
+                    r"\s+skipped=(\d+)\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """host -> counts from the PLAY RECAP of an ansible-playbook run."""
+    names = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+    return {m.group(1): dict(zip(names, map(int, m.groups()[1:]))) for m in _RECAP.finditer(stdout)}
+
+
+def copy_inventory(name: str, dest: Path) -> Path:
+    """A private copy of inventories/<name> that a test may edit."""
+    target = dest / name
+    shutil.copytree(INVENTORIES / name, target)
+    return target
