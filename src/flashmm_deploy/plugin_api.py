@@ -45,7 +45,25 @@ def flashmm_runtime_keys(hostvars, host):
     return outputs.runtime_keys(config), []
 
 
+def flashmm_env_file(hostvars, host):
+    """``{"content": <.env text>, "secret_names": [...]}`` of one host: secrets in clear, use
+    only in no_log tasks."""
+    from . import envfile
+    env, _ = flashmm_env(hostvars, host)
+    secret_names = sorted(f.env for f in FIELDS.values() if f.secret)
+    return {"content": envfile.render(env, secret_names), "secret_names": secret_names}, []
+
+
+def flashmm_seed_script(hostvars, host):
+    """The rendered Redis seed script (Lua) of one host: the runtime keys and the generic body."""
+    from . import redis_seed
+    keys, _ = flashmm_runtime_keys(hostvars, host)
+    return redis_seed.render_script(keys), []
+
+
 FILTERS: dict[str, Any] = {
+    "flashmm_env_file": flashmm_env_file,
+    "flashmm_seed_script": flashmm_seed_script,
     "flashmm_validate": flashmm_validate,
     "flashmm_explain": flashmm_explain,
     "flashmm_env": flashmm_env,

@@ -162,6 +162,8 @@ class Secrets(Section):
     cambrian_secret_key: Optional[SecretStr] = _secret("CAMBRIAN_SECRET_KEY", "Cambrian SDK secret")
     redis_password: Optional[SecretStr] = _secret("REDIS_PASSWORD", "Redis password")
     influxdb_token: Optional[SecretStr] = _secret("INFLUXDB_TOKEN", "InfluxDB API token")
+    influxdb_admin_password: Optional[SecretStr] = _secret(
+        "INFLUXDB_ADMIN_PASSWORD", "InfluxDB admin password (initial setup when auth is required)")
     grafana_api_key: Optional[SecretStr] = _secret("GRAFANA_API_KEY", "Grafana API key")
     twitter_bearer_token: Optional[SecretStr] = _secret("TWITTER_BEARER_TOKEN", "Twitter bearer token")
     twitter_api_key: Optional[SecretStr] = _secret("TWITTER_API_KEY", "Twitter API key")

@@ -35,6 +35,8 @@ SECRET_REQUIRED_WHEN: dict[str, tuple[str, Callable[[dict], bool]]] = {
                                lambda v: v["storage.redis.password_required"]),
     "secrets.influxdb_token": ("storage.influxdb.auth_required is true",
                                lambda v: v["storage.influxdb.auth_required"]),
+    "secrets.influxdb_admin_password": ("storage.influxdb.auth_required is true",
+                                        lambda v: v["storage.influxdb.auth_required"]),
     "secrets.grafana_api_key": ("monitoring.grafana_enabled is true",
                                 lambda v: v["monitoring.grafana_enabled"]),
     "secrets.twitter_bearer_token": ("monitoring.twitter_enabled is true",
@@ -51,7 +53,7 @@ SECRET_REQUIRED_WHEN: dict[str, tuple[str, Callable[[dict], bool]]] = {
                                   and v["app.environment"] in _PROD_LIKE),
 }
 MIN_SECRET_LENGTH = {"secrets.secret_key": 32, "secrets.api_auth_token": 32,
-                     "secrets.redis_password": 16}
+                     "secrets.redis_password": 16, "secrets.influxdb_admin_password": 16}
 FERNET_KEYS = ("secrets.encryption_key", "secrets.old_encryption_key")
 
 

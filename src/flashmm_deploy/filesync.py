@@ -1,0 +1,132 @@
+"""Converge a set of files under one root in a single pass: atomic writes, stated modes, a
+per-file diff with secret values masked, and a check mode that writes nothing.
+
+Stdlib only, no relative imports: Ansible ships this file to target hosts as
+``module_utils/flashmm_filesync.py`` (a symlink) for ``library/flashmm_files.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tempfile
+
+_ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+MASK = "'<redacted>'"
+MASK_CHANGED = "'<redacted, changed>'"
+
+
+class SyncError(Exception):
+    pass
+
+
+def _env_values(text: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in map(_ENV_LINE.match, text.splitlines()) if m}
+
+
+def mask_env(text: str, names, other: str | None = None) -> str:
+    """``text`` with the values of ``names`` replaced; a value that differs from the same key's
+    value in ``other`` is marked changed, so a diff still says *that* a secret changed."""
+    names = set(names)
+    theirs = _env_values(other) if other is not None else {}
+    out = []
+    for line in text.splitlines(keepends=True):
+        m = _ENV_LINE.match(line.rstrip("\n"))
+        if m and m.group(1) in names:
+            changed = other is not None and theirs.get(m.group(1)) != m.group(2)
+            line = f"{m.group(1)}={MASK_CHANGED if changed else MASK}" + ("\n" if line.endswith("\n") else "")
+        out.append(line)
+    return "".join(out)
+
+
+def _resolve_owner(owner, group) -> tuple[int, int]:
+    uid = gid = -1
+    if owner not in (None, ""):
+        import pwd
+        uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+    if group not in (None, ""):
+        import grp
+        gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid
+
+
+def _write_atomic(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
+    try:
+        os.fchmod(fd, mode)             # restrictive before the first byte is written
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _ensure_dir(path: str, mode: int, check: bool, created: list[str]) -> None:
+    if os.path.isdir(path):
+        return
+    _ensure_dir(os.path.dirname(path), mode, check, created)
+    created.append(path)
+    if not check:
+        os.mkdir(path, mode)
+        os.chmod(path, mode)            # mkdir's mode is filtered by the umask
+
+
+def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
+         directory_mode: int = 0o755) -> dict:
+    """Converge ``files`` (dicts: path relative to root, content str, mode int, mask_keys list)
+    under ``root``.  Returns ``changed``, ``files`` (path -> created|updated|mode|unchanged),
+    ``changed_files`` and ``diff`` (a list of before/after dicts, secret values masked)."""
+    root = os.path.abspath(root)
+    uid, gid = _resolve_owner(owner, group)
+    states, diffs, created_dirs = {}, [], []
+    for spec in sorted(files, key=lambda f: f["path"]):
+        rel = os.path.normpath(spec["path"])
+        if rel.startswith("..") or os.path.isabs(rel):
+            raise SyncError(f"{spec['path']}: must be a relative path inside {root}")
+        path = os.path.join(root, rel)
+        data = spec["content"].encode("utf-8")
+        mode = spec["mode"]
+        before = None
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise SyncError(f"{path}: exists and is not a regular file")
+            with open(path, "rb") as fh:
+                before = fh.read()
+        except FileNotFoundError:
+            st = None
+        owner_ok = st is not None and (uid in (-1, st.st_uid)) and (gid in (-1, st.st_gid))
+        if before == data and st is not None and stat.S_IMODE(st.st_mode) == mode and owner_ok:
+            states[rel] = "unchanged"
+            continue
+        states[rel] = "created" if st is None else ("updated" if before != data else "mode")
+        _ensure_dir(os.path.dirname(path), directory_mode, check, created_dirs)
+        if not check:
+            if before == data:
+                os.chmod(path, mode)
+                if uid != -1 or gid != -1:
+                    os.chown(path, uid, gid)
+            else:
+                _write_atomic(path, data, mode, uid, gid)
+        old_text = before.decode("utf-8", "replace") if before is not None else ""
+        new_text = spec["content"]
+        if spec.get("mask_keys"):
+            # before: every secret masked; after: masked too, marked where it changed
+            old_text, new_text = (mask_env(old_text, spec["mask_keys"]),
+                                  mask_env(new_text, spec["mask_keys"], old_text))
+        diffs.append({
+            "before_header": path if st is not None else "(absent)",
+            "after_header": f"{path} (mode {mode:04o})",
+            "before": old_text,
+            "after": new_text,
+        })
+    changed_files = sorted(p for p, s in states.items() if s != "unchanged")
+    return {"changed": bool(changed_files), "files": states, "changed_files": changed_files,
+            "created_directories": created_dirs, "diff": diffs}
