@@ -1,0 +1,500 @@
+"""Layer precedence and provenance, the runtime layer's restrictions, the inventory reader (var
+placement, Jinja, vault) and the operator's views of provenance: ``explain`` and ``diff``."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets as random_tokens
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.fernet import Fernet
+
+from flashmm_deploy import api
+from flashmm_deploy.errors import InventoryError, Origin
+from flashmm_deploy.inventory import LAYER_VARS, Inventory
+from flashmm_deploy.layers import LAYER_ORDER, REDACTED, LayerInput, resolve
+from flashmm_deploy.schema import FIELDS, RUNTIME_FIELDS, SECRET_FIELDS
+from flashmm_deploy.validate import validate_layers
+from support import VENV_BIN, copy_inventory, flashmm_config, run, tool_env
+
+ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
+VAULT_SRC = "inventories/t/group_vars/all/vault.yml"
+GROUP_SRC = "inventories/t/group_vars/flashmm/flashmm.yml"
+HOST_SRC = "inventories/t/host_vars/mm-01.yml"
+ENVVAR_SRC = "extra vars (-e) or play vars"
+RUNTIME_SRC = "redis 127.0.0.1:6379/0"
+SOURCES = {"environment": ENV_SRC, "vault": VAULT_SRC, "group": GROUP_SRC, "host": HOST_SRC,
+           "env": ENVVAR_SRC, "runtime": RUNTIME_SRC}
+SEI_TESTNET = {"network": "testnet", "rpc_url": "https://sei-testnet-rpc.polkachu.com",
+               "ws_url": "wss://sei-testnet-rpc.polkachu.com/websocket", "chain_id": "atlantic-2"}
+
+KEY = "trading.max_position_usdc"            # runtime-overridable: every layer may set it
+VALUES = {"environment": 100.0, "vault": 200.0, "group": 300.0, "host": 400.0, "env": 500.0,
+          "runtime": 600.0}
+
+
+def layer(name: str, value: float) -> LayerInput:
+    if name == "env":
+        return LayerInput(name, SOURCES[name], {"TRADING_MAX_POSITION_USDC": repr(value)})
+    if name == "runtime":
+        return LayerInput(name, SOURCES[name], {KEY: value})
+    return LayerInput(name, SOURCES[name], {"trading": {"max_position_usdc": value}})
+
+
+def valid_secrets() -> dict[str, str]:
+    out = {}
+    for spec in SECRET_FIELDS:
+        if spec.key.endswith("encryption_key"):
+            out[spec.key] = Fernet.generate_key().decode("ascii")
+        elif spec.key.endswith("_url"):
+            out[spec.key] = "https://hooks.example.com/" + random_tokens.token_urlsafe(16)
+        else:
+            out[spec.key] = random_tokens.token_urlsafe(32)
+    return out
+
+
+# ---- precedence ---------------------------------------------------------------------------------
+
+def test_layer_order_is_the_documented_one():
+    assert LAYER_ORDER == ("defaults", "environment", "vault", "group", "host", "env", "runtime")
+
+
+@pytest.mark.parametrize("top", list(VALUES))
+def test_highest_layer_present_wins(top):
+    names = list(VALUES)[: list(VALUES).index(top) + 1]
+    layers = [layer(n, VALUES[n]) for n in names]
+    random.Random(top).shuffle(layers)             # input order does not matter
+    res = resolve(layers)
+    assert res.issues == []
+    assert res.values[KEY] == VALUES[top]
+    assert res.provenance[KEY].origin == Origin(top, SOURCES[top])
+
+
+def test_shadowed_values_are_listed_lowest_layer_first():
+    res = resolve([layer(n, VALUES[n]) for n in reversed(VALUES)])
+    prov = res.provenance[KEY]
+    assert prov.origin == Origin("runtime", RUNTIME_SRC)
+    assert prov.shadowed == [(Origin("defaults", "schema default"), FIELDS[KEY].default)] + [
+        (Origin(n, SOURCES[n]), VALUES[n]) for n in list(VALUES)[:-1]]
+
+
+def test_defaults_hold_when_no_layer_sets_a_key():
+    res = resolve([LayerInput("environment", ENV_SRC, {"sei": SEI_TESTNET})])
+    assert res.values["trading.quote_frequency_hz"] == 5.0
+    assert res.provenance["trading.quote_frequency_hz"].origin.layer == "defaults"
+    assert res.provenance["trading.quote_frequency_hz"].shadowed == []
+    assert res.provenance["sei.chain_id"].origin == Origin("environment", ENV_SRC)
+
+
+def test_two_layers_of_the_same_name_keep_their_given_order():
+    first = LayerInput("group", "inventories/t/group_vars/flashmm.yml",
+                       {"trading": {"max_position_usdc": 1.0}})
+    second = LayerInput("group", "inventories/t/group_vars/flashmm_eu.yml",
+                        {"trading": {"max_position_usdc": 2.0}})
+    res = resolve([first, layer("environment", 9.0), second])
+    assert res.values[KEY] == 2.0
+    assert res.provenance[KEY].origin == second.origin
+    assert res.provenance[KEY].shadowed[-2:] == [(Origin("environment", ENV_SRC), 9.0),
+                                                 (first.origin, 1.0)]
+
+
+def test_secret_from_env_wins_over_the_vault():
+    vault_value, env_value = random_tokens.token_urlsafe(40), random_tokens.token_urlsafe(40)
+    res = resolve([LayerInput("env", ENVVAR_SRC, {"SECRET_KEY": env_value}),
+                   LayerInput("vault", VAULT_SRC, {"secrets": {"secret_key": vault_value}})])
+    prov = res.provenance["secrets.secret_key"]
+    assert res.values["secrets.secret_key"] == env_value
+    assert prov.origin == Origin("env", ENVVAR_SRC)
+    assert prov.shadowed[-1] == (Origin("vault", VAULT_SRC), vault_value)
+
+
+def test_provenance_of_a_rejected_value_names_its_layer_and_file():
+    """The error for a bad value comes from the layer that won, not a lower one."""
+    result = validate_layers([LayerInput("environment", ENV_SRC, {"sei": SEI_TESTNET}),
+                              layer("host", 150000.0)], vault_available=False)
+    hits = [i for i in result.errors if i.path == KEY]
+    assert hits and hits[0].origin == Origin("host", HOST_SRC)
+
+
+# ---- runtime layer ------------------------------------------------------------------------------
+
+RUNTIME_VALUES = {"trading.max_position_usdc": 1500.0, "trading.quote_frequency_hz": 2.5,
+                  "ml.confidence_threshold": 0.8, "monitoring.alert_enabled": False}
+
+
+def test_runtime_keys_are_the_documented_four():
+    assert {f.path for f in RUNTIME_FIELDS} == set(RUNTIME_VALUES)
+    assert {f.redis_key for f in RUNTIME_FIELDS} == {
+        "flashmm:config:" + p.replace(".", ":") for p in RUNTIME_VALUES}
+
+
+@pytest.mark.parametrize("form", ["dotted", "redis"])
+@pytest.mark.parametrize("path", list(RUNTIME_VALUES))
+def test_runtime_layer_overrides_a_runtime_key(path, form):
+    key = path if form == "dotted" else "flashmm:config:" + path.replace(".", ":")
+    env = LayerInput("environment", ENV_SRC, {"sei": SEI_TESTNET})
+    envvar = LayerInput("env", ENVVAR_SRC, {FIELDS[path].env: "0.5" if "alert" not in path
+                                            else "true"})
+    result = validate_layers([env, envvar, LayerInput("runtime", RUNTIME_SRC,
+                                                      {key: RUNTIME_VALUES[path]})],
+                             vault_available=False)
+    assert result.ok, [i.render() for i in result.errors]
+    assert result.resolution.values[path] == RUNTIME_VALUES[path]
+    assert result.resolution.origin(path) == Origin("runtime", RUNTIME_SRC)
+    assert result.resolution.provenance[path].shadowed[-1][0].layer == "env"
+
+
+@pytest.mark.parametrize("key", ["trading.max_quote_levels", "flashmm:config:app:environment",
+                                 "secrets.secret_key", "flashmm:config:sei:chain_id",
+                                 "storage.redis.db"])
+def test_runtime_layer_rejects_keys_that_are_not_runtime_overridable(key):
+    path = key.removeprefix("flashmm:config:").replace(":", ".")
+    res = resolve([LayerInput("runtime", RUNTIME_SRC, {key: "x"})])
+    assert len(res.issues) == 1
+    issue = res.issues[0]
+    assert issue.path == path and "not runtime-overridable" in issue.message
+    assert issue.origin == Origin("runtime", RUNTIME_SRC)
+    assert res.provenance.get(path) is None or res.provenance[path].origin.layer != "runtime"
+
+
+def test_runtime_layer_rejects_unknown_keys_with_did_you_mean():
+    res = resolve([LayerInput("runtime", RUNTIME_SRC,
+                              {"flashmm:config:trading:max_postion_usdc": 10.0})])
+    assert len(res.issues) == 1
+    assert "did you mean trading.max_position_usdc" in res.issues[0].render()
+
+
+def test_runtime_value_is_validated_like_any_other():
+    result = validate_layers([LayerInput("environment", ENV_SRC, {"sei": SEI_TESTNET}),
+                              LayerInput("runtime", RUNTIME_SRC,
+                                         {"flashmm:config:trading:quote_frequency_hz": 50})],
+                             vault_available=False)
+    hits = [i for i in result.errors if i.path == "trading.quote_frequency_hz"]
+    assert hits and hits[0].origin == Origin("runtime", RUNTIME_SRC)
+    assert RUNTIME_SRC in hits[0].render()
+
+
+# ---- the inventory reader -----------------------------------------------------------------------
+
+def write_inventory(root: Path, hosts: dict, files: dict[str, dict]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "hosts.yml").write_text(yaml.safe_dump(hosts), encoding="utf-8")
+    for rel, data in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return root
+
+
+def base_files(**extra) -> dict[str, dict]:
+    files = {"group_vars/all/flashmm.yml": {"flashmm_config": {
+        "app": {"environment": "development"}, "sei": SEI_TESTNET,
+        "trading": {"max_position_usdc": 100.0, "quote_frequency_hz": 1.0}}}}
+    files.update(extra)
+    return files
+
+
+NESTED_HOSTS = {"all": {"children": {"flashmm": {"children": {
+    "flashmm_eu": {"hosts": {"h1": None, "h2": None}}}}}}}
+
+
+def test_host_vars_override_group_vars_all(tmp_path):
+    inv = Inventory(copy_inventory("local", tmp_path))
+    for n in (1, 2, 3):
+        res = api.validate_host(inv, f"local-{n}").resolution
+        prov = res.provenance["storage.redis.db"]
+        assert res.values["storage.redis.db"] == n
+        assert prov.origin.layer == "host"
+        assert prov.origin.source.endswith(f"local/host_vars/local-{n}.yml")
+        assert prov.shadowed[-1][0].layer == "environment"
+        assert prov.shadowed[-1][0].source.endswith("local/group_vars/all/flashmm.yml")
+        assert prov.shadowed[-1][1] == 0
+
+
+def test_child_group_config_wins_over_its_parents(tmp_path):
+    root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
+        "group_vars/flashmm/flashmm.yml": {"flashmm_group_config": {
+            "trading": {"quote_frequency_hz": 2.0}}},
+        "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
+            "trading": {"quote_frequency_hz": 3.0}}},
+    }))
+    res = api.validate_host(Inventory(root), "h1")
+    assert res.ok, [i.render() for i in res.errors]
+    prov = res.resolution.provenance["trading.quote_frequency_hz"]
+    assert res.resolution.values["trading.quote_frequency_hz"] == 3.0
+    assert prov.origin.layer == "group" and prov.origin.source.endswith("group_vars/flashmm_eu.yml")
+
+
+def test_host_vars_file_wins_over_inline_host_vars(tmp_path):
+    hosts = {"all": {"hosts": {"h1": {"flashmm_host_config": {"app": {"name": "inline"}}}}}}
+    root = write_inventory(tmp_path / "inv", hosts, base_files(**{
+        "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": "file"}}}}))
+    res = api.validate_host(Inventory(root), "h1").resolution
+    assert res.values["app.name"] == "file"
+    assert res.origin("app.name").source.endswith("host_vars/h1.yml")
+
+
+def test_reader_picks_the_same_layer_variables_as_ansible(tmp_path):
+    """The CLI and the playbook must agree: compare with ansible-inventory's host vars."""
+    hosts = {"all": {
+        "vars": {"flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "5"}},
+        "children": {"flashmm": {
+            "vars": {"flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "6"}},
+            "children": {"flashmm_eu": {"hosts": {
+                "h1": {"flashmm_host_config": {"app": {"name": "inline"}}},
+                "h2": None}}}}}}}
+    root = write_inventory(tmp_path / "inv", hosts, base_files(**{
+        "group_vars/all/vault.yml": {"flashmm_secrets": {"secret_key": "s" * 40}},
+        "group_vars/flashmm/flashmm.yml": {"flashmm_group_config": {
+            "trading": {"quote_frequency_hz": 2.0}},
+            "flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "7"}},
+        "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
+            "trading": {"quote_frequency_hz": 3.0}}},
+        "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": "file"}}},
+    }))
+    proc = run([str(VENV_BIN / "ansible-inventory"), "-i", str(root), "--list"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ansible_vars = json.loads(proc.stdout)["_meta"]["hostvars"]
+    inv = Inventory(root)
+    by_layer = {v: k for k, v in LAYER_VARS.items()}
+    for host in ("h1", "h2"):
+        hl = inv.host_layers(host)
+        assert hl.issues == []
+        ours = {by_layer[l.name]: (l.data["secrets"] if l.name == "vault" else l.data)
+                for l in hl.layers}
+        theirs = {k: v for k, v in ansible_vars[host].items() if k in LAYER_VARS}
+        assert ours == theirs, host
+
+
+MISPLACED = [
+    ("flashmm_config", "host_vars/h1.yml"),
+    ("flashmm_config", "group_vars/flashmm/flashmm.yml"),
+    ("flashmm_secrets", "group_vars/flashmm/vault.yml"),
+    ("flashmm_secrets", "host_vars/h1.yml"),
+    ("flashmm_group_config", "group_vars/all/extra.yml"),
+    ("flashmm_host_config", "group_vars/all/extra.yml"),
+    ("flashmm_host_config", "group_vars/flashmm_eu.yml"),
+]
+
+
+@pytest.mark.parametrize("var,rel", MISPLACED, ids=[f"{v}-in-{r}" for v, r in MISPLACED])
+def test_misplaced_layer_variable_is_an_error(tmp_path, var, rel):
+    value = {"secret_key": "s" * 40} if var == "flashmm_secrets" else {"app": {"name": "x"}}
+    root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{rel: {var: value}}))
+    result = api.validate_host(Inventory(root), "h1")
+    hits = [i for i in result.errors if i.path == var]
+    assert hits, [i.render() for i in result.errors]
+    text = hits[0].render()
+    assert rel in text and "must be defined in" in text
+    assert f"'{LAYER_VARS[var]}'" in text
+    assert result.config is None
+    assert "s" * 40 not in text
+
+
+def test_misplaced_layer_variable_in_hosts_yml_is_an_error(tmp_path):
+    hosts = {"all": {"hosts": {"h1": {"flashmm_config": {"app": {"name": "x"}}}}}}
+    root = write_inventory(tmp_path / "inv", hosts, base_files())
+    result = api.validate_host(Inventory(root), "h1")
+    hits = [i for i in result.errors if i.path == "flashmm_config"]
+    assert hits and "hosts.yml" in hits[0].render()
+
+
+@pytest.mark.parametrize("template", ["{{ 100 * 2 }}", "{% if true %}1{% endif %}",
+                                      "{{ lookup('env', 'HOME') }}"])
+def test_jinja_in_a_layer_variable_is_an_error(tmp_path, template):
+    root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
+        "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": template}}}}))
+    result = api.validate_host(Inventory(root), "h1")
+    hits = [i for i in result.errors if i.path == "flashmm_host_config"]
+    assert hits, [i.render() for i in result.errors]
+    assert "host_vars/h1.yml" in hits[0].render() and "literal" in hits[0].message
+    assert result.config is None
+
+
+def test_jinja_in_a_nested_list_is_an_error(tmp_path):
+    root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
+        "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
+            "api": {"cors_origins": ["https://a.example", "{{ origin }}"]}}}}))
+    result = api.validate_host(Inventory(root), "h2")
+    assert any(i.path == "flashmm_group_config" for i in result.errors)
+
+
+# ---- vault -------------------------------------------------------------------------------------
+
+def encrypted_local(tmp_path: Path, secrets: dict) -> tuple[Path, Path]:
+    inv = copy_inventory("local", tmp_path)
+    vault = inv / "group_vars" / "all" / "vault.yml"
+    vault.write_text(yaml.safe_dump({"flashmm_secrets": secrets}), encoding="utf-8")
+    password = tmp_path / "vault.pass"
+    password.write_text(random_tokens.token_urlsafe(16) + "\n", encoding="utf-8")
+    proc = run([str(VENV_BIN / "ansible-vault"), "encrypt", "--vault-password-file",
+                str(password), str(vault)])
+    assert proc.returncode == 0, proc.stderr
+    assert vault.read_text(encoding="utf-8").startswith("$ANSIBLE_VAULT;")
+    return inv, password
+
+
+def local_secrets() -> dict:
+    return {"secret_key": random_tokens.token_urlsafe(40),
+            "api_auth_token": random_tokens.token_urlsafe(40),
+            "encryption_key": Fernet.generate_key().decode()}
+
+
+def test_encrypted_vault_without_password_makes_the_vault_unavailable(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    inv, _ = encrypted_local(tmp_path, local_secrets())
+    hl = Inventory(inv).host_layers("local-1")
+    assert hl.vault_available is False
+    assert all(l.name != "vault" for l in hl.layers)
+    assert hl.sources["flashmm_secrets"].endswith("vault.yml (encrypted)")
+    result = api.validate_host(Inventory(inv), "local-1")
+    assert result.ok
+    assert {"secrets.secret_key", "secrets.api_auth_token"} <= {w.path for w in result.warnings}
+    assert all("not available" in w.message for w in result.warnings)
+    strict = api.validate_host(Inventory(inv), "local-1", require_secrets=True)
+    assert "secrets.secret_key" in {e.path for e in strict.errors}
+
+
+def test_encrypted_vault_is_read_with_the_password_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    secrets = local_secrets()
+    inv, password = encrypted_local(tmp_path, secrets)
+    inventory = Inventory(inv, vault_password_file=str(password))
+    assert inventory.host_layers("local-1").vault_available is True
+    result = api.validate_host(inventory, "local-1", require_secrets=True)
+    assert result.ok, [i.render() for i in result.errors]
+    assert result.warnings == []
+    res = result.resolution
+    assert res.values["secrets.secret_key"] == secrets["secret_key"]
+    assert res.origin("secrets.secret_key").layer == "vault"
+    assert res.origin("secrets.secret_key").source.endswith("local/group_vars/all/vault.yml")
+
+
+def test_vault_password_file_from_the_environment_is_used(tmp_path, monkeypatch):
+    inv, password = encrypted_local(tmp_path, local_secrets())
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(password))
+    assert Inventory(inv).host_layers("local-2").vault_available is True
+
+
+def test_wrong_vault_password_is_an_inventory_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    inv, _ = encrypted_local(tmp_path, local_secrets())
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n", encoding="utf-8")
+    with pytest.raises(InventoryError, match="cannot decrypt"):
+        Inventory(inv, vault_password_file=str(wrong)).host_layers("local-1")
+
+
+def test_cli_opens_the_vault_with_vault_password_file(tmp_path):
+    inv, password = encrypted_local(tmp_path, local_secrets())
+    closed = flashmm_config("validate", "--require-secrets", str(inv))
+    assert closed.returncode == 1 and "not available" in closed.stderr
+    opened = flashmm_config("--vault-password-file", str(password), "validate",
+                            "--require-secrets", str(inv))
+    assert opened.returncode == 0, opened.stderr
+    assert "3 host(s) valid" in opened.stdout
+
+
+# ---- explain ------------------------------------------------------------------------------------
+
+def test_explain_shows_value_layer_file_and_shadowed(tmp_path):
+    inv = copy_inventory("local", tmp_path)
+    proc = flashmm_config("explain", str(inv), "storage.redis.db", "--host", "local-2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("storage.redis.db = 2") and "REDIS_DB" in lines[0]
+    assert lines[1] == f"  from layer 'host', {inv / 'host_vars' / 'local-2.yml'}"
+    assert f"shadows 0 from layer 'environment', {inv / 'group_vars' / 'all' / 'flashmm.yml'}" \
+        in proc.stdout
+    assert "shadows 0 from layer 'defaults', schema default" in proc.stdout
+
+
+def test_explain_json_matches_the_resolution(tmp_path):
+    inv = copy_inventory("local", tmp_path)
+    proc = flashmm_config("explain", str(inv), "trading.quote_frequency_hz", "--host", "local-3",
+                          "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["host"] == "local-3" and info["value"] == 1.0
+    assert info["layer"] == "environment"
+    assert info["source"] == str(inv / "group_vars" / "all" / "flashmm.yml")
+    assert info["runtime_overridable"] is True and info["env"] == "TRADING_QUOTE_FREQUENCY_HZ"
+    assert info["shadowed"] == [{"layer": "defaults", "source": "schema default", "value": 5.0}]
+
+
+def test_explain_redacts_secrets_and_what_they_shadow(tmp_path):
+    inv = copy_inventory("local", tmp_path)
+    secrets = local_secrets()
+    (inv / "group_vars" / "all" / "vault.yml").write_text(
+        yaml.safe_dump({"flashmm_secrets": secrets}), encoding="utf-8")
+    override = random_tokens.token_urlsafe(40)
+    host_file = inv / "host_vars" / "local-1.yml"
+    data = yaml.safe_load(host_file.read_text(encoding="utf-8"))
+    data["flashmm_env_overrides"] = {"SECRET_KEY": override}
+    host_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    proc = flashmm_config("explain", str(inv), "secrets.secret_key", "--host", "local-1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["value"] == REDACTED and info["layer"] == "env" and info["secret"] is True
+    assert info["source"] == str(host_file)
+    assert [s["layer"] for s in info["shadowed"]] == ["defaults", "vault"]
+    assert info["shadowed"][1]["value"] == REDACTED
+    text = flashmm_config("explain", str(inv), "secrets.secret_key", "--host", "local-1")
+    for out in (proc.stdout + proc.stderr, text.stdout + text.stderr):
+        assert override not in out and secrets["secret_key"] not in out
+    assert "<redacted>" in text.stdout
+
+
+def test_explain_of_an_invalid_host_still_explains_and_exits_1(tmp_path):
+    inv = copy_inventory("local", tmp_path)
+    host_file = inv / "host_vars" / "local-1.yml"
+    host_file.write_text(yaml.safe_dump({"flashmm_host_config": {
+        "trading": {"max_position_usdc": 0}}}), encoding="utf-8")
+    proc = flashmm_config("explain", str(inv), "trading.max_position_usdc", "--host", "local-1")
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("trading.max_position_usdc = 0")
+    assert "INVALID" in proc.stderr and str(host_file) in proc.stderr
+
+
+# ---- diff ---------------------------------------------------------------------------------------
+
+def test_diff_of_testnet_and_production_lists_chain_id():
+    proc = flashmm_config("diff", "inventories/testnet", "inventories/production")
+    assert proc.returncode == 0, proc.stderr
+    assert '  sei.chain_id: "atlantic-2" -> "pacific-1"' in proc.stdout
+    assert '  app.environment: "testnet" -> "production"' in proc.stdout
+    assert "__PLACEHOLDER__" not in proc.stdout
+
+
+def test_diff_says_secrets_differ_without_their_values(tmp_path):
+    testnet, production = copy_inventory("testnet", tmp_path), copy_inventory("production", tmp_path)
+    a, b = valid_secrets(), valid_secrets()
+    del a["redis_password"]
+    for inv, secrets in ((testnet, a), (production, b)):
+        (inv / "group_vars" / "all" / "vault.yml").write_text(
+            yaml.safe_dump({"flashmm_secrets": secrets}), encoding="utf-8")
+    proc = flashmm_config("diff", str(testnet), str(production))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "sei.chain_id" in out
+    lines = {line.split(":")[0].strip(): line for line in proc.stdout.splitlines() if ":" in line}
+    assert "<redacted> -> <redacted>" in lines["secrets.secret_key"]
+    assert "differs" in lines["secrets.secret_key"]
+    assert "<redacted>" in lines["secrets.redis_password"]
+    for value in list(a.values()) + list(b.values()):
+        assert value not in out
+
+
+def test_diff_lists_only_what_differs():
+    proc = flashmm_config("diff", "inventories/local", "inventories/local", "--host-b", "local-1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("0 key(s) differ")
+    other = flashmm_config("diff", "inventories/local", "inventories/local", "--host-a", "local-1",
+                           "--host-b", "local-3")
+    assert '  storage.redis.db: 1 -> 3' in other.stdout
+    assert '  storage.redis.url: "redis://127.0.0.1:6379/1" -> "redis://127.0.0.1:6379/3"' \
+        in other.stdout
+    assert other.stdout.strip().endswith("2 key(s) differ")
