@@ -4,7 +4,11 @@ semantics, check mode, the version/PUBLISH contract, rendering and atomicity (on
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -511,7 +515,7 @@ def test_lua_string_literal_round_trips_every_character(redis_server):
 
 
 def test_runtime_keys_of_a_real_inventory_seed_and_read_back(seed, r):
-    inv = api.load_inventory(api.Path(__file__).resolve().parents[2] / "inventories" / "local")
+    inv = api.load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "local")
     validated = api.validate_host(inv, inv.hosts[0])
     assert validated.errors == []
     desired = outputs.runtime_keys(validated.config)
@@ -593,3 +597,25 @@ def test_authenticated_apply_sends_only_auth_select_and_the_script(auth_server):
     assert calls.pop("auth") == 1 and calls.pop("select") == 1 and calls.pop("evalsha") == 1
     assert calls.pop("info", 0) <= 1 and calls.pop("config|resetstat", 0) <= 1
     assert set(calls) <= {"get", "hgetall"}, calls
+
+
+# ---- shipped to hosts: stdlib only -----------------------------------------------------------
+
+def test_module_runs_with_the_standard_library_alone(redis_server, redis_db, r):
+    """Loaded by path in an interpreter without site-packages (no redis-py, no package), as
+    the Ansible module ships it through module_utils."""
+    path = Path(__file__).resolve().parents[2] / "module_utils" / "flashmm_redis_seed.py"
+    assert path.is_symlink() and not Path(os.readlink(path)).is_absolute()
+    code = (
+        "import importlib.util, json, sys\n"
+        "assert importlib.util.find_spec('redis') is None\n"
+        "spec = importlib.util.spec_from_file_location('seedmod', sys.argv[1])\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "script = m.render_script(json.loads(sys.argv[2]))\n"
+        "print(json.dumps(m.apply('127.0.0.1', int(sys.argv[3]), int(sys.argv[4]), script)))\n")
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(path), json.dumps(D1),
+         str(redis_server.port), str(redis_db)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["changed_keys"] == sorted(D1)
+    assert r.hgetall(SEEDED) == D1
