@@ -1,0 +1,115 @@
+"""Time validating each environment's inventory, in-process and as a process.
+
+Per environment (local, development, testnet, production):
+
+- warm: ``api.validate_inventory(Inventory(path))`` with a fresh Inventory each run, best and
+  median of 20 runs in this process (imports already paid);
+- cold: the first such call in a fresh Python process, measured inside it (and, separately, the
+  imports it needed), best and median of 5 fresh processes;
+- process: ``flashmm-config validate <inventory> -q`` wall time, best and median of 5.
+
+Target (DESIGN): in-process validation under 150 ms per environment.  Figures only.
+
+    .venv/bin/python bench/validate.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from flashmm_deploy import api  # noqa: E402
+from flashmm_deploy.inventory import Inventory  # noqa: E402
+
+ENVIRONMENTS = ("local", "development", "testnet", "production")
+WARM_RUNS, COLD_RUNS, PROCESS_RUNS = 20, 5, 5
+TARGET_MS = 150
+CLI = Path(sys.executable).parent / "flashmm-config"
+
+COLD = """
+import sys, time, json
+sys.path.insert(0, sys.argv[2])
+t0 = time.perf_counter()
+from flashmm_deploy import api
+from flashmm_deploy.inventory import Inventory
+t1 = time.perf_counter()
+results = api.validate_inventory(Inventory(sys.argv[1]))
+t2 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "hosts": len(results)}))
+"""
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def best_median(samples: list[float]) -> tuple[float, float]:
+    return min(samples), statistics.median(samples)
+
+
+def warm(path: Path) -> tuple[list[float], int]:
+    samples, hosts = [], 0
+    for _ in range(WARM_RUNS):
+        t0 = time.perf_counter()
+        results = api.validate_inventory(Inventory(path))
+        samples.append(time.perf_counter() - t0)
+        hosts = len(results)
+    return samples, hosts
+
+
+def cold(path: Path) -> tuple[list[float], list[float]]:
+    first, imports = [], []
+    for _ in range(COLD_RUNS):
+        proc = subprocess.run([sys.executable, "-c", COLD, str(path), str(ROOT / "src")],
+                              capture_output=True, text=True, cwd=ROOT, check=True)
+        data = json.loads(proc.stdout)
+        first.append(data["first"])
+        imports.append(data["import"])
+    return first, imports
+
+
+def process(path: Path) -> tuple[list[float], int]:
+    samples, code = [], 0
+    for _ in range(PROCESS_RUNS):
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(CLI), "validate", str(path.relative_to(ROOT)), "-q"],
+                              capture_output=True, text=True, cwd=ROOT)
+        samples.append(time.perf_counter() - t0)
+        code = proc.returncode
+    return samples, code
+
+
+def main() -> None:
+    load = os.getloadavg()
+    print(f"flashmm-config validate timings, ms (load average {load[0]:.2f} {load[1]:.2f} "
+          f"{load[2]:.2f}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
+    print(f"warm: best/median of {WARM_RUNS} in-process runs; cold: first call in a fresh process "
+          f"(imports apart), best/median of {COLD_RUNS}; process: CLI wall time, best/median of "
+          f"{PROCESS_RUNS}; target in-process < {TARGET_MS} ms")
+    header = (f"{'environment':<12} {'hosts':>5}  {'warm best':>9} {'warm med':>8}  "
+              f"{'cold best':>9} {'cold med':>8} {'imports':>8}  "
+              f"{'proc best':>9} {'proc med':>8} {'exit':>4}")
+    print(header)
+    print("-" * len(header))
+    for env in ENVIRONMENTS:
+        path = ROOT / "inventories" / env
+        w, hosts = warm(path)
+        first, imports = cold(path)
+        p, code = process(path)
+        wb, wm = best_median(w)
+        cb, cm = best_median(first)
+        pb, pm = best_median(p)
+        print(f"{env:<12} {hosts:>5}  {ms(wb):>9.1f} {ms(wm):>8.1f}  {ms(cb):>9.1f} {ms(cm):>8.1f} "
+              f"{ms(statistics.median(imports)):>8.1f}  {ms(pb):>9.1f} {ms(pm):>8.1f} {code:>4}")
+
+
+if __name__ == "__main__":
+    main()
