@@ -1,8 +1,10 @@
 """FlashMM filters: thin wrappers over the ``flashmm_deploy`` package.
 
-Every function here only adapts arguments and turns ``FlashmmError`` into
-``AnsibleFilterError`` (whose message never holds a secret, and which is raised without the
-original exception chained, so nothing of the input can leak through a traceback)."""
+Each filter only adapts arguments and turns ``FlashmmError`` into ``AnsibleFilterError`` (whose
+message never holds a secret; raised without the original exception chained, so nothing of
+the input leaks through a traceback).  The package is imported on first use, not at plugin
+load: Ansible loads this file in every worker that templates any filter
+(callback_plugins/flashmm_preload.py imports the package once in the main process)."""
 
 from __future__ import annotations
 
@@ -11,26 +13,30 @@ import functools
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
-from flashmm_deploy import plugin_api
-from flashmm_deploy.errors import FlashmmError
-
 display = Display()
 
+# The names of plugin_api.FILTERS (a unit test checks that the two agree).
+FILTER_NAMES = ("flashmm_validate", "flashmm_explain", "flashmm_env", "flashmm_runtime_keys",
+                "flashmm_env_file", "flashmm_seed_script")
 
-def _wrap(func):
-    @functools.wraps(func)
+
+def _wrap(name):
     def filter_(*args, **kwargs):
+        from flashmm_deploy import plugin_api
+        from flashmm_deploy.errors import FlashmmError
+
         try:
-            result, warnings = func(*args, **kwargs)
+            result, warnings = plugin_api.FILTERS[name](*args, **kwargs)
         except FlashmmError as exc:
             raise AnsibleFilterError(str(exc)) from None
         for warning in warnings:
             display.warning(warning)
         return result
 
+    filter_.__name__ = name
     return filter_
 
 
 class FilterModule:
     def filters(self):
-        return {name: _wrap(func) for name, func in plugin_api.FILTERS.items()}
+        return {name: _wrap(name) for name in FILTER_NAMES}

@@ -45,7 +45,7 @@ def start_redis(tmp: Path, *extra: str) -> RedisServer:
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp), "--databases", "64", *extra],
+         "--dir", str(tmp), "--databases", "256", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer("127.0.0.1", port, proc)
     deadline = time.monotonic() + 10
@@ -72,23 +72,32 @@ def stop_redis(server: RedisServer) -> None:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """One real redis-server for the session (64 databases: give each test its own db)."""
+    """One real redis-server for the session (256 databases: give each test its own)."""
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     stop_redis(server)
 
 
-_next_db = iter(range(1, 64))
+_next_db = iter(range(1, 256))
+
+
+def allocate_dbs(server: RedisServer, count: int) -> list[int]:
+    """``count`` database numbers no other test uses, emptied."""
+    try:
+        dbs = [next(_next_db) for _ in range(count)]
+    except StopIteration:
+        pytest.fail("the session's redis-server has no free databases left: raise --databases")
+    for db in dbs:
+        server.client(db).flushdb()
+    return dbs
 
 
 @pytest.fixture
 def redis_db(redis_server):
     """A fresh, empty database number on the session's redis-server."""
-    db = next(_next_db)
-    client = redis_server.client(db)
-    client.flushdb()
+    db = allocate_dbs(redis_server, 1)[0]
     yield db
-    client.flushdb()
+    redis_server.client(db).flushdb()
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -134,3 +143,24 @@ def copy_inventory(name: str, dest: Path) -> Path:
     target = dest / name
     shutil.copytree(INVENTORIES / name, target)
     return target
+
+
+def snapshot_files(root: Path) -> dict[str, tuple[int, bytes]]:
+    """relative path -> (mode, content) of every file below ``root``."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_mode & 0o7777, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:
+    """db -> {key: value} for strings and hashes (all the seed writes)."""
+    out = {}
+    for db in dbs:
+        client = server.client(db)
+        data = {}
+        for key in client.scan_iter("*"):
+            kind = client.type(key)
+            data[key] = client.hgetall(key) if kind == "hash" else client.get(key)
+        out[db] = data
+    return out

@@ -1,0 +1,255 @@
+"""deploy.yml end to end: real ansible-playbook runs against local target directories and a real
+redis-server, asserting on files, modes, Redis keys, PUBLISH messages and the play recap."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dotenv import dotenv_values
+
+from flashmm_deploy import api, outputs
+from flashmm_deploy.inventory import Inventory
+from flashmm_deploy.sandbox import make_local_inventory
+from support import (INVENTORIES, allocate_dbs, ansible_playbook, recap, snapshot_files,
+                     snapshot_redis, tool_env)
+
+pytestmark = pytest.mark.integration
+HOSTS = ("sandbox-01", "sandbox-02", "sandbox-03")
+RUNTIME_KEYS = {"flashmm:config:trading:max_position_usdc", "flashmm:config:trading:quote_frequency_hz",
+                "flashmm:config:ml:confidence_threshold", "flashmm:config:monitoring:alert_enabled"}
+
+
+class Site:
+    """A generated 3-host local inventory, its sandbox and its Redis databases."""
+
+    def __init__(self, tmp: Path, server):
+        self.server = server
+        self.dbs = allocate_dbs(server, len(HOSTS))
+        self.inventory = make_local_inventory(INVENTORIES / "local", tmp / "inventory",
+                                              hosts=len(HOSTS), redis_port=server.port,
+                                              first_db=self.dbs[0])
+        self.sandbox = tmp / "sandbox"
+        self.env = tool_env(FLASHMM_SANDBOX=str(self.sandbox))
+
+    def deploy(self, *args: str) -> subprocess.CompletedProcess:
+        return ansible_playbook("deploy.yml", self.inventory, *args, env=self.env)
+
+    def root(self, host: str) -> Path:
+        return self.sandbox / host
+
+    def snapshot(self):
+        return snapshot_files(self.sandbox), snapshot_redis(self.server, self.dbs)
+
+    def edit_env_layer(self, change) -> None:
+        path = self.inventory / "group_vars" / "all" / "flashmm.yml"
+        data = yaml.safe_load(path.read_text())
+        change(data["flashmm_config"])
+        path.write_text(yaml.safe_dump(data))
+
+    def set_secret(self, name: str, value: str) -> None:
+        path = self.inventory / "group_vars" / "all" / "vault.yml"
+        data = yaml.safe_load(path.read_text())
+        data["flashmm_secrets"][name] = value
+        path.write_text(yaml.safe_dump(data))
+
+    def expected_env(self, host: str) -> dict[str, str]:
+        inv = Inventory(self.inventory)
+        return outputs.env_vars(api.validate_host(inv, host, require_secrets=True).config)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture
+def site(tmp_path, redis_server) -> Site:
+    return Site(tmp_path, redis_server)
+
+
+@pytest.fixture
+def deployed(site) -> Site:
+    ok(site.deploy())
+    return site
+
+
+def test_deploy_writes_every_file_with_its_mode(deployed):
+    for host in HOSTS:
+        root = deployed.root(host)
+        modes = {rel: mode for rel, (mode, _) in snapshot_files(root).items()}
+        assert modes == {"config/environments/local.yml": 0o644, ".env": 0o600,
+                         "docker-compose.yml": 0o644, "redis/seed.lua": 0o644}
+
+
+def test_config_file_is_the_validated_layer_without_secrets(deployed):
+    text = (deployed.root("sandbox-02") / "config/environments/local.yml").read_text()
+    data = yaml.safe_load(text)
+    assert data["storage"]["redis"]["db"] == deployed.dbs[1]
+    assert data["trading"]["max_position_usdc"] == 100.0
+    assert "secrets" not in data
+
+
+def test_env_file_reads_back_identically_with_python_dotenv(deployed):
+    for host in HOSTS:
+        read = dotenv_values(deployed.root(host) / ".env")
+        assert read == deployed.expected_env(host)
+        assert read["SECRET_KEY"] and read["REDIS_URL"].endswith(f"/{read['REDIS_DB']}")
+
+
+def test_compose_file_is_valid_for_docker_compose(deployed):
+    root = deployed.root("sandbox-01")
+    proc = subprocess.run(["docker-compose", "-f", str(root / "docker-compose.yml"), "config"],
+                          cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load(proc.stdout)
+    assert set(config["services"]) == {"flashmm", "redis", "influxdb"}      # grafana disabled
+    flashmm = config["services"]["flashmm"]
+    assert flashmm["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert flashmm["environment"]["SECRET_KEY"] == deployed.expected_env("sandbox-01")["SECRET_KEY"]
+
+
+def test_redis_holds_runtime_keys_seeded_record_and_version(deployed):
+    for host, db in zip(HOSTS, deployed.dbs):
+        client = deployed.server.client(db)
+        keys = set(client.scan_iter("flashmm:config:*"))
+        assert keys == RUNTIME_KEYS | {"flashmm:config:seeded", "flashmm:config:version"}
+        assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 100.0
+        assert json.loads(client.get("flashmm:config:monitoring:alert_enabled")) is True
+        assert client.get("flashmm:config:version") == "1"
+
+
+def test_deploy_publishes_one_change_message_per_host(site):
+    pubsub = site.server.client().pubsub()
+    pubsub.subscribe("flashmm:config:updates")
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    ok(site.deploy())
+    messages, deadline = [], time.monotonic() + 10
+    while len(messages) < len(HOSTS) and time.monotonic() < deadline:
+        msg = pubsub.get_message(timeout=0.5)
+        if msg and msg["type"] == "message":
+            messages.append(json.loads(msg["data"]))
+    pubsub.close()
+    assert len(messages) == len(HOSTS)
+    for message in messages:
+        assert message["version"] == 1
+        assert set(message["changed"]) == RUNTIME_KEYS
+
+
+def test_second_deploy_reports_no_change(deployed):
+    before = deployed.snapshot()
+    counts = recap(ok(deployed.deploy()).stdout)
+    assert set(counts) == set(HOSTS)
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+    assert deployed.snapshot() == before
+
+
+def test_check_diff_shows_the_change_and_writes_nothing(deployed):
+    deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=250.0))
+    deployed.set_secret("api_auth_token", secrets.token_urlsafe(40))
+    before = deployed.snapshot()
+    proc = ok(deployed.deploy("--check", "--diff"))
+    assert deployed.snapshot() == before
+    out = proc.stdout
+    assert "-  max_position_usdc: 100.0" in out and "+  max_position_usdc: 250.0" in out
+    assert "+TRADING_MAX_POSITION_USDC='250.0'" in out
+    assert "+API_AUTH_TOKEN='<redacted, changed>'" in out
+    assert "-API_AUTH_TOKEN='<redacted>'" in out
+    assert all(c["changed"] >= 1 for c in recap(out).values())
+
+
+def test_operator_override_is_kept_and_reported_unless_enforced(deployed):
+    client = deployed.server.client(deployed.dbs[0])
+    client.set("flashmm:config:trading:quote_frequency_hz", "2.5")
+    deployed.edit_env_layer(lambda c: c["trading"].update(quote_frequency_hz=3.0))
+    proc = ok(deployed.deploy())
+    assert client.get("flashmm:config:trading:quote_frequency_hz") == "2.5"
+    assert "runtime override kept" in proc.stdout and "quote_frequency_hz" in proc.stdout
+    # the other hosts had no override: they take the new inventory value
+    assert deployed.server.client(deployed.dbs[1]).get("flashmm:config:trading:quote_frequency_hz") == "3.0"
+    ok(deployed.deploy("-e", "flashmm_runtime_mode=enforce"))
+    assert client.get("flashmm:config:trading:quote_frequency_hz") == "3.0"
+
+
+INVALID = {
+    "range": (lambda c: c["trading"].update(max_position_usdc=100001), "trading.max_position_usdc"),
+    "type": (lambda c: c["trading"].update(max_quote_levels="three"), "trading.max_quote_levels"),
+    "unknown key": (lambda c: c["trading"].update(max_postion_usdc=5.0), "did you mean trading.max_position_usdc"),
+    "cross-field": (lambda c: c["sei"].update(chain_id="pacific-1"), "sei.chain_id"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(INVALID))
+def test_invalid_inventory_fails_and_touches_no_host(deployed, rule):
+    change, path = INVALID[rule]
+    deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=300.0))
+    deployed.edit_env_layer(change)
+    before = deployed.snapshot()
+    proc = deployed.deploy()
+    assert proc.returncode != 0
+    assert path in proc.stdout
+    assert "group_vars/all/flashmm.yml" in proc.stdout
+    assert deployed.snapshot() == before
+    assert set(recap(proc.stdout)) <= set(HOSTS) and "Write the rendered" not in proc.stdout
+
+
+def test_secret_canary_never_leaves_the_env_file(site):
+    canary = "CANARY" + secrets.token_urlsafe(40)
+    site.set_secret("secret_key", canary)
+    first = ok(site.deploy("-vvv"))
+    canary2 = "CANARY" + secrets.token_urlsafe(40)
+    site.set_secret("secret_key", canary2)
+    check = ok(site.deploy("--check", "--diff", "-vvv"))
+    for proc in (first, check):
+        for text in (proc.stdout, proc.stderr):
+            assert canary not in text and canary2 not in text
+    assert "SECRET_KEY='<redacted, changed>'" in check.stdout
+    holders = [rel for rel, (_, data) in snapshot_files(site.sandbox).items() if canary.encode() in data]
+    assert sorted(holders) == sorted(f"{h}/.env" for h in HOSTS)
+    for db in site.dbs:
+        assert not any(canary in str(v) for v in snapshot_redis(site.server, [db])[db].values())
+
+
+def test_compose_up_without_docker_engine_fails_clearly(deployed):
+    proc = deployed.deploy("-e", "flashmm_compose_up=true", "--limit", "sandbox-01")
+    assert proc.returncode != 0
+    assert "no running Docker engine" in proc.stdout
+    assert "flashmm_compose_up: false" in proc.stdout
+
+
+@pytest.mark.parametrize("environment", ["development", "testnet", "production"])
+def test_every_environment_renders_a_valid_compose_file(tmp_path, environment):
+    inv = tmp_path / environment
+    import shutil
+    shutil.copytree(INVENTORIES / environment, inv)
+    # fill every secret the environment needs with a well-formed stand-in
+    values = {"encryption_key": "x" * 43 + "=", "alert_webhook_url": "https://hooks.example/" + "a" * 20}
+    vault = inv / "group_vars" / "all" / "vault.yml"
+    names = yaml.safe_load(vault.read_text())["flashmm_secrets"] if vault.exists() else {}
+    names = dict(names or {}, secret_key=None, api_auth_token=None, encryption_key=None)
+    from cryptography.fernet import Fernet
+    values["encryption_key"] = Fernet.generate_key().decode()
+    secrets_ = {n: values.get(n, "Sx$y#" + secrets.token_urlsafe(32)) for n in names}
+    vault.write_text(yaml.safe_dump({"flashmm_secrets": secrets_}))
+    root = tmp_path / "root"
+    proc = ok(ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
+                               "-e", f"flashmm_root={root}", "-e", "flashmm_compose_up=false",
+                               "-e", "ansible_python_interpreter={{ ansible_playbook_python }}",
+                               "--skip-tags", "flashmm_redis_seed"))
+    assert recap(proc.stdout)
+    compose = subprocess.run(["docker-compose", "-f", str(root / "docker-compose.yml"), "config"],
+                             cwd=root, capture_output=True, text=True)
+    assert compose.returncode == 0, compose.stderr
+    config = yaml.safe_load(compose.stdout)
+    grafana = environment != "development"
+    assert ("grafana" in config["services"]) is grafana
+    if environment == "production":
+        redis_env = config["services"]["redis"]["environment"]
+        assert redis_env["REDIS_PASSWORD"].replace("$$", "$") == secrets_["redis_password"]
+        assert "requirepass" in " ".join(config["services"]["redis"]["command"])
+    assert not any(v in (root / "docker-compose.yml").read_text() for v in secrets_.values())
