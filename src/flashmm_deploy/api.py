@@ -54,13 +54,20 @@ def host_layers_from_vars(hostvars: Mapping[str, Any], host: str) -> tuple[list[
     inv_dir = plain(hv.get("inventory_dir"))
     issues: list[Issue] = []
     sources: dict[str, str] = {}
+    read: dict[str, Any] = {}
     if inv_dir:
         hl = load_inventory(inv_dir).host_layers(host)
-        issues, sources = hl.issues, hl.sources
+        issues, sources, read = hl.issues, hl.sources, hl.values
     layers = []
     for var in LAYER_VARS:
         if var in hv and hv[var] is not None:
-            layers.append(layer_input(var, sources.get(var, EXTRA_VARS_SOURCE), plain(hv[var])))
+            value = plain(hv[var])
+            # a value that is not the one in the inventory file came from -e or play vars
+            # (an encrypted vault file, unreadable to the reader, keeps its attribution)
+            source = sources.get(var, EXTRA_VARS_SOURCE)
+            if var in read and read[var] != value:
+                source = EXTRA_VARS_SOURCE
+            layers.append(layer_input(var, source, value))
     vault_available = any(l.name == "vault" for l in layers)
     return layers, issues, vault_available
 

@@ -90,6 +90,7 @@ class HostLayers:
     issues: list[Issue]
     vault_available: bool
     sources: dict[str, str] = field(default_factory=dict)   # layer var -> file (display form)
+    values: dict[str, Any] = field(default_factory=dict)    # layer var -> value read there
 
 
 def _vault_secret(password_file: str | None):
@@ -267,7 +268,8 @@ class Inventory:
         layers = [layer_input(var, source, value) for var, (source, value) in chosen.items()]
         vault_available = "flashmm_secrets" in chosen and not unreadable_secret_files
         sources.update({var: source for var, (source, _) in chosen.items()})
-        return HostLayers(host, layers, issues, vault_available, sources)
+        return HostLayers(host, layers, issues, vault_available, sources,
+                          {var: value for var, (_, value) in chosen.items()})
 
 
 def layer_input(var: str, source: str, value: Any) -> LayerInput:

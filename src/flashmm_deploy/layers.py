@@ -49,12 +49,19 @@ class Provenance:
     # values this one overrode, lowest layer first: (origin, value)
     shadowed: list[tuple[Origin, Any]] = field(default_factory=list)
 
+    def __repr__(self) -> str:   # values may be secrets: never in a repr
+        return f"Provenance({self.origin}, {len(self.shadowed)} shadowed)"
+
 
 @dataclass
 class Resolution:
     values: dict[str, Any]                 # dotted path -> winning value
     provenance: dict[str, Provenance]      # dotted path -> where it came from
     issues: list[Issue]
+    sources: dict[str, str] = field(default_factory=dict)   # layer name -> its file
+
+    def __repr__(self) -> str:   # values may be secrets: never in a repr
+        return f"Resolution({len(self.values)} values, {len(self.issues)} issue(s))"
 
     def nested(self) -> dict[str, Any]:
         """The winning values as the nested mapping the schema validates."""
@@ -194,14 +201,16 @@ def resolve(layers: list[LayerInput]) -> Resolution:
         if not spec.required:
             put(path, spec.default, defaults)
 
+    sources = {}
     for layer in sorted(layers, key=lambda l: LAYER_ORDER.index(l.name)):
+        sources[layer.name] = layer.source
         if layer.name in ("env", "runtime") and not isinstance(layer.data, Mapping):
             issues.append(Issue("(top level)", "expected a mapping", layer.origin))
             continue
         walker = {"env": _env_leaves, "runtime": _runtime_leaves}.get(layer.name, _leaves)
         for path, value in walker(layer, issues):
             put(path, plain(value), layer.origin)
-    return Resolution(values, provenance, issues)
+    return Resolution(values, provenance, issues, sources)
 
 
 def shown(path: str, value: Any) -> Any:

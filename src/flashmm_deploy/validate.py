@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from .errors import Issue
+from .errors import Issue, Origin
 from .layers import LayerInput, Resolution, resolve
 from .schema import FIELDS, LOG_LEVEL_ORDER, SEI_CHAIN_IDS, FlashMMConfig
 
@@ -92,9 +92,12 @@ def _schema_issues(res: Resolution) -> tuple[FlashMMConfig | None, list[Issue], 
             bad.add(leaf)
             spec = FIELDS.get(leaf)
             if err["type"] == "missing":
-                issues.append(Issue(leaf, "required but not set in any layer; set it in "
-                                    "flashmm_config (group_vars/all/flashmm.yml)"
-                                    + (f" or {spec.env}" if spec else "")))
+                # named against the environment layer: that is where the key belongs
+                where = Origin("environment", res.sources.get(
+                    "environment", "group_vars/all/flashmm.yml (no flashmm_config found)"))
+                issues.append(Issue(leaf, "required but not set in any layer; set it under "
+                                    "flashmm_config" + (f" or as {spec.env}" if spec else ""),
+                                    where))
                 continue
             msg = err["msg"].removeprefix("Value error, ")
             if spec is not None and not spec.secret:
@@ -200,7 +203,8 @@ def validate_layers(layers: list[LayerInput], *, require_secrets: bool = False,
     res = resolve(layers)
     # placeholder secrets are not values: validate the rest of the config without them
     candidate = Resolution({p: (None if FIELDS[p].secret and is_placeholder(val) else val)
-                            for p, val in res.values.items()}, res.provenance, res.issues)
+                            for p, val in res.values.items()}, res.provenance, res.issues,
+                           res.sources)
     config, schema_issues, bad = _schema_issues(candidate)
     errors = list(res.issues) + schema_issues + _cross_field_issues(res, bad)
     secret_errors, warnings = _secret_issues(res, bad, require_secrets=require_secrets,
