@@ -14,16 +14,12 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from . import envfile, envvars
 from .errors import Issue, Origin
 from .layers import LayerInput, Resolution, resolve
 from .schema import FIELDS, LOG_LEVEL_ORDER, SEI_CHAIN_IDS, FlashMMConfig
 
 PLACEHOLDER_PREFIX = "__PLACEHOLDER__"
-# Characters that .env dialects (python-dotenv vs docker compose) read differently inside single
-# quotes; a secret holding one would silently differ between them, so it is refused (DESIGN).
-_ENV_UNSAFE = {"'": "a single quote", "\\": "a backslash", "\n": "a newline", "\r": "a carriage return",
-               "\x00": "a NUL byte", "${": "'${' (python-dotenv would expand it)"}
-
 # When each secret is needed: path -> (reason shown to the operator, predicate over values).
 _PROD_LIKE = ("testnet", "production")
 SECRET_REQUIRED_WHEN: dict[str, tuple[str, Callable[[dict], bool]]] = {
@@ -171,12 +167,14 @@ def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
 
     for path, spec in FIELDS.items():
         value = v.get(path)
+        if isinstance(value, list) and path not in bad:     # lists go to .env as JSON
+            value = envvars.render(spec, value)
         if not isinstance(value, str) or is_placeholder(value):
             continue
-        unsafe = [name for ch, name in _ENV_UNSAFE.items() if ch in value]
-        if unsafe:
-            errors.append(Issue(path, f"{spec.env} contains {', '.join(unsafe)}, which .env readers "
-                                "(python-dotenv, docker compose) disagree on; "
+        why = envfile.refusal(value)   # the .env renderer's own rule, checked before any host
+        if why:
+            errors.append(Issue(path, f"{spec.env} contains {why}, which python-dotenv and "
+                                "docker compose would not both read back unchanged; "
                                 + ("value hidden. Regenerate it from a URL-safe alphabet"
                                    if spec.secret else f"got {value!r}"), res.origin(path)))
         if not spec.secret:

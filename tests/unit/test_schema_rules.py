@@ -458,7 +458,8 @@ def test_secrets_from_the_vault_and_env_layers_are_accepted():
 
 # ---- secret value rules ------------------------------------------------------------------------
 
-UNSAFE = [("'", "single quote"), ("\\", "backslash"), ("\n", "newline"), ("${", "${")]
+UNSAFE = [("'", "single quote"), ("\\", "backslash"), ("\n", "newline"),
+          ("${", "dollar sign followed by an opening brace")]
 
 
 @pytest.mark.parametrize("char,name", UNSAFE, ids=["quote", "backslash", "newline", "dollar-brace"])
