@@ -51,7 +51,10 @@ def _resolve_owner(owner, group) -> tuple[int, int]:
     return uid, gid
 
 
-def _write_atomic(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
+def write_atomic(path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """Temporary file in the same directory, mode (and owner) set before any byte is written,
+    fsync, rename: readers see the old file or the new one, never a part."""
+    path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
     try:
         os.fchmod(fd, mode)             # restrictive before the first byte is written
@@ -114,7 +117,7 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
                 if uid != -1 or gid != -1:
                     os.chown(path, uid, gid)
             else:
-                _write_atomic(path, data, mode, uid, gid)
+                write_atomic(path, data, mode, uid, gid)
         old_text = before.decode("utf-8", "replace") if before is not None else ""
         new_text = spec["content"]
         if spec.get("mask_keys"):

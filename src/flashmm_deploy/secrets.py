@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from cryptography.fernet import Fernet
 
-from .fileio import write_atomic
+from .filesync import write_atomic
 from .inventory import Inventory
 from .validate import SECRET_REQUIRED_WHEN, is_placeholder, validate_layers
 
