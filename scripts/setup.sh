@@ -55,4 +55,4 @@ with zipfile.ZipFile(sys.argv[1]) as whl:
 PY
   fi
 fi
-log "ready: $(.venv/bin/ansible-playbook --version | head -1), redis $(redis-server --version | awk '{print $3}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+log "ready: $(.venv/bin/ansible-playbook --version | sed -n 1p), redis $(redis-server --version | awk '{print $3}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from flashmm_deploy import api, outputs
@@ -223,34 +225,54 @@ def test_compose_up_without_docker_engine_fails_clearly(deployed):
     assert "flashmm_compose_up: false" in proc.stdout
 
 
+def stand_in_secrets(inv: Path) -> dict[str, str]:
+    """Fill every secret an environment's vault names (plus the always-needed ones) with a
+    well-formed stand-in holding '$' and '#', which compose must not interpolate or cut."""
+    vault = inv / "group_vars" / "all" / "vault.yml"
+    names = set((yaml.safe_load(vault.read_text()) or {}).get("flashmm_secrets") or {}) \
+        if vault.exists() else set()
+    names |= {"secret_key", "api_auth_token", "encryption_key"}
+    values = {n: "Sx$y#" + secrets.token_urlsafe(32) for n in names}
+    values["encryption_key"] = Fernet.generate_key().decode()
+    if "alert_webhook_url" in values:
+        values["alert_webhook_url"] = "https://hooks.example/" + secrets.token_urlsafe(20)
+    vault.write_text(yaml.safe_dump({"flashmm_secrets": values}))
+    return values
+
+
 @pytest.mark.parametrize("environment", ["development", "testnet", "production"])
 def test_every_environment_renders_a_valid_compose_file(tmp_path, environment):
     inv = tmp_path / environment
-    import shutil
     shutil.copytree(INVENTORIES / environment, inv)
-    # fill every secret the environment needs with a well-formed stand-in
-    values = {"encryption_key": "x" * 43 + "=", "alert_webhook_url": "https://hooks.example/" + "a" * 20}
-    vault = inv / "group_vars" / "all" / "vault.yml"
-    names = yaml.safe_load(vault.read_text())["flashmm_secrets"] if vault.exists() else {}
-    names = dict(names or {}, secret_key=None, api_auth_token=None, encryption_key=None)
-    from cryptography.fernet import Fernet
-    values["encryption_key"] = Fernet.generate_key().decode()
-    secrets_ = {n: values.get(n, "Sx$y#" + secrets.token_urlsafe(32)) for n in names}
-    vault.write_text(yaml.safe_dump({"flashmm_secrets": secrets_}))
+    values = stand_in_secrets(inv)
     root = tmp_path / "root"
-    proc = ok(ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
-                               "-e", f"flashmm_root={root}", "-e", "flashmm_compose_up=false",
-                               "-e", "ansible_python_interpreter={{ ansible_playbook_python }}",
-                               "--skip-tags", "flashmm_redis_seed"))
-    assert recap(proc.stdout)
+    ok(ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
+                        "-e", f"flashmm_root={root}", "-e", "flashmm_compose_up=false",
+                        "-e", "ansible_python_interpreter={{ ansible_playbook_python }}",
+                        "--skip-tags", "flashmm_redis_seed"))
     compose = subprocess.run(["docker-compose", "-f", str(root / "docker-compose.yml"), "config"],
                              cwd=root, capture_output=True, text=True)
     assert compose.returncode == 0, compose.stderr
-    config = yaml.safe_load(compose.stdout)
-    grafana = environment != "development"
-    assert ("grafana" in config["services"]) is grafana
+    services = yaml.safe_load(compose.stdout)["services"]
+    assert ("grafana" in services) is (environment != "development")
     if environment == "production":
-        redis_env = config["services"]["redis"]["environment"]
-        assert redis_env["REDIS_PASSWORD"].replace("$$", "$") == secrets_["redis_password"]
-        assert "requirepass" in " ".join(config["services"]["redis"]["command"])
-    assert not any(v in (root / "docker-compose.yml").read_text() for v in secrets_.values())
+        # compose resolves ${REDIS_PASSWORD} from .env; `config` prints '$' as '$$'
+        assert services["redis"]["environment"]["REDIS_PASSWORD"].replace("$$", "$") == \
+            values["redis_password"]
+        assert "requirepass" in " ".join(services["redis"]["command"])
+    compose_text = (root / "docker-compose.yml").read_text()
+    assert not any(value in compose_text for value in values.values())
+
+
+def test_deploy_refuses_placeholder_secrets_before_touching_a_host(tmp_path):
+    """The committed testnet vault holds placeholders: validate warns, deploy must refuse."""
+    inv = tmp_path / "testnet"
+    shutil.copytree(INVENTORIES / "testnet", inv)
+    root = tmp_path / "root"
+    proc = ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
+                            "-e", f"flashmm_root={root}",
+                            "-e", "ansible_python_interpreter={{ ansible_playbook_python }}")
+    assert proc.returncode != 0
+    assert "secrets.cambrian_api_key: is still a placeholder" in proc.stdout
+    assert "group_vars/all/vault.yml" in proc.stdout
+    assert not root.exists()
