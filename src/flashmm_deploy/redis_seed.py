@@ -458,3 +458,49 @@ def apply(host: str, port: int, db: int, script: str, *, mode: str = "keep",
     except ValueError:
         raise SeedError("seed script on redis at %s returned invalid JSON" % where,
                         "protocol") from None
+
+
+# ---- the Ansible face (used by library/flashmm_host.py through module_utils) ----------------
+
+# Argument spec of the module's ``seed`` option.
+SEED_OPTIONS = dict(
+    # no_log: the script embeds the desired values, and secret_keys says some may be secrets;
+    # -vvv would otherwise print it with the module's invocation.
+    script=dict(type="str", required=True, no_log=True),
+    host=dict(type="str", default="127.0.0.1"),
+    port=dict(type="int", default=6379),
+    db=dict(type="int", default=0),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    mode=dict(type="str", choices=list(MODES), default="keep"),
+    timeout=dict(type="float", default=5.0),
+    secret_keys=dict(type="list", elements="str", default=[], no_log=False),
+)
+
+
+def _lines(values: Mapping[str, Any]) -> str:
+    return "".join("%s = %s\n" % (k, v) for k, v in sorted(values.items()) if v is not None)
+
+
+def apply_for_module(params: Mapping[str, Any], check: bool) -> tuple[dict, dict, list[str]]:
+    """Run the seed described by module ``params`` (``SEED_OPTIONS``).  Returns the result to
+    report, its ``--diff`` entry, and warnings (one per runtime override kept, key names only).
+    Raises SeedError."""
+    where = "redis://%s:%s/%s" % (params["host"], params["port"], params["db"])
+    result = apply(params["host"], params["port"], params["db"], params["script"],
+                   mode=params["mode"], check=check, username=params["username"],
+                   password=params["password"], timeout=params["timeout"],
+                   secret_keys=params["secret_keys"])
+    warnings = ["runtime override kept in %s: %s (inventory value not applied; "
+                "flashmm_runtime_mode=enforce overwrites it)" % (where, key)
+                for key in sorted(result["drift"])]
+    out = dict(
+        changed=result["would_change"] if check else result["changed"],
+        changed_keys=result["changed_keys"],
+        drift=result["drift"],
+        enforced=result["enforced"],
+        version=result["version"],
+    )
+    diff = dict(before=_lines(result["before"]), after=_lines(result["after"]),
+                before_header=where, after_header=where)
+    return out, diff, warnings

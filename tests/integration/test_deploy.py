@@ -276,3 +276,24 @@ def test_deploy_refuses_placeholder_secrets_before_touching_a_host(tmp_path):
     assert "secrets.cambrian_api_key: is still a placeholder" in proc.stdout
     assert "group_vars/all/vault.yml" in proc.stdout
     assert not root.exists()
+
+
+def test_tags_select_seeding_or_skip_it_and_validation_always_runs(deployed):
+    files_before = snapshot_files(deployed.sandbox)
+    deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=400.0))
+    client = deployed.server.client(deployed.dbs[0])
+
+    ok(deployed.deploy("--skip-tags", "flashmm_redis_seed"))
+    assert snapshot_files(deployed.sandbox) != files_before          # files written
+    assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 100.0
+
+    files_after = snapshot_files(deployed.sandbox)
+    deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=500.0))
+    ok(deployed.deploy("--tags", "flashmm_redis_seed"))
+    assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 500.0
+    assert snapshot_files(deployed.sandbox) == files_after           # only Redis touched
+
+    deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=-1))
+    proc = deployed.deploy("--tags", "flashmm_redis_seed")
+    assert proc.returncode != 0 and "trading.max_position_usdc" in proc.stdout
+    assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 500.0

@@ -1,4 +1,4 @@
-"""The ``flashmm_redis_seed`` module through a real ``ansible-playbook`` run against a real,
+"""The ``seed`` of the ``flashmm_host`` module (seed-only calls) through a real ``ansible-playbook`` run against a real,
 password-protected redis-server: changed then ``changed=0``, check mode writes nothing, drift
 and enforce, the password never printed (even with ``-vvv``), clear failures."""
 
@@ -33,18 +33,19 @@ PLAYBOOK = """\
   gather_facts: false
   tasks:
     - name: Seed the runtime layer
-      flashmm_redis_seed:
-        script: "{{ lookup('ansible.builtin.file', seed_script) }}"
-        port: "{{ seed_port | int }}"
-        db: "{{ seed_db | int }}"
-        password: "{{ seed_password }}"
-        mode: "{{ seed_mode | default('keep') }}"
-        timeout: 3
+      flashmm_host:
+        seed:
+          script: "{{ lookup('ansible.builtin.file', seed_script) }}"
+          port: "{{ seed_port | int }}"
+          db: "{{ seed_db | int }}"
+          password: "{{ seed_password }}"
+          mode: "{{ seed_mode | default('keep') }}"
+          timeout: 3
       register: seed
 
     - name: Show the result
       ansible.builtin.debug:
-        msg: "SEED_RESULT={{ seed | to_json | b64encode }}"   # one unbreakable word
+        msg: "SEED_RESULT={{ seed.seed | to_json | b64encode }}"   # one unbreakable word
 """
 
 
