@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import outputs
 from .errors import ConfigInvalid, Issue
 from .inventory import LAYER_VARS, Inventory, layer_input
 from .layers import LayerInput, plain
@@ -24,14 +23,22 @@ def load_inventory(path: str | Path, vault_password_file: str | None = None) -> 
     return _inventories[key]
 
 
-def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False) -> Validated:
-    hl = inv.host_layers(host)
-    result = validate_layers(hl.layers, require_secrets=require_secrets,
-                             vault_available=hl.vault_available)
-    result.errors[:0] = hl.issues
-    if hl.issues:
+def _validate(layers: list[LayerInput], reader_issues: list[Issue], *, require_secrets: bool,
+              vault_available: bool) -> Validated:
+    """Validate layers; issues the inventory reader found (misplaced or templated layer
+    variables) come first and make the result invalid too."""
+    result = validate_layers(layers, require_secrets=require_secrets,
+                             vault_available=vault_available)
+    result.errors[:0] = reader_issues
+    if reader_issues:
         result.config = None
     return result
+
+
+def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False) -> Validated:
+    hl = inv.host_layers(host)
+    return _validate(hl.layers, hl.issues, require_secrets=require_secrets,
+                     vault_available=hl.vault_available)
 
 
 def validate_inventory(inv: Inventory, hosts: list[str] | None = None, *,
@@ -77,12 +84,8 @@ def validate_hostvars(hostvars: Mapping[str, Any], hosts: list[str], *,
     results = {}
     for host in hosts:
         layers, issues, vault_available = host_layers_from_vars(hostvars, host)
-        result = validate_layers(layers, require_secrets=require_secrets,
-                                 vault_available=vault_available)
-        result.errors[:0] = issues
-        if issues:
-            result.config = None
-        results[host] = result
+        results[host] = _validate(layers, issues, require_secrets=require_secrets,
+                                  vault_available=vault_available)
     return results
 
 
@@ -92,8 +95,3 @@ def valid_config(hostvars: Mapping[str, Any], host: str, *, require_secrets: boo
     raise_for_errors(results)
     return results[host].config
 
-
-def effective_for_hosts(hostvars, hosts, *, require_secrets=False) -> dict[str, dict]:
-    results = validate_hostvars(hostvars, list(hosts), require_secrets=require_secrets)
-    raise_for_errors(results)
-    return {h: outputs.effective(r.config) for h, r in results.items()}
