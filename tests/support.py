@@ -13,8 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import secrets as random_tokens
+
 import pytest
 import redis
+from cryptography.fernet import Fernet
+
+from flashmm_deploy.schema import SECRET_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -163,4 +168,17 @@ def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:
             kind = client.type(key)
             data[key] = client.hgetall(key) if kind == "hash" else client.get(key)
         out[db] = data
+    return out
+
+
+def valid_secrets() -> dict[str, str]:
+    """A valid value for every secret of the schema (so every 'needed because' is satisfied)."""
+    out = {}
+    for spec in SECRET_FIELDS:
+        if spec.key.endswith("encryption_key"):
+            out[spec.key] = Fernet.generate_key().decode("ascii")
+        elif spec.key.endswith("_url"):
+            out[spec.key] = "https://hooks.example.com/" + random_tokens.token_urlsafe(16)
+        else:
+            out[spec.key] = random_tokens.token_urlsafe(32)
     return out

@@ -16,9 +16,9 @@ from flashmm_deploy import api
 from flashmm_deploy.errors import InventoryError, Origin
 from flashmm_deploy.inventory import LAYER_VARS, Inventory
 from flashmm_deploy.layers import LAYER_ORDER, REDACTED, LayerInput, resolve
-from flashmm_deploy.schema import FIELDS, RUNTIME_FIELDS, SECRET_FIELDS
+from flashmm_deploy.schema import FIELDS, RUNTIME_FIELDS
 from flashmm_deploy.validate import validate_layers
-from support import VENV_BIN, copy_inventory, flashmm_config, run, tool_env
+from support import VENV_BIN, copy_inventory, flashmm_config, run, tool_env, valid_secrets
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
 VAULT_SRC = "inventories/t/group_vars/all/vault.yml"
@@ -42,18 +42,6 @@ def layer(name: str, value: float) -> LayerInput:
     if name == "runtime":
         return LayerInput(name, SOURCES[name], {KEY: value})
     return LayerInput(name, SOURCES[name], {"trading": {"max_position_usdc": value}})
-
-
-def valid_secrets() -> dict[str, str]:
-    out = {}
-    for spec in SECRET_FIELDS:
-        if spec.key.endswith("encryption_key"):
-            out[spec.key] = Fernet.generate_key().decode("ascii")
-        elif spec.key.endswith("_url"):
-            out[spec.key] = "https://hooks.example.com/" + random_tokens.token_urlsafe(16)
-        else:
-            out[spec.key] = random_tokens.token_urlsafe(32)
-    return out
 
 
 # ---- precedence ---------------------------------------------------------------------------------

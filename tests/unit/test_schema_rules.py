@@ -17,9 +17,9 @@ import yaml
 from cryptography.fernet import Fernet
 
 from flashmm_deploy.layers import LayerInput
-from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
+from flashmm_deploy.schema import FIELDS
 from flashmm_deploy.validate import validate_layers
-from support import copy_inventory, flashmm_config
+from support import copy_inventory, flashmm_config, valid_secrets
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
 VAULT_SRC = "inventories/t/group_vars/all/vault.yml"
@@ -50,19 +50,6 @@ def prod_config() -> dict:
         "security": {"encryption_required": True, "audit_logging": True,
                      "ip_whitelist_enabled": True},
     }
-
-
-def valid_secrets() -> dict[str, str]:
-    """A valid value for every secret of the schema (so every 'needed because' is satisfied)."""
-    out = {}
-    for spec in SECRET_FIELDS:
-        if spec.key.endswith("encryption_key"):
-            out[spec.key] = Fernet.generate_key().decode("ascii")
-        elif spec.key.endswith("_url"):
-            out[spec.key] = "https://hooks.example.com/" + random_tokens.token_urlsafe(16)
-        else:
-            out[spec.key] = random_tokens.token_urlsafe(32)
-    return out
 
 
 def with_value(data: dict, path: str, value) -> dict:
