@@ -48,6 +48,7 @@ def start_redis(tmp: Path, *extra: str) -> RedisServer:
     if binary is None:
         pytest.fail("redis-server is not installed: run scripts/setup.sh")
     port = _free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(tmp), "--databases", "256", *extra],

@@ -19,7 +19,7 @@ from flashmm_deploy import api, outputs
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.sandbox import make_local_inventory
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, recap, snapshot_files,
-                     snapshot_redis, tool_env)
+                     snapshot_redis, start_redis, stop_redis, tool_env)
 
 pytestmark = pytest.mark.integration
 HOSTS = ("sandbox-01", "sandbox-02", "sandbox-03")
@@ -297,3 +297,39 @@ def test_tags_select_seeding_or_skip_it_and_validation_always_runs(deployed):
     proc = deployed.deploy("--tags", "flashmm_redis_seed")
     assert proc.returncode != 0 and "trading.max_position_usdc" in proc.stdout
     assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 500.0
+
+
+def test_check_mode_on_a_fresh_host_creates_nothing(site):
+    proc = ok(site.deploy("--check", "--diff"))
+    assert not site.sandbox.exists()
+    assert all(not keys for keys in snapshot_redis(site.server, site.dbs).values())
+    assert "+TRADING_MAX_POSITION_USDC='100.0'" in proc.stdout       # the diff says what would be
+    assert all(c["changed"] >= 1 for c in recap(proc.stdout).values())
+
+
+def test_password_protected_redis_is_seeded_and_the_password_never_printed(tmp_path):
+    password = "CANARY-redis-" + secrets.token_urlsafe(24)
+    server = start_redis(tmp_path / "redis", "--requirepass", password)
+    try:
+        inv = make_local_inventory(INVENTORIES / "local", tmp_path / "inventory", hosts=2,
+                                   redis_port=server.port, first_db=1, with_secrets=False)
+        env_file = inv / "group_vars" / "all" / "flashmm.yml"
+        data = yaml.safe_load(env_file.read_text())
+        data["flashmm_config"]["storage"]["redis"]["password_required"] = True
+        env_file.write_text(yaml.safe_dump(data))
+        vault = inv / "group_vars" / "all" / "vault.yml"
+        vault.write_text(yaml.safe_dump({"flashmm_secrets": {
+            "redis_password": password, "secret_key": secrets.token_urlsafe(40),
+            "api_auth_token": secrets.token_urlsafe(40),
+            "encryption_key": Fernet.generate_key().decode()}}))
+        sandbox = tmp_path / "sandbox"
+        env = tool_env(FLASHMM_SANDBOX=str(sandbox))
+        proc = ok(ansible_playbook("deploy.yml", inv, "-vvv", "--diff", env=env))
+        assert password not in proc.stdout + proc.stderr
+        client = server.client(1, password=password)
+        assert client.get("flashmm:config:version") == "1"
+        assert dotenv_values(sandbox / "sandbox-01" / ".env")["REDIS_PASSWORD"] == password
+        holders = [rel for rel, (_, body) in snapshot_files(sandbox).items() if password.encode() in body]
+        assert sorted(holders) == ["sandbox-01/.env", "sandbox-02/.env"]
+    finally:
+        stop_redis(server)
