@@ -48,7 +48,7 @@ options:
     description: The Redis seed to apply after the files (omit to write files only).
     type: dict
     suboptions:
-      script: {description: The rendered seed script (redis/seed.lua)., type: str, required: true}
+      script: {description: The rendered seed script (redis/seed.lua); holds no secret., type: str, required: true}
       host: {description: Redis host as this target reaches it., type: str, default: 127.0.0.1}
       port: {description: Redis port., type: int, default: 6379}
       db: {description: Redis database number., type: int, default: 0}

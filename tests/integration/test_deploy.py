@@ -160,6 +160,9 @@ def test_check_diff_shows_the_change_and_writes_nothing(deployed):
     out = proc.stdout
     assert "-  max_position_usdc: 100.0" in out and "+  max_position_usdc: 250.0" in out
     assert "+TRADING_MAX_POSITION_USDC='250.0'" in out
+    # the seed script's own diff (not masked away) and the Redis keys that would change
+    assert '+  {"flashmm:config:trading:max_position_usdc", "250.0"},' in out
+    assert "+flashmm:config:trading:max_position_usdc = 250.0" in out
     assert "+API_AUTH_TOKEN='<redacted, changed>'" in out
     assert "-API_AUTH_TOKEN='<redacted>'" in out
     assert all(c["changed"] >= 1 for c in recap(out).values())
