@@ -35,15 +35,26 @@ def _validate(layers: list[LayerInput], reader_issues: list[Issue], *, require_s
     return result
 
 
-def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False) -> Validated:
+def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False,
+                  runtime_url: str | None = None) -> Validated:
+    """Validate one host of a PyYAML-read inventory; with ``runtime_url``, the live runtime
+    layer in that Redis database is part of the resolution."""
     hl = inv.host_layers(host)
-    return _validate(hl.layers, hl.issues, require_secrets=require_secrets,
+    layers, issues = list(hl.layers), list(hl.issues)
+    if runtime_url:
+        from .runtime import read_layer   # redis-py only when asked for
+        layer, runtime_issues = read_layer(runtime_url)
+        layers.append(layer)
+        issues += runtime_issues
+    return _validate(layers, issues, require_secrets=require_secrets,
                      vault_available=hl.vault_available)
 
 
 def validate_inventory(inv: Inventory, hosts: list[str] | None = None, *,
-                       require_secrets: bool = False) -> dict[str, Validated]:
-    return {h: validate_host(inv, h, require_secrets=require_secrets) for h in (hosts or inv.hosts)}
+                       require_secrets: bool = False,
+                       runtime_url: str | None = None) -> dict[str, Validated]:
+    return {h: validate_host(inv, h, require_secrets=require_secrets, runtime_url=runtime_url)
+            for h in (hosts or inv.hosts)}
 
 
 def raise_for_errors(results: Mapping[str, Validated]) -> None:

@@ -41,7 +41,8 @@ def cmd_validate(args) -> int:
     for path in args.inventory:
         inv = _inventory(args, path)
         results = api.validate_inventory(inv, _hosts(inv, args.host),
-                                         require_secrets=args.require_secrets)
+                                         require_secrets=args.require_secrets,
+                                         runtime_url=args.redis)
         warnings = {h: r.warnings for h, r in results.items() if r.warnings}
         errors = {h: r.errors for h, r in results.items() if r.errors}
         if warnings and not args.quiet:
@@ -60,7 +61,7 @@ def cmd_explain(args) -> int:
         raise UsageError(f"{args.key}: unknown key{did_you_mean(args.key)}")
     inv = _inventory(args, args.inventory)
     host = _hosts(inv, args.host)[0]
-    result = api.validate_host(inv, host)
+    result = api.validate_host(inv, host, runtime_url=args.redis)
     info = outputs.explain(result.resolution, args.key)
     if args.json:
         print(json.dumps({"host": host, **info}, indent=2))
@@ -145,6 +146,10 @@ def cmd_secrets_generate(args) -> int:
     return EXIT_OK
 
 
+REDIS_HELP = ("include the live runtime layer (flashmm:config:* keys) of this Redis database, "
+              "e.g. redis://127.0.0.1:6379/1")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flashmm-config", description=__doc__.split("\n")[0])
     p.add_argument("--vault-password-file", help="to open ansible-vault encrypted inventory files "
@@ -157,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--require-secrets", action="store_true",
                    help="missing or placeholder secrets are errors (as for deploy)")
     v.add_argument("-q", "--quiet", action="store_true", help="no warnings")
+    v.add_argument("--redis", metavar="URL", help=REDIS_HELP)
     v.set_defaults(func=cmd_validate)
 
     e = sub.add_parser("explain", help="value of a key, the layer and file it came from")
@@ -164,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("key", help="dotted key, e.g. trading.max_position_usdc")
     e.add_argument("--host")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--redis", metavar="URL", help=REDIS_HELP)
     e.set_defaults(func=cmd_explain)
 
     d = sub.add_parser("diff", help="effective-config diff of two inventories (secrets redacted)")
