@@ -38,15 +38,13 @@ import re
 from collections.abc import Collection, Mapping
 
 from .errors import FlashmmError
+from .filesync import mask_env
 
 HEADER = ("# Written by flashmm-deploy; changes are overwritten on the next deploy.\n"
           "# Values are single-quoted and read literally by python-dotenv and docker compose.\n")
-REDACTED = "<redacted>"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)='([^']*)'")
-# Any assignment, for ``mask`` (which may see a hand-edited file): prefix incl. '=', name, value.
-_ASSIGNMENT = re.compile(r"(\s*(?:#\s*)?(?:export\s+)?([^=\s#]+)\s*=)\s*(.*)")
 # What is refused, in the order it is reported; each entry: (test, description).  Descriptions
 # spell characters out in words so that an error message never holds a fragment of a value.
 REFUSED: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -114,19 +112,6 @@ def parse(text: str) -> dict[str, str]:
 def mask(text: str, secret_names: Collection[str]) -> str:
     """``text`` with the value of every variable in ``secret_names`` replaced by
     ``'<redacted>'``.  Also safe on a hand-edited file: ``export``, spaces around ``=``, a
-    commented-out assignment and a quoted value spanning several lines are redacted whole."""
-    out, quote = [], None            # quote: the one still open on a multi-line secret
-    for line in text.split("\n"):
-        if quote is not None:        # inside a multi-line secret: drop the line
-            if re.search(rf"(?<!\\){quote}", line):
-                quote = None
-            continue
-        match = _ASSIGNMENT.match(line)
-        if match is None or match.group(2) not in secret_names:
-            out.append(line)
-            continue
-        value = match.group(3)
-        if value[:1] in ("'", '"') and not re.search(rf"(?<!\\){value[0]}", value[1:]):
-            quote = value[0]
-        out.append(f"{match.group(1)}'{REDACTED}'")
-    return "\n".join(out)
+    commented-out assignment and a quoted value spanning several lines are redacted whole.
+    (The one implementation is ``filesync.mask_env``, which also runs on target hosts.)"""
+    return mask_env(text, secret_names)

@@ -12,32 +12,56 @@ import re
 import stat
 import tempfile
 
-_ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+# An assignment as a hand-edited .env may hold it: an optional comment mark, "export", spaces
+# around "=".  Groups: the prefix up to and including "=", the key, the raw value.
+_ASSIGNMENT = re.compile(r"(\s*(?:#\s*)?(?:export\s+)?([^=\s#]+)\s*=)\s*(.*)")
 MASK = "'<redacted>'"
 MASK_CHANGED = "'<redacted, changed>'"
+UNPARSED = "# <line redacted: not a KEY=value assignment>"
 
 
 class SyncError(Exception):
     pass
 
 
-def _env_values(text: str) -> dict[str, str]:
-    return {m.group(1): m.group(2) for m in map(_ENV_LINE.match, text.splitlines()) if m}
+def _values(text: str) -> dict[str, str]:
+    """key -> raw value of the live (uncommented) assignments; the last one wins, as in dotenv."""
+    out = {}
+    for line in text.split("\n"):
+        m = _ASSIGNMENT.match(line)
+        if m and not line.lstrip().startswith("#"):
+            out[m.group(2)] = m.group(3)
+    return out
 
 
-def mask_env(text: str, names, other: str | None = None) -> str:
-    """``text`` with the values of ``names`` replaced; a value that differs from the same key's
-    value in ``other`` is marked changed, so a diff still says *that* a secret changed."""
-    names = set(names)
-    theirs = _env_values(other) if other is not None else {}
-    out = []
-    for line in text.splitlines(keepends=True):
-        m = _ENV_LINE.match(line.rstrip("\n"))
-        if m and m.group(1) in names:
-            changed = other is not None and theirs.get(m.group(1)) != m.group(2)
-            line = f"{m.group(1)}={MASK_CHANGED if changed else MASK}" + ("\n" if line.endswith("\n") else "")
-        out.append(line)
-    return "".join(out)
+def mask_env(text: str, names, other: str | None = None, reveal=None) -> str:
+    """``text`` with secret values replaced by ``'<redacted>'``: those of ``names`` and, when
+    ``reveal`` is given, of every key not in it (in a hand-edited file an unknown key may be a
+    secret too, and a line that is no assignment is redacted whole).  A quoted value spanning
+    lines is masked whole.  With ``other``, a masked value that differs from the same key's
+    value there is marked ``'<redacted, changed>'``, so a diff still says *that* it changed."""
+    hidden = set(names)
+    theirs = _values(other) if other is not None else None
+    out, quote = [], None            # quote: the one still open on a multi-line masked value
+    for line in text.split("\n"):
+        if quote is not None:
+            if re.search(r"(?<!\\)" + quote, line):
+                quote = None
+            continue
+        m = _ASSIGNMENT.match(line)
+        if m is None:
+            unparsed = reveal is not None and line.strip() and not line.lstrip().startswith("#")
+            out.append(UNPARSED if unparsed else line)
+            continue
+        key, value = m.group(2), m.group(3)
+        if key not in hidden and (reveal is None or key in reveal):
+            out.append(line)
+            continue
+        if value[:1] in ("'", '"') and not re.search(r"(?<!\\)" + value[0], value[1:]):
+            quote = value[0]
+        changed = theirs is not None and theirs.get(key) != value
+        out.append(m.group(1) + (MASK_CHANGED if changed else MASK))
+    return "\n".join(out)
 
 
 def _resolve_owner(owner, group) -> tuple[int, int]:
@@ -120,10 +144,10 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
                 write_atomic(path, data, mode, uid, gid)
         old_text = before.decode("utf-8", "replace") if before is not None else ""
         new_text = spec["content"]
-        if spec.get("mask_keys"):
-            # before: every secret masked; after: masked too, marked where it changed
-            old_text, new_text = (mask_env(old_text, spec["mask_keys"]),
-                                  mask_env(new_text, spec["mask_keys"], old_text))
+        if "mask_keys" in spec:      # a secret file: show only values of known non-secret keys
+            reveal = set(_values(new_text)) - set(spec["mask_keys"])
+            old_text, new_text = (mask_env(old_text, spec["mask_keys"], reveal=reveal),
+                                  mask_env(new_text, spec["mask_keys"], old_text, reveal))
         diffs.append({
             "before_header": path if st is not None else "(absent)",
             "after_header": f"{path} (mode {mode:04o})",

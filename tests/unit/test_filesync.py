@@ -82,3 +82,24 @@ def test_a_directory_in_place_of_a_file_is_refused(tmp_path):
     (tmp_path / "a.yml").mkdir()
     with pytest.raises(SyncError, match="not a regular file"):
         sync(str(tmp_path), [spec("a.yml", "x")])
+
+
+def test_a_hand_edited_env_file_leaks_nothing_into_the_diff(tmp_path):
+    """Whatever an operator left in the old .env (export, spaces, commented-out or multi-line
+    values, keys deploy does not manage, stray lines) shows only as redacted in the diff."""
+    (tmp_path / ".env").write_text(
+        "# TOKEN=commented-out-token\n"
+        "export TOKEN = 'exported-token'\n"
+        'PASSWORD="multi\nline-password\nend"\n'
+        "MY_OWN_API_KEY=operator-added-key\n"
+        "a stray line with stray-secret\n"
+        "A='1'\n")
+    new = "A='2'\nTOKEN='fresh-token'\nPASSWORD='fresh-password'\n"
+    diff = sync(str(tmp_path), [spec(".env", new, 0o600, mask_keys=["TOKEN", "PASSWORD"])])["diff"][0]
+    shown = diff["before"] + diff["after"]
+    for leaked in ("commented-out-token", "exported-token", "multi", "line-password", "end\n",
+                   "operator-added-key", "stray-secret", "fresh-token", "fresh-password"):
+        assert leaked not in shown, leaked
+    assert "A='1'" in diff["before"] and "A='2'" in diff["after"]      # non-secrets readable
+    assert "MY_OWN_API_KEY='<redacted>'" in diff["before"]
+    assert "TOKEN='<redacted, changed>'" in diff["after"]
