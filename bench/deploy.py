@@ -68,7 +68,7 @@ def file_floor(inv_dir: Path, sandbox: Path) -> float:
              "content": yaml.safe_dump(outputs.environment_file_layer(cfg), sort_keys=True)},
             {"path": ".env", "mode": 0o600, "content": envfile.render(outputs.env_vars(cfg))},
             {"path": "redis/seed.lua", "mode": 0o644,
-             "content": redis_seed.render_script(outputs.runtime_keys(cfg))},
+             "content": redis_seed.render_script(outputs.runtime_keys(outputs.effective(cfg)))},
             {"path": "docker-compose.yml", "mode": 0o644, "content": "services: {}\n" * 40},
         ]
         sync(str(sandbox / host), files)

@@ -8,8 +8,6 @@ load: Ansible loads this file in every worker that templates any filter
 
 from __future__ import annotations
 
-import functools
-
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from flashmm_deploy.schema import SECRET_FIELDS
+from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -183,3 +183,11 @@ def valid_secrets() -> dict[str, str]:
         else:
             out[spec.key] = random_tokens.token_urlsafe(32)
     return out
+
+
+# The runtime keys by short name, and one desired state, shared by the Redis seed tests.
+POS = FIELDS["trading.max_position_usdc"].redis_key
+HZ = FIELDS["trading.quote_frequency_hz"].redis_key
+CONF = FIELDS["ml.confidence_threshold"].redis_key
+ALERT = FIELDS["monitoring.alert_enabled"].redis_key
+SEED_DESIRED = {POS: "2000.0", HZ: "5.0", CONF: "0.7", ALERT: "true"}

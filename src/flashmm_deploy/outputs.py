@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from . import envvars
-from .layers import REDACTED, Resolution, shown
+from .layers import REDACTED, Resolution, plain, shown
 from .schema import FIELDS, RUNTIME_FIELDS, FlashMMConfig
 
 
@@ -65,9 +66,17 @@ def env_vars(config: FlashMMConfig) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def runtime_keys(config: FlashMMConfig) -> dict[str, str]:
-    """``flashmm:config:<section>:<key>`` -> JSON value, for the runtime-overridable keys."""
-    return {spec.redis_key: json.dumps(_leaf(config, spec.path)) for spec in RUNTIME_FIELDS}
+def runtime_keys(effective_config: Mapping[str, Any]) -> dict[str, str]:
+    """``flashmm:config:<section>:<key>`` -> JSON value, for the runtime-overridable keys, from
+    an ``effective()`` config (as in the playbook's ``flashmm_validated`` fact: runtime keys are
+    never secrets, so the redacted form holds them all)."""
+    out = {}
+    for spec in RUNTIME_FIELDS:
+        node: Any = effective_config
+        for part in spec.path.split("."):
+            node = node[part]
+        out[spec.redis_key] = json.dumps(plain(node))
+    return out
 
 
 def explain(res: Resolution, path: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The functions behind ``filter_plugins/flashmm.py``.  Each takes Ansible's ``hostvars`` (so
-vaulted and ``-e`` values arrive as Ansible resolved them) and returns ``(result, warnings)``;
+"""The functions behind ``filter_plugins/flashmm.py``.  Most take Ansible's ``hostvars`` (so
+vaulted and ``-e`` values arrive as Ansible resolved them); each returns ``(result, warnings)``;
 errors are ``FlashmmError``.  Kept free of Ansible imports so they unit-test without it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from . import api, outputs
 from .errors import FlashmmError
 from .layers import plain
-from .schema import FIELDS
+from .schema import FIELDS, SECRET_FIELDS
 
 
 def _warnings(results) -> list[str]:
@@ -42,7 +42,7 @@ def flashmm_env(hostvars, host):
 def flashmm_runtime_keys(hostvars, host):
     """``flashmm:config:<section>:<key>`` -> JSON value (runtime-overridable keys only)."""
     config = api.valid_config(hostvars, plain(host), require_secrets=False)
-    return outputs.runtime_keys(config), []
+    return outputs.runtime_keys(outputs.effective(config)), []
 
 
 def flashmm_env_file(hostvars, host):
@@ -50,15 +50,15 @@ def flashmm_env_file(hostvars, host):
     only in no_log tasks."""
     from . import envfile
     env, _ = flashmm_env(hostvars, host)
-    secret_names = sorted(f.env for f in FIELDS.values() if f.secret)
+    secret_names = sorted(f.env for f in SECRET_FIELDS)
     return {"content": envfile.render(env, secret_names), "secret_names": secret_names}, []
 
 
-def flashmm_seed_script(hostvars, host):
-    """The rendered Redis seed script (Lua) of one host: the runtime keys and the generic body."""
+def flashmm_seed_script(validated):
+    """The rendered Redis seed script (Lua) of one host, from its already validated effective
+    config (``flashmm_validated[inventory_hostname]``): no second validation per host."""
     from . import redis_seed
-    keys, _ = flashmm_runtime_keys(hostvars, host)
-    return redis_seed.render_script(keys), []
+    return redis_seed.render_script(outputs.runtime_keys(validated)), []
 
 
 FILTERS: dict[str, Any] = {

@@ -15,7 +15,8 @@ from cryptography.fernet import Fernet
 
 from .filesync import write_atomic
 from .inventory import Inventory
-from .validate import SECRET_REQUIRED_WHEN, is_placeholder, validate_layers
+from .layers import resolve
+from .validate import is_placeholder, needed_secrets
 
 GENERATORS = {
     "secret_key": lambda: _random.token_urlsafe(48),
@@ -39,9 +40,8 @@ def generate_missing(inv: Inventory) -> tuple[Path, list[str]]:
         current = dict(data.get("flashmm_secrets") or {})
     needed: set[str] = set()
     for host in inv.hosts:
-        values = validate_layers(inv.host_layers(host).layers).resolution.values
-        needed |= {p.split(".", 1)[1] for p, (_, pred) in SECRET_REQUIRED_WHEN.items()
-                   if _safe(pred, values)}
+        values = resolve(inv.host_layers(host).layers).values
+        needed |= {path.split(".", 1)[1] for path in needed_secrets(values)}
     added = sorted(n for n in needed & GENERATORS.keys()
                    if current.get(n) is None or is_placeholder(current.get(n)))
     if added:
@@ -51,9 +51,3 @@ def generate_missing(inv: Inventory) -> tuple[Path, list[str]]:
         write_atomic(vault, text.encode("utf-8"), 0o600)
     return vault, added
 
-
-def _safe(pred, values) -> bool:
-    try:
-        return bool(pred(values))
-    except (KeyError, TypeError):
-        return False

@@ -139,18 +139,27 @@ def _cross_field_issues(res: Resolution, bad: set[str]) -> list[Issue]:
     return out
 
 
+def needed_secrets(values: dict[str, Any]) -> dict[str, str]:
+    """Secret path -> why this configuration needs it.  A rule whose inputs are themselves
+    invalid is skipped (those inputs are reported where they are)."""
+    out = {}
+    for path, (reason, needed) in SECRET_REQUIRED_WHEN.items():
+        try:
+            if needed(values):
+                out[path] = reason
+        except (KeyError, TypeError):
+            continue
+    return out
+
+
 def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
                    vault_available: bool) -> tuple[list[Issue], list[Issue]]:
     """Errors and warnings about secrets.  Never includes a secret's value."""
     errors, warnings = [], []
     v = res.values
-    for path, (reason, needed) in SECRET_REQUIRED_WHEN.items():
-        try:
-            is_needed = needed(v) and path not in bad
-        except (KeyError, TypeError):       # its inputs are themselves invalid: reported there
-            continue
+    for path, reason in needed_secrets(v).items():
         value = v.get(path)
-        if not is_needed or (value is not None and not is_placeholder(value)):
+        if path in bad or (value is not None and not is_placeholder(value)):
             continue
         spec = FIELDS[path]
         if value is None and not vault_available:

@@ -11,20 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from flashmm_deploy.redis_seed import SEEDED_KEY as SEEDED
 from flashmm_deploy.redis_seed import render_script
-from support import ROOT, VENV_BIN, recap, run, start_redis, stop_redis, tool_env
+from support import (CONF, HZ, POS, ROOT, SEED_DESIRED, VENV_BIN, recap, run, start_redis,
+                     stop_redis, tool_env)
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "Zq8-module-pw-71c4"
 WRONG_PASSWORD = "Wr0ng-module-pw-93a1"
-SEEDED = "flashmm:config:seeded"
-VERSION = "flashmm:config:version"
-POS = "flashmm:config:trading:max_position_usdc"
-HZ = "flashmm:config:trading:quote_frequency_hz"
-CONF = "flashmm:config:ml:confidence_threshold"
-ALERT = "flashmm:config:monitoring:alert_enabled"
-DESIRED = {POS: "2000.0", HZ: "5.0", CONF: "0.7", ALERT: "true"}
+DESIRED = SEED_DESIRED
 
 # The password comes from an extra-vars file, as a vault would provide it: ansible-core 2.19
 # prints the playbook lines around a failing task, so a literal in the playbook would leak.

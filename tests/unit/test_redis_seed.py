@@ -14,6 +14,9 @@ import pytest
 import redis
 
 from flashmm_deploy import api, outputs
+from flashmm_deploy.redis_seed import SEEDED_KEY as SEEDED
+from flashmm_deploy.redis_seed import UPDATES_CHANNEL as CHANNEL
+from flashmm_deploy.redis_seed import VERSION_KEY as VERSION
 from flashmm_deploy.redis_seed import (
     SEED_LUA_BODY,
     RedisReplyError,
@@ -24,16 +27,9 @@ from flashmm_deploy.redis_seed import (
     render_script,
     script_sha,
 )
-from support import start_redis, stop_redis
+from support import ALERT, CONF, HZ, POS, SEED_DESIRED, start_redis, stop_redis
 
-SEEDED = "flashmm:config:seeded"
-VERSION = "flashmm:config:version"
-CHANNEL = "flashmm:config:updates"
-POS = "flashmm:config:trading:max_position_usdc"
-HZ = "flashmm:config:trading:quote_frequency_hz"
-CONF = "flashmm:config:ml:confidence_threshold"
-ALERT = "flashmm:config:monitoring:alert_enabled"
-D1 = {POS: "2000.0", HZ: "5.0", CONF: "0.7", ALERT: "true"}
+D1 = SEED_DESIRED
 
 
 def with_(base: dict, **changes) -> dict:
@@ -518,7 +514,7 @@ def test_runtime_keys_of_a_real_inventory_seed_and_read_back(seed, r):
     inv = api.load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "local")
     validated = api.validate_host(inv, inv.hosts[0])
     assert validated.errors == []
-    desired = outputs.runtime_keys(validated.config)
+    desired = outputs.runtime_keys(outputs.effective(validated.config))
     assert seed(desired)["changed_keys"] == sorted(desired)
     assert {k: json.loads(r.get(k)) for k in desired} == {
         k: json.loads(v) for k, v in desired.items()}
