@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import yaml  # noqa: E402
 
-from flashmm_deploy import api, envfile, outputs, plugin_api, redis_seed  # noqa: E402
+from flashmm_deploy import host_validation, dotenv_file, effective, filters, redis_seed# noqa: E402
 from flashmm_deploy.filesync import sync  # noqa: E402
 from flashmm_deploy.sandbox import make_local_inventory  # noqa: E402
 
@@ -60,15 +60,15 @@ def timed(cmd, env) -> float:
 def file_floor(inv_dir: Path, sandbox: Path) -> float:
     """Validate, render and atomically write every host's four files in-process."""
     start = time.perf_counter()
-    inv = api.load_inventory(inv_dir)
-    for host, result in api.validate_inventory(inv, require_secrets=True).items():
+    inv = host_validation.load_inventory(inv_dir)
+    for host, result in host_validation.validate_inventory(inv, require_secrets=True).items():
         cfg = result.config
         files = [
             {"path": f"config/environments/{cfg.app.environment}.yml", "mode": 0o644,
-             "content": yaml.safe_dump(outputs.environment_file_layer(cfg), sort_keys=True)},
-            {"path": ".env", "mode": 0o600, "content": envfile.render(outputs.env_vars(cfg))},
+             "content": yaml.safe_dump(effective.environment_file_layer(cfg), sort_keys=True)},
+            {"path": ".env", "mode": 0o600, "content": dotenv_file.render(effective.env_vars(cfg))},
             {"path": "redis/seed.lua", "mode": 0o644,
-             "content": redis_seed.render_script(outputs.runtime_keys(outputs.effective(cfg)))},
+             "content": redis_seed.render_script(effective.runtime_keys(effective.effective(cfg)))},
             {"path": "docker-compose.yml", "mode": 0o644, "content": "services: {}\n" * 40},
         ]
         sync(str(sandbox / host), files)
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    assert plugin_api.FILTERS
+    assert filters.FILTERS
     work = Path(tempfile.mkdtemp(prefix="flashmm-bench-"))
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",

@@ -2,7 +2,7 @@
 
 Per environment (local, development, testnet, production):
 
-- warm: ``api.validate_inventory(Inventory(path))`` with a fresh Inventory each run, best and
+- warm: ``host_validation.validate_inventory(Inventory(path))`` with a fresh Inventory each run, best and
   median of 20 runs in this process (imports already paid);
 - cold: the first such call in a fresh Python process, measured inside it (and, separately, the
   imports it needed), best and median of 5 fresh processes;
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from flashmm_deploy import api  # noqa: E402
+from flashmm_deploy import host_validation# noqa: E402
 from flashmm_deploy.inventory import Inventory  # noqa: E402
 
 ENVIRONMENTS = ("local", "development", "testnet", "production")
@@ -38,10 +38,10 @@ COLD = """
 import sys, time, json
 sys.path.insert(0, sys.argv[2])
 t0 = time.perf_counter()
-from flashmm_deploy import api
+from flashmm_deploy import host_validation
 from flashmm_deploy.inventory import Inventory
 t1 = time.perf_counter()
-results = api.validate_inventory(Inventory(sys.argv[1]))
+results = host_validation.validate_inventory(Inventory(sys.argv[1]))
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "first": t2 - t1, "hosts": len(results)}))
 """
@@ -59,7 +59,7 @@ def warm(path: Path) -> tuple[list[float], int]:
     samples, hosts = [], 0
     for _ in range(WARM_RUNS):
         t0 = time.perf_counter()
-        results = api.validate_inventory(Inventory(path))
+        results = host_validation.validate_inventory(Inventory(path))
         samples.append(time.perf_counter() - t0)
         hosts = len(results)
     return samples, hosts

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ansible.plugins.callback import CallbackBase
 
 try:  # the package is absent only in a broken setup; the filters then report it themselves
-    import flashmm_deploy.plugin_api  # noqa: F401
+    import flashmm_deploy.filters  # noqa: F401
 except ImportError:
     pass
 

@@ -13,18 +13,18 @@ from ansible.utils.display import Display
 
 display = Display()
 
-# The names of plugin_api.FILTERS (a unit test checks that the two agree).
+# The names of filters.FILTERS (a unit test checks that the two agree).
 FILTER_NAMES = ("flashmm_validate", "flashmm_explain", "flashmm_env", "flashmm_runtime_keys",
                 "flashmm_env_file", "flashmm_seed_script")
 
 
 def _wrap(name):
     def filter_(*args, **kwargs):
-        from flashmm_deploy import plugin_api
+        from flashmm_deploy import filters
         from flashmm_deploy.errors import FlashmmError
 
         try:
-            result, warnings = plugin_api.FILTERS[name](*args, **kwargs)
+            result, warnings = filters.FILTERS[name](*args, **kwargs)
         except FlashmmError as exc:
             raise AnsibleFilterError(str(exc)) from None
         for warning in warnings:

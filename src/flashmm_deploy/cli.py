@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import api, docs, outputs, secrets
+from . import host_validation, docs, effective, secret_gen
 from .errors import FlashmmError, format_issues
 from .layers import did_you_mean, shown
 from .schema import FIELDS
@@ -25,7 +25,7 @@ class UsageError(Exception):
 
 
 def _inventory(args, path: str):
-    return api.load_inventory(path, getattr(args, "vault_password_file", None))
+    return host_validation.load_inventory(path, getattr(args, "vault_password_file", None))
 
 
 def _hosts(inv, host: str | None) -> list[str]:
@@ -40,7 +40,7 @@ def cmd_validate(args) -> int:
     status = EXIT_OK
     for path in args.inventory:
         inv = _inventory(args, path)
-        results = api.validate_inventory(inv, _hosts(inv, args.host),
+        results = host_validation.validate_inventory(inv, _hosts(inv, args.host),
                                          require_secrets=args.require_secrets,
                                          runtime_url=args.redis)
         warnings = {h: r.warnings for h, r in results.items() if r.warnings}
@@ -61,8 +61,8 @@ def cmd_explain(args) -> int:
         raise UsageError(f"{args.key}: unknown key{did_you_mean(args.key)}")
     inv = _inventory(args, args.inventory)
     host = _hosts(inv, args.host)[0]
-    result = api.validate_host(inv, host, runtime_url=args.redis)
-    info = outputs.explain(result.resolution, args.key)
+    result = host_validation.validate_host(inv, host, runtime_url=args.redis)
+    info = effective.explain(result.resolution, args.key)
     if args.json:
         print(json.dumps({"host": host, **info}, indent=2))
     else:
@@ -80,10 +80,10 @@ def cmd_explain(args) -> int:
 
 
 def _flat_effective(inv, host: str) -> tuple[dict[str, Any] | None, Any]:
-    result = api.validate_host(inv, host)
+    result = host_validation.validate_host(inv, host)
     if result.errors:
         return None, result
-    cfg = outputs.effective(result.config, redact=False)
+    cfg = effective.effective(result.config, redact=False)
     flat = {}
     for path in FIELDS:
         node: Any = cfg
@@ -137,11 +137,11 @@ def cmd_docs(args) -> int:
 
 def cmd_secrets_generate(args) -> int:
     inv = _inventory(args, args.inventory)
-    envs = {api.validate_host(inv, h).resolution.values.get("app.environment") for h in inv.hosts}
+    envs = {host_validation.validate_host(inv, h).resolution.values.get("app.environment") for h in inv.hosts}
     if envs & {"testnet", "production"}:
         raise UsageError(f"{args.inventory} is a {'/'.join(sorted(envs))} inventory: its secrets "
                          "belong in ansible-vault, not in a generated plain-text file")
-    vault, added = secrets.generate_missing(inv)
+    vault, added = secret_gen.generate_missing(inv)
     print(f"{vault}: " + (f"generated {', '.join(added)}" if added else "nothing to generate"))
     return EXIT_OK
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from itertools import groupby
 
-from . import envvars
+from . import env_strings
 from .layers import LAYER_ORDER
 from .schema import FIELDS, SEI_CHAIN_IDS, FieldSpec
 
@@ -36,7 +36,7 @@ def env_example() -> str:
                                                  ("required", spec.required)) if on]
             lines.append(f"# {spec.path}: {'; '.join(notes)}")
             value = "" if spec.secret or spec.required or spec.default is None else \
-                envvars.render(spec, spec.default)
+                env_strings.render(spec, spec.default)
             lines.append(f"{spec.env}={value}")
     return "\n".join(lines) + "\n"
 

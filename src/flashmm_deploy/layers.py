@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import envvars
+from . import env_strings
 from .errors import Issue, Origin
 from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS
 
@@ -162,8 +162,8 @@ def _env_leaves(layer: LayerInput, issues: list[Issue]):
                                 layer.origin))
             continue
         try:
-            yield spec.path, envvars.parse(spec, raw)
-        except envvars.EnvParseError as exc:
+            yield spec.path, env_strings.parse(spec, raw)
+        except env_strings.EnvParseError as exc:
             message = "value hidden: cannot be parsed" if spec.secret else str(exc)
             issues.append(Issue(f"{spec.path} ({name})", message, layer.origin))
 

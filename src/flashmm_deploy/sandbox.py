@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from .inventory import Inventory
-from .secrets import generate_missing
+from .secret_gen import generate_missing
 
 
 def make_local_inventory(template: Path, dest: Path, *, hosts: int, redis_port: int,

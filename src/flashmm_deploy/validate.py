@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from . import envfile, envvars
+from . import dotenv_file, env_strings
 from .errors import Issue, Origin
 from .layers import LayerInput, Resolution, resolve
 from .schema import FIELDS, LOG_LEVEL_ORDER, SEI_CHAIN_IDS, FlashMMConfig
@@ -177,10 +177,10 @@ def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
     for path, spec in FIELDS.items():
         value = v.get(path)
         if isinstance(value, list) and path not in bad:     # lists go to .env as JSON
-            value = envvars.render(spec, value)
+            value = env_strings.render(spec, value)
         if not isinstance(value, str) or is_placeholder(value):
             continue
-        why = envfile.refusal(value)   # the .env renderer's own rule, checked before any host
+        why = dotenv_file.refusal(value)   # the .env renderer's own rule, checked before any host
         if why:
             errors.append(Issue(path, f"{spec.env} contains {why}, which python-dotenv and "
                                 "docker compose would not both read back unchanged; "

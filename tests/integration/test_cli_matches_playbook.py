@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from flashmm_deploy import api, outputs
+from flashmm_deploy import host_validation, effective
 from flashmm_deploy.inventory import Inventory
 from support import INVENTORIES, ROOT, ansible_playbook, copy_inventory, valid_secrets
 
@@ -47,7 +47,7 @@ def test_cli_and_playbook_agree_on_every_hosts_effective_config(tmp_path, enviro
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     from_playbook = json.loads(out.read_text())
 
-    results = api.validate_inventory(Inventory(inv))
-    from_cli = {host: outputs.effective(r.config) for host, r in results.items()}
+    results = host_validation.validate_inventory(Inventory(inv))
+    from_cli = {host: effective.effective(r.config) for host, r in results.items()}
     assert from_playbook == from_cli
     assert set(from_cli) == set(Inventory(INVENTORIES / environment).hosts)

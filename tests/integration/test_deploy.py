@@ -15,7 +15,7 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
-from flashmm_deploy import api, outputs
+from flashmm_deploy import host_validation, effective
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.sandbox import make_local_inventory
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, recap, snapshot_files,
@@ -62,7 +62,7 @@ class Site:
 
     def expected_env(self, host: str) -> dict[str, str]:
         inv = Inventory(self.inventory)
-        return outputs.env_vars(api.validate_host(inv, host, require_secrets=True).config)
+        return effective.env_vars(host_validation.validate_host(inv, host, require_secrets=True).config)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

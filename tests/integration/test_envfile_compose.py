@@ -14,7 +14,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from flashmm_deploy import envfile
+from flashmm_deploy import dotenv_file
 from flashmm_deploy.errors import FlashmmError
 from unit.test_envfile import CORPUS, RANDOM
 
@@ -55,12 +55,12 @@ def test_compose_env_file_reads_every_accepted_corpus_value_exactly(tmp_path):
     env = {}
     for i, value in enumerate(CORPUS + RANDOM):
         try:
-            envfile.render({"V": value})
+            dotenv_file.render({"V": value})
         except FlashmmError:
             continue
         env[f"V{i:03d}"] = value
     assert len(env) > 250
-    (tmp_path / ".env").write_text(envfile.render(env, secret_names=list(env)[::2]),
+    (tmp_path / ".env").write_text(dotenv_file.render(env, secret_names=list(env)[::2]),
                                    encoding="utf-8")
     result = compose_environments(tmp_path, {"app": ".env"})
     assert "could not parse" not in result["_stderr"]
@@ -114,7 +114,7 @@ def naive_reads(tmp_path_factory):
                                                    "dollar-brace-unset", "carriage-return"])
 def test_refused_value_is_misread_when_written_naively(value, naive_reads):
     with pytest.raises(FlashmmError, match="NAIVE contains"):
-        envfile.render({"NAIVE": value})
+        dotenv_file.render({"NAIVE": value})
     assert naive_reads[value] == NAIVE[value]
     assert naive_reads[value] != (value, value)      # at least one reader misreads it
 
@@ -123,5 +123,5 @@ def test_newline_is_refused_by_policy_though_both_readers_here_would_keep_it(nai
     """LF inside single quotes survives python-dotenv and compose 1.29 alike; render refuses it
     anyway because parse, mask and diffs are line based (and DESIGN says so)."""
     with pytest.raises(FlashmmError, match="NAIVE contains a newline"):
-        envfile.render({"NAIVE": NEWLINE})
+        dotenv_file.render({"NAIVE": NEWLINE})
     assert naive_reads[NEWLINE] == (NEWLINE, NEWLINE)

@@ -99,12 +99,12 @@ def test_env_example_holds_no_secret_value():
 
 
 def test_env_example_defaults_parse_back_to_the_schema_defaults():
-    from flashmm_deploy import envvars
+    from flashmm_deploy import env_strings
 
     values = dict(ASSIGNMENT.findall(docs.env_example()))
     for spec in FIELDS.values():
         if not (spec.secret or spec.required or spec.default is None):
-            assert envvars.parse(spec, values[spec.env]) == spec.default, spec.env
+            assert env_strings.parse(spec, values[spec.env]) == spec.default, spec.env
 
 
 def test_reference_doc_names_every_key_and_env_var():

@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from flashmm_deploy import envvars, outputs
+from flashmm_deploy import env_strings, effective
 from flashmm_deploy.layers import LayerInput, resolve
 from flashmm_deploy.schema import FIELDS, FIELDS_BY_ENV
 from flashmm_deploy.validate import validate_layers
@@ -111,9 +111,9 @@ ROUND_TRIPS = [(path, v) for path, spec in FIELDS.items() for v in samples(spec)
 @pytest.mark.parametrize("path,value", ROUND_TRIPS, ids=[f"{p}={v!r}" for p, v in ROUND_TRIPS])
 def test_value_round_trips_through_its_env_spelling(path, value):
     spec = FIELDS[path]
-    text = envvars.render(spec, value)
+    text = env_strings.render(spec, value)
     assert isinstance(text, str)
-    back = envvars.parse(spec, text)
+    back = env_strings.parse(spec, text)
     assert back == value
     assert type(back) is type(value)
 
@@ -122,7 +122,7 @@ def test_value_round_trips_through_its_env_spelling(path, value):
 def test_secret_value_round_trips_from_a_secretstr(path):
     value = random_tokens.token_urlsafe(40)
     spec = FIELDS[path]
-    assert envvars.parse(spec, envvars.render(spec, SecretStr(value))) == value
+    assert env_strings.parse(spec, env_strings.render(spec, SecretStr(value))) == value
 
 
 def two_values(spec):
@@ -155,7 +155,7 @@ def test_env_override_wins_over_the_file_layers(path):
     a, b = two_values(spec)
     lower = (LayerInput("vault", VAULT_SRC, nested(path, a)) if spec.secret
              else LayerInput("environment", ENV_SRC, nested(path, a)))
-    env = LayerInput("env", ENVVAR_SRC, {spec.env: envvars.render(spec, b)})
+    env = LayerInput("env", ENVVAR_SRC, {spec.env: env_strings.render(spec, b)})
     res = resolve([env, lower])
     assert res.issues == [], [i.render() for i in res.issues]
     assert res.values[path] == b
@@ -178,11 +178,11 @@ def test_env_vars_of_a_valid_config_read_back_to_the_same_config():
     first = validate_layers([LayerInput("environment", ENV_SRC, env_layer),
                              LayerInput("vault", VAULT_SRC, vault)])
     assert first.ok, [i.render() for i in first.errors]
-    rendered = outputs.env_vars(first.config)
+    rendered = effective.env_vars(first.config)
     again = validate_layers([LayerInput("env", ENVVAR_SRC, rendered)])
     assert again.ok, [i.render() for i in again.errors]
-    assert outputs.effective(again.config, redact=False) == \
-        outputs.effective(first.config, redact=False)
+    assert effective.effective(again.config, redact=False) == \
+        effective.effective(first.config, redact=False)
     assert all(again.resolution.origin(FIELDS_BY_ENV[n].path).layer == "env" for n in rendered)
 
 
@@ -193,7 +193,7 @@ def spec_of(name):
 
 
 def test_string_that_looks_like_a_number_stays_a_string():
-    assert envvars.parse(spec_of("FLASHMM_VERSION"), "1.10") == "1.10"
+    assert env_strings.parse(spec_of("FLASHMM_VERSION"), "1.10") == "1.10"
     result = validate_layers([
         LayerInput("environment", ENV_SRC, {"sei": {"network": "testnet",
                                                     "rpc_url": "https://r.example",
@@ -209,26 +209,26 @@ def test_string_that_looks_like_a_number_stays_a_string():
 @pytest.mark.parametrize("raw", ["abc", "yes", "nan", "NaN", "inf", "-inf", "Infinity", "", " ",
                                  "1,5", "0x10", "1e999"])
 def test_float_env_var_rejects_non_numbers(raw):
-    with pytest.raises(envvars.EnvParseError):
-        envvars.parse(spec_of("TRADING_MAX_POSITION_USDC"), raw)
+    with pytest.raises(env_strings.EnvParseError):
+        env_strings.parse(spec_of("TRADING_MAX_POSITION_USDC"), raw)
 
 
 @pytest.mark.parametrize("raw,value", [("2.5", 2.5), ("10", 10.0), ("1e3", 1000.0),
                                        ("-0.5", -0.5), (".5", 0.5), ("5.", 5.0)])
 def test_float_env_var_accepts_decimal_and_exponent(raw, value):
-    parsed = envvars.parse(spec_of("TRADING_QUOTE_FREQUENCY_HZ"), raw)
+    parsed = env_strings.parse(spec_of("TRADING_QUOTE_FREQUENCY_HZ"), raw)
     assert parsed == value and isinstance(parsed, float) and math.isfinite(parsed)
 
 
 @pytest.mark.parametrize("raw", ["8000.0", "1e3", "abc", "", "8_000", "0x1F40", "true", "8000 1"])
 def test_int_env_var_rejects_anything_but_digits(raw):
-    with pytest.raises(envvars.EnvParseError):
-        envvars.parse(spec_of("ML_INFERENCE_TIMEOUT_MS"), raw)
+    with pytest.raises(env_strings.EnvParseError):
+        env_strings.parse(spec_of("ML_INFERENCE_TIMEOUT_MS"), raw)
 
 
 @pytest.mark.parametrize("raw,value", [("8000", 8000), ("-3", -3), ("+7", 7), ("0", 0)])
 def test_int_env_var_accepts_digits(raw, value):
-    parsed = envvars.parse(spec_of("TRADING_MAX_QUOTE_LEVELS"), raw)
+    parsed = env_strings.parse(spec_of("TRADING_MAX_QUOTE_LEVELS"), raw)
     assert parsed == value and type(parsed) is int
 
 
@@ -236,27 +236,27 @@ def test_int_env_var_accepts_digits(raw, value):
                                        ("tRuE", True), ("1", True), ("false", False),
                                        ("FALSE", False), ("False", False), ("0", False)])
 def test_bool_env_var_accepts_true_false_1_0_in_any_case(raw, value):
-    assert envvars.parse(spec_of("FLASHMM_DEBUG"), raw) is value
+    assert env_strings.parse(spec_of("FLASHMM_DEBUG"), raw) is value
 
 
 @pytest.mark.parametrize("raw", ["yes", "no", "on", "off", "2", "", "y", "n", "-1", "truee"])
 def test_bool_env_var_rejects_other_spellings(raw):
-    with pytest.raises(envvars.EnvParseError):
-        envvars.parse(spec_of("FLASHMM_DEBUG"), raw)
+    with pytest.raises(env_strings.EnvParseError):
+        env_strings.parse(spec_of("FLASHMM_DEBUG"), raw)
 
 
 @pytest.mark.parametrize("raw,value", [('["*"]', ["*"]), ("[]", []),
                                        ('["https://a.example", "https://b.example"]',
                                         ["https://a.example", "https://b.example"])])
 def test_list_env_var_accepts_a_json_array_of_strings(raw, value):
-    assert envvars.parse(spec_of("API_CORS_ORIGINS"), raw) == value
+    assert env_strings.parse(spec_of("API_CORS_ORIGINS"), raw) == value
 
 
 @pytest.mark.parametrize("raw", ["*", "https://a.example,https://b.example", "[1, 2]",
                                  '["a", null]', '{"a": "b"}', '"*"', "[", "", "['*']"])
 def test_list_env_var_rejects_anything_but_a_json_array_of_strings(raw):
-    with pytest.raises(envvars.EnvParseError):
-        envvars.parse(spec_of("API_CORS_ORIGINS"), raw)
+    with pytest.raises(env_strings.EnvParseError):
+        env_strings.parse(spec_of("API_CORS_ORIGINS"), raw)
 
 
 def test_choice_env_var_is_taken_as_is_and_checked_by_the_schema():
@@ -269,8 +269,8 @@ def test_choice_env_var_is_taken_as_is_and_checked_by_the_schema():
 
 
 def test_empty_string_unsets_an_optional_key():
-    assert envvars.parse(spec_of("REDIS_URL"), "") is None
-    assert envvars.parse(spec_of("INFLUXDB_URL"), "") is None
+    assert env_strings.parse(spec_of("REDIS_URL"), "") is None
+    assert env_strings.parse(spec_of("INFLUXDB_URL"), "") is None
 
 
 @pytest.mark.parametrize("name,raw", [("TRADING_MAX_POSITION_USDC", "yes"),

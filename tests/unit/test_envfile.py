@@ -14,7 +14,7 @@ import random
 import pytest
 from dotenv import dotenv_values
 
-from flashmm_deploy import envfile
+from flashmm_deploy import dotenv_file
 from flashmm_deploy.errors import FlashmmError
 
 # Characters and sequences a secret or a URL may hold, and ones the dialects disagree on.
@@ -82,24 +82,24 @@ def test_corpus_is_nasty_enough():
 def test_value_reads_back_identically_or_is_refused_naming_the_variable(value, secret):
     name = "SOME_SECRET" if secret else "SOME_SETTING"
     try:
-        text = envfile.render({name: value}, {name} if secret else ())
+        text = dotenv_file.render({name: value}, {name} if secret else ())
     except FlashmmError as exc:
         message = str(exc)
         assert refused_by_design(value)
         assert name in message
         assert value not in message
         if secret:      # nothing derived from the value: a fixed text per kind of character
-            reasons = {why for _, why in envfile.REFUSED}
+            reasons = {why for _, why in dotenv_file.REFUSED}
             assert message in {SECRET_MESSAGE.format(name=name, why=why) for why in reasons}
         return
     assert not refused_by_design(value)
     assert dotenv_read(text) == {name: value}
-    assert envfile.parse(text) == {name: value}
+    assert dotenv_file.parse(text) == {name: value}
 
 
 @pytest.mark.parametrize("value", MUST_ROUND_TRIP)
 def test_characters_a_secret_may_hold_are_accepted(value):
-    text = envfile.render({"V": value})
+    text = dotenv_file.render({"V": value})
     assert text.endswith(f"\nV='{value}'\n")
     assert dotenv_read(text) == {"V": value}
 
@@ -108,17 +108,17 @@ def test_characters_a_secret_may_hold_are_accepted(value):
                                                         "dollar-brace", "open-dollar-brace"])
 def test_characters_the_readers_disagree_on_are_refused(value):
     with pytest.raises(FlashmmError, match="API_KEY contains"):
-        envfile.render({"OK": "fine", "API_KEY": "abc" + value + "xyz"}, {"API_KEY"})
+        dotenv_file.render({"OK": "fine", "API_KEY": "abc" + value + "xyz"}, {"API_KEY"})
 
 
 def test_whole_corpus_in_one_file_reads_back_with_dotenv_from_stream_and_path(tmp_path):
     env = {f"V{i:03d}": v for i, v in enumerate(CORPUS + RANDOM) if not refused_by_design(v)}
-    text = envfile.render(env, secret_names=list(env)[::2])
+    text = dotenv_file.render(env, secret_names=list(env)[::2])
     assert dotenv_read(text) == env
     path = tmp_path / ".env"
     path.write_text(text, encoding="utf-8")
     assert dict(dotenv_values(path, encoding="utf-8")) == env   # how pydantic-settings reads it
-    assert envfile.parse(path.read_text(encoding="utf-8")) == env
+    assert dotenv_file.parse(path.read_text(encoding="utf-8")) == env
 
 
 def test_rendering_is_byte_identical_whatever_the_insertion_order():
@@ -126,7 +126,7 @@ def test_rendering_is_byte_identical_whatever_the_insertion_order():
     backwards = dict(reversed(list(env.items())))
     shuffled = list(env.items())
     random.Random(7).shuffle(shuffled)
-    texts = {envfile.render(d, {"K3"}).encode() for d in (env, backwards, dict(shuffled))}
+    texts = {dotenv_file.render(d, {"K3"}).encode() for d in (env, backwards, dict(shuffled))}
     assert len(texts) == 1
     text = texts.pop().decode()
     assert text.startswith("#") and text.endswith("\n") and "\r" not in text
@@ -136,26 +136,26 @@ def test_rendering_is_byte_identical_whatever_the_insertion_order():
 
 
 def test_empty_environment_renders_only_the_header():
-    text = envfile.render({})
-    assert text == envfile.HEADER and text.endswith("\n")
-    assert envfile.parse(text) == {} and dotenv_read(text) == {}
+    text = dotenv_file.render({})
+    assert text == dotenv_file.HEADER and text.endswith("\n")
+    assert dotenv_file.parse(text) == {} and dotenv_read(text) == {}
 
 
 @pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", "", "A=B", "É", "A.B", "#A", " A"])
 def test_invalid_variable_names_are_refused(name):
     with pytest.raises(FlashmmError, match="invalid variable name"):
-        envfile.render({name: "value"})
+        dotenv_file.render({name: "value"})
 
 
 def test_names_that_are_dotenv_keywords_still_round_trip():
     env = {"export": "x", "_": "y", "a1": "z"}
-    assert dotenv_read(envfile.render(env)) == env
+    assert dotenv_read(dotenv_file.render(env)) == env
 
 
 def test_first_offending_variable_is_named_and_no_secret_reaches_the_message():
     secret = "hunter2-very-secret-'value"
     with pytest.raises(FlashmmError) as info:
-        envfile.render({"A_OK": "fine", "DB_PASSWORD": secret, "Z_BAD": "x\\y"}, {"DB_PASSWORD"})
+        dotenv_file.render({"A_OK": "fine", "DB_PASSWORD": secret, "Z_BAD": "x\\y"}, {"DB_PASSWORD"})
     assert "DB_PASSWORD" in str(info.value) and "single quote" in str(info.value)
     assert "hunter2" not in str(info.value) and "secret-" not in str(info.value)
 
@@ -163,14 +163,14 @@ def test_first_offending_variable_is_named_and_no_secret_reaches_the_message():
 def test_mask_hides_every_secret_value_and_keeps_the_rest():
     env = {f"V{i:03d}": v for i, v in enumerate(CORPUS + RANDOM) if not refused_by_design(v)}
     secrets = set(list(env)[::3])
-    text = envfile.render(env, secrets)
-    masked = envfile.mask(text, secrets)
-    assert envfile.parse(masked) == {k: "<redacted>" if k in secrets else v
+    text = dotenv_file.render(env, secrets)
+    masked = dotenv_file.mask(text, secrets)
+    assert dotenv_file.parse(masked) == {k: "<redacted>" if k in secrets else v
                                      for k, v in env.items()}
     assert len(masked.split("\n")) == len(text.split("\n"))
     plain = "".join(env[k] for k in env if k not in secrets)
     for name in secrets:
-        if len(env[name]) >= 4 and env[name] not in plain and env[name] not in envfile.HEADER:
+        if len(env[name]) >= 4 and env[name] not in plain and env[name] not in dotenv_file.HEADER:
             assert env[name] not in masked
 
 
@@ -180,7 +180,7 @@ def test_mask_also_hides_secrets_in_a_hand_edited_file():
             'PASSWORD="multi\nline-\\"password\nend"\n'
             "PLAIN=keep-me\n"
             "KEY=unquoted-key # comment\n")
-    masked = envfile.mask(text, {"TOKEN", "PASSWORD", "KEY"})
+    masked = dotenv_file.mask(text, {"TOKEN", "PASSWORD", "KEY"})
     for leaked in ("commented-out-token", "exported-token", "multi", "line-", "password", "end",
                    "unquoted-key"):
         assert leaked not in masked
@@ -193,8 +193,8 @@ def test_parse_reads_back_random_environments():
     usable = [v for v in CORPUS + RANDOM if not refused_by_design(v)]
     for _ in range(50):
         env = {f"N{rng.randrange(1000)}": rng.choice(usable) for _ in range(rng.randrange(0, 12))}
-        text = envfile.render(env)
-        assert envfile.parse(text) == env == dotenv_read(text)
+        text = dotenv_file.render(env)
+        assert dotenv_file.parse(text) == env == dotenv_read(text)
 
 
 @pytest.mark.parametrize("text", ["A=unquoted-secret-value\n", "A='unterminated-secret-value\n",
@@ -202,6 +202,6 @@ def test_parse_reads_back_random_environments():
                                   "A=\"double-quoted-secret\"\n", "A='has ${HOME} inside'\n"])
 def test_parse_refuses_anything_outside_the_dialect_without_echoing_it(text):
     with pytest.raises(FlashmmError) as info:
-        envfile.parse("# header\n" + text)
+        dotenv_file.parse("# header\n" + text)
     assert "secret" not in str(info.value) and "HOME" not in str(info.value)
     assert "line 2" in str(info.value) or "A contains" in str(info.value)

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from flashmm_deploy import plugin_api
+from flashmm_deploy import filters
 from support import ROOT
 
 
@@ -20,8 +20,8 @@ def load_plugin():
 
 def test_the_plugin_exposes_exactly_the_package_filters():
     plugin = load_plugin()
-    assert set(plugin.FILTER_NAMES) == set(plugin_api.FILTERS)
-    assert set(plugin.FilterModule().filters()) == set(plugin_api.FILTERS)
+    assert set(plugin.FILTER_NAMES) == set(filters.FILTERS)
+    assert set(plugin.FilterModule().filters()) == set(filters.FILTERS)
 
 
 def test_package_errors_become_ansible_filter_errors_without_a_chained_cause():

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import api
+from flashmm_deploy import host_validation
 from flashmm_deploy.errors import InventoryError, Origin
 from flashmm_deploy.inventory import LAYER_VARS, Inventory
 from flashmm_deploy.layers import LAYER_ORDER, REDACTED, LayerInput, resolve
@@ -192,7 +192,7 @@ NESTED_HOSTS = {"all": {"children": {"flashmm": {"children": {
 def test_host_vars_override_group_vars_all(tmp_path):
     inv = Inventory(copy_inventory("local", tmp_path))
     for n in (1, 2, 3):
-        res = api.validate_host(inv, f"local-{n}").resolution
+        res = host_validation.validate_host(inv, f"local-{n}").resolution
         prov = res.provenance["storage.redis.db"]
         assert res.values["storage.redis.db"] == n
         assert prov.origin.layer == "host"
@@ -209,7 +209,7 @@ def test_child_group_config_wins_over_its_parents(tmp_path):
         "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
             "trading": {"quote_frequency_hz": 3.0}}},
     }))
-    res = api.validate_host(Inventory(root), "h1")
+    res = host_validation.validate_host(Inventory(root), "h1")
     assert res.ok, [i.render() for i in res.errors]
     prov = res.resolution.provenance["trading.quote_frequency_hz"]
     assert res.resolution.values["trading.quote_frequency_hz"] == 3.0
@@ -220,7 +220,7 @@ def test_host_vars_file_wins_over_inline_host_vars(tmp_path):
     hosts = {"all": {"hosts": {"h1": {"flashmm_host_config": {"app": {"name": "inline"}}}}}}
     root = write_inventory(tmp_path / "inv", hosts, base_files(**{
         "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": "file"}}}}))
-    res = api.validate_host(Inventory(root), "h1").resolution
+    res = host_validation.validate_host(Inventory(root), "h1").resolution
     assert res.values["app.name"] == "file"
     assert res.origin("app.name").source.endswith("host_vars/h1.yml")
 
@@ -272,7 +272,7 @@ MISPLACED = [
 def test_misplaced_layer_variable_is_an_error(tmp_path, var, rel):
     value = {"secret_key": "s" * 40} if var == "flashmm_secrets" else {"app": {"name": "x"}}
     root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{rel: {var: value}}))
-    result = api.validate_host(Inventory(root), "h1")
+    result = host_validation.validate_host(Inventory(root), "h1")
     hits = [i for i in result.errors if i.path == var]
     assert hits, [i.render() for i in result.errors]
     text = hits[0].render()
@@ -285,7 +285,7 @@ def test_misplaced_layer_variable_is_an_error(tmp_path, var, rel):
 def test_misplaced_layer_variable_in_hosts_yml_is_an_error(tmp_path):
     hosts = {"all": {"hosts": {"h1": {"flashmm_config": {"app": {"name": "x"}}}}}}
     root = write_inventory(tmp_path / "inv", hosts, base_files())
-    result = api.validate_host(Inventory(root), "h1")
+    result = host_validation.validate_host(Inventory(root), "h1")
     hits = [i for i in result.errors if i.path == "flashmm_config"]
     assert hits and "hosts.yml" in hits[0].render()
 
@@ -295,7 +295,7 @@ def test_misplaced_layer_variable_in_hosts_yml_is_an_error(tmp_path):
 def test_jinja_in_a_layer_variable_is_an_error(tmp_path, template):
     root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
         "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": template}}}}))
-    result = api.validate_host(Inventory(root), "h1")
+    result = host_validation.validate_host(Inventory(root), "h1")
     hits = [i for i in result.errors if i.path == "flashmm_host_config"]
     assert hits, [i.render() for i in result.errors]
     assert "host_vars/h1.yml" in hits[0].render() and "literal" in hits[0].message
@@ -306,7 +306,7 @@ def test_jinja_in_a_nested_list_is_an_error(tmp_path):
     root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
         "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
             "api": {"cors_origins": ["https://a.example", "{{ origin }}"]}}}}))
-    result = api.validate_host(Inventory(root), "h2")
+    result = host_validation.validate_host(Inventory(root), "h2")
     assert any(i.path == "flashmm_group_config" for i in result.errors)
 
 
@@ -338,11 +338,11 @@ def test_encrypted_vault_without_password_makes_the_vault_unavailable(tmp_path, 
     assert hl.vault_available is False
     assert all(l.name != "vault" for l in hl.layers)
     assert hl.sources["flashmm_secrets"].endswith("vault.yml (encrypted)")
-    result = api.validate_host(Inventory(inv), "local-1")
+    result = host_validation.validate_host(Inventory(inv), "local-1")
     assert result.ok
     assert {"secrets.secret_key", "secrets.api_auth_token"} <= {w.path for w in result.warnings}
     assert all("not available" in w.message for w in result.warnings)
-    strict = api.validate_host(Inventory(inv), "local-1", require_secrets=True)
+    strict = host_validation.validate_host(Inventory(inv), "local-1", require_secrets=True)
     assert "secrets.secret_key" in {e.path for e in strict.errors}
 
 
@@ -352,7 +352,7 @@ def test_encrypted_vault_is_read_with_the_password_file(tmp_path, monkeypatch):
     inv, password = encrypted_local(tmp_path, secrets)
     inventory = Inventory(inv, vault_password_file=str(password))
     assert inventory.host_layers("local-1").vault_available is True
-    result = api.validate_host(inventory, "local-1", require_secrets=True)
+    result = host_validation.validate_host(inventory, "local-1", require_secrets=True)
     assert result.ok, [i.render() for i in result.errors]
     assert result.warnings == []
     res = result.resolution

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from flashmm_deploy import api, outputs
+from flashmm_deploy import host_validation, effective
 from flashmm_deploy.redis_seed import SEEDED_KEY as SEEDED
 from flashmm_deploy.redis_seed import UPDATES_CHANNEL as CHANNEL
 from flashmm_deploy.redis_seed import VERSION_KEY as VERSION
@@ -511,10 +511,10 @@ def test_lua_string_literal_round_trips_every_character(redis_server):
 
 
 def test_runtime_keys_of_a_real_inventory_seed_and_read_back(seed, r):
-    inv = api.load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "local")
-    validated = api.validate_host(inv, inv.hosts[0])
+    inv = host_validation.load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "local")
+    validated = host_validation.validate_host(inv, inv.hosts[0])
     assert validated.errors == []
-    desired = outputs.runtime_keys(outputs.effective(validated.config))
+    desired = effective.runtime_keys(effective.effective(validated.config))
     assert seed(desired)["changed_keys"] == sorted(desired)
     assert {k: json.loads(r.get(k)) for k in desired} == {
         k: json.loads(v) for k, v in desired.items()}

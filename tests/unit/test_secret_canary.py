@@ -5,7 +5,7 @@ A canary (``CANARY-`` + a random url-safe token) is planted as many secrets, val
 a plain-text layer, as a failing env override, under a misspelt key), and everything the
 validator can print is searched for it: issues, exceptions and their chains, reprs, the
 effective and explain views, the plugin functions, the CLI and ``ansible-playbook -vvv``.
-Only ``outputs.env_vars()`` (documented as secret-bearing, for no_log tasks) may hold it.
+Only ``effective.env_vars()`` (documented as secret-bearing, for no_log tasks) may hold it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import api, cli, outputs, plugin_api
+from flashmm_deploy import host_validation, cli, effective, filters
 from flashmm_deploy.errors import ConfigInvalid, FlashmmError, InventoryError, format_issues
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.layers import LayerInput
@@ -148,7 +148,7 @@ def exception_texts(exc: BaseException):
 
 def test_config_invalid_and_its_chain_never_hold_the_canary(invalid):
     with pytest.raises(ConfigInvalid) as info:
-        api.raise_for_errors({"h1": invalid})
+        host_validation.raise_for_errors({"h1": invalid})
     for text in exception_texts(info.value):
         assert_no_canary(text, "ConfigInvalid")
 
@@ -168,21 +168,21 @@ def test_validated_config_never_shows_the_canary(valid):
 
 
 def test_effective_and_explain_never_show_the_canary(valid, invalid):
-    effective = outputs.effective(valid.config)
-    assert_no_canary(json.dumps(effective), "outputs.effective()")
-    assert effective["secrets"]["secret_key"] == "<redacted>"
-    assert_no_canary(json.dumps(outputs.environment_file_layer(valid.config)),
-                     "outputs.environment_file_layer()")
-    assert_no_canary(json.dumps(outputs.runtime_keys(outputs.effective(valid.config))), "outputs.runtime_keys()")
+    shown = effective.effective(valid.config)
+    assert_no_canary(json.dumps(shown), "effective.effective()")
+    assert shown["secrets"]["secret_key"] == "<redacted>"
+    assert_no_canary(json.dumps(effective.environment_file_layer(valid.config)),
+                     "effective.environment_file_layer()")
+    assert_no_canary(json.dumps(effective.runtime_keys(effective.effective(valid.config))), "effective.runtime_keys()")
     for result in (valid, invalid):
         for path in FIELDS:
-            assert_no_canary(json.dumps(outputs.explain(result.resolution, path)),
-                             f"outputs.explain({path})")
+            assert_no_canary(json.dumps(effective.explain(result.resolution, path)),
+                             f"effective.explain({path})")
 
 
 def test_env_vars_carry_the_secrets(valid):
     """The one documented secret-bearing output: if this fails, .env lost its secrets."""
-    env = outputs.env_vars(valid.config)
+    env = effective.env_vars(valid.config)
     assert env["SECRET_KEY"] == VALID_VAULT["secret_key"]
     assert env["CAMBRIAN_SECRET_KEY"] == VALID_ENV["CAMBRIAN_SECRET_KEY"]
     assert env["ALERT_WEBHOOK_URL"] == VALID_VAULT["alert_webhook_url"]
@@ -202,10 +202,10 @@ def hostvars(variant: str) -> dict:
 def test_filter_functions_never_show_the_canary(variant):
     hv = hostvars(variant)
     texts = []
-    for call in (lambda: plugin_api.flashmm_validate(hv, ["h1"], True),
-                 lambda: plugin_api.flashmm_validate(hv, "h1"),
-                 lambda: plugin_api.flashmm_runtime_keys(hv, "h1"),
-                 *[lambda p=p: plugin_api.flashmm_explain(hv, "h1", p) for p in FIELDS]):
+    for call in (lambda: filters.flashmm_validate(hv, ["h1"], True),
+                 lambda: filters.flashmm_validate(hv, "h1"),
+                 lambda: filters.flashmm_runtime_keys(hv, "h1"),
+                 *[lambda p=p: filters.flashmm_explain(hv, "h1", p) for p in FIELDS]):
         try:
             texts.append(json.dumps(call(), default=repr))
         except FlashmmError as exc:
@@ -214,11 +214,11 @@ def test_filter_functions_never_show_the_canary(variant):
         assert_no_canary(text, f"plugin_api ({variant})")
     if variant == "invalid":
         with pytest.raises(FlashmmError) as info:
-            plugin_api.flashmm_env(hv, "h1")
+            filters.flashmm_env(hv, "h1")
         for text in exception_texts(info.value):
             assert_no_canary(text, "flashmm_env error")
     else:
-        env, _ = plugin_api.flashmm_env(hv, "h1")
+        env, _ = filters.flashmm_env(hv, "h1")
         assert env["SECRET_KEY"] == VALID_VAULT["secret_key"]
 
 
@@ -269,9 +269,9 @@ def canary_inventories(tmp_path_factory):
 
 
 def test_inventory_copies_behave_as_planted(canary_inventories):
-    ok = api.validate_inventory(Inventory(canary_inventories["valid"]), require_secrets=True)
+    ok = host_validation.validate_inventory(Inventory(canary_inventories["valid"]), require_secrets=True)
     assert all(r.ok for r in ok.values()), {h: [i.render() for i in r.errors] for h, r in ok.items()}
-    bad = api.validate_inventory(Inventory(canary_inventories["invalid"]))
+    bad = host_validation.validate_inventory(Inventory(canary_inventories["invalid"]))
     assert all(not r.ok for r in bad.values())
 
 

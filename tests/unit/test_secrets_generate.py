@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from flashmm_deploy import api
+from flashmm_deploy import host_validation
 from flashmm_deploy.inventory import Inventory
 from support import copy_inventory, flashmm_config
 
@@ -23,7 +23,7 @@ def test_generates_every_needed_secret_with_mode_0600_and_never_prints_one(tmp_p
     assert path.stat().st_mode & 0o777 == 0o600
     assert set(secrets) == {"secret_key", "api_auth_token", "encryption_key"}
     assert not any(value in proc.stdout + proc.stderr for value in secrets.values())
-    results = api.validate_inventory(Inventory(inv), require_secrets=True)
+    results = host_validation.validate_inventory(Inventory(inv), require_secrets=True)
     assert all(r.ok for r in results.values()), [i.render() for r in results.values() for i in r.errors]
 
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import envvars
+from . import env_strings
 from .layers import REDACTED, Resolution, plain, shown
 from .schema import FIELDS, RUNTIME_FIELDS, FlashMMConfig
 
@@ -62,7 +62,7 @@ def env_vars(config: FlashMMConfig) -> dict[str, str]:
     for path, spec in FIELDS.items():
         value = urls.get(path, _leaf(config, path))
         if value is not None:
-            out[spec.env] = envvars.render(spec, value)
+            out[spec.env] = env_strings.render(spec, value)
     return dict(sorted(out.items()))
 
 

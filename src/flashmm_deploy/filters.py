@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import api, outputs
+from . import host_validation, effective
 from .errors import FlashmmError
 from .layers import plain
 from .schema import FIELDS, SECRET_FIELDS
@@ -19,9 +19,9 @@ def _warnings(results) -> list[str]:
 def flashmm_validate(hostvars, hosts, require_secrets: bool = False):
     """host -> validated effective config (secrets ``<redacted>``); all hosts' errors at once."""
     hosts = [plain(h) for h in ([hosts] if isinstance(hosts, str) else hosts)]
-    results = api.validate_hostvars(hostvars, hosts, require_secrets=bool(require_secrets))
-    api.raise_for_errors(results)
-    return {h: outputs.effective(r.config) for h, r in results.items()}, _warnings(results)
+    results = host_validation.validate_hostvars(hostvars, hosts, require_secrets=bool(require_secrets))
+    host_validation.raise_for_errors(results)
+    return {h: effective.effective(r.config) for h, r in results.items()}, _warnings(results)
 
 
 def flashmm_explain(hostvars, host, key):
@@ -29,36 +29,36 @@ def flashmm_explain(hostvars, host, key):
     if key not in FIELDS:
         from .layers import did_you_mean
         raise FlashmmError(f"{key}: unknown key{did_you_mean(key)}")
-    results = api.validate_hostvars(hostvars, [plain(host)])
-    return outputs.explain(results[plain(host)].resolution, key), []
+    results = host_validation.validate_hostvars(hostvars, [plain(host)])
+    return effective.explain(results[plain(host)].resolution, key), []
 
 
 def flashmm_env(hostvars, host):
     """ENV_VAR -> string for the .env file, secrets in clear: use only in no_log tasks."""
-    config = api.valid_config(hostvars, plain(host), require_secrets=True)
-    return outputs.env_vars(config), []
+    config = host_validation.valid_config(hostvars, plain(host), require_secrets=True)
+    return effective.env_vars(config), []
 
 
 def flashmm_runtime_keys(hostvars, host):
     """``flashmm:config:<section>:<key>`` -> JSON value (runtime-overridable keys only)."""
-    config = api.valid_config(hostvars, plain(host), require_secrets=False)
-    return outputs.runtime_keys(outputs.effective(config)), []
+    config = host_validation.valid_config(hostvars, plain(host), require_secrets=False)
+    return effective.runtime_keys(effective.effective(config)), []
 
 
 def flashmm_env_file(hostvars, host):
     """``{"content": <.env text>, "secret_names": [...]}`` of one host: secrets in clear, use
     only in no_log tasks."""
-    from . import envfile
+    from . import dotenv_file
     env, _ = flashmm_env(hostvars, host)
     secret_names = sorted(f.env for f in SECRET_FIELDS)
-    return {"content": envfile.render(env, secret_names), "secret_names": secret_names}, []
+    return {"content": dotenv_file.render(env, secret_names), "secret_names": secret_names}, []
 
 
 def flashmm_seed_script(validated):
     """The rendered Redis seed script (Lua) of one host, from its already validated effective
     config (``flashmm_validated[inventory_hostname]``): no second validation per host."""
     from . import redis_seed
-    return redis_seed.render_script(outputs.runtime_keys(validated)), []
+    return redis_seed.render_script(effective.runtime_keys(validated)), []
 
 
 FILTERS: dict[str, Any] = {
