@@ -1,9 +1,20 @@
-"""Benchmark deploy.yml on generated local inventories of 1, 10 and 50 hosts.
+"""Benchmark deploy.yml against Ansible's fixed cost, on generated local inventories.
 
-For each size: wall time of a first deploy (empty sandbox, empty Redis databases), of a
-no-change rerun, of an ansible-playbook that only pings the same hosts (Ansible's fixed cost,
-"the ping floor"), and of writing the same files with plain Python (the file floor).  Best of
-``--repeat`` runs.  Starts its own redis-server on a free loopback port.
+For each size (default 1, 10 and 50 hosts, no compose stack: every host writes its files and
+seeds its own database on one private redis-server), best of ``--repeat`` rounds, each round
+running in turn:
+
+- ping     an ``ansible.builtin.ping`` playbook over the same hosts (the floor: Ansible's cost
+           of one module call per host, with the same interpreter);
+- first    deploy.yml on an empty sandbox and empty databases;
+- rerun    deploy.yml again (nothing changes);
+- check    deploy.yml --check --diff (nothing to change);
+- plan     deploy.yml with every per-host step skipped by tag: the controller pass alone;
+- files    deploy.yml --skip-tags flashmm_runtime (a rerun without the seed).
+
+Printed: seconds, the ratios the project aims at (first/ping and rerun/ping <= 1.2 at 50 hosts,
+check/rerun <= 1.1) and the split of a rerun into its phases: the controller pass (plan minus an
+empty playbook), the module call (files minus plan) and the seed (rerun minus files).
 
     .venv/bin/python bench/deploy.py [--sizes 1 10 50] [--repeat 3]
 """
@@ -20,16 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 
-import yaml  # noqa: E402
-
-from flashmm_deploy import host_validation, dotenv_file, effective, filters, redis_seed# noqa: E402
-from flashmm_deploy.filesync import sync  # noqa: E402
 from flashmm_deploy.sandbox import make_local_inventory  # noqa: E402
 
 PING = """---
@@ -40,6 +45,16 @@ PING = """---
     - name: Ping
       ansible.builtin.ping:
 """
+EMPTY = """---
+- name: Nothing
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Nothing, once
+      ansible.builtin.meta: noop
+      run_once: true
+"""
+SKIP_HOSTS = "flashmm_files,flashmm_stack,flashmm_runtime"
 
 
 def free_port() -> int:
@@ -48,7 +63,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def timed(cmd, env) -> float:
+def redis_cli(port: int, *args: str) -> None:
+    subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True)
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -57,30 +76,11 @@ def timed(cmd, env) -> float:
     return elapsed
 
 
-def file_floor(inv_dir: Path, sandbox: Path) -> float:
-    """Validate, render and atomically write every host's four files in-process."""
-    start = time.perf_counter()
-    inv = host_validation.load_inventory(inv_dir)
-    for host, result in host_validation.validate_inventory(inv, require_secrets=True).items():
-        cfg = result.config
-        files = [
-            {"path": f"config/environments/{cfg.app.environment}.yml", "mode": 0o644,
-             "content": yaml.safe_dump(effective.environment_file_layer(cfg), sort_keys=True)},
-            {"path": ".env", "mode": 0o600, "content": dotenv_file.render(effective.env_vars(cfg))},
-            {"path": "redis/seed.lua", "mode": 0o644,
-             "content": redis_seed.render_script(effective.runtime_keys(effective.effective(cfg)))},
-            {"path": "docker-compose.yml", "mode": 0o644, "content": "services: {}\n" * 40},
-        ]
-        sync(str(sandbox / host), files)
-    return time.perf_counter() - start
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    assert filters.FILTERS
     work = Path(tempfile.mkdtemp(prefix="flashmm-bench-"))
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
@@ -88,39 +88,48 @@ def main() -> None:
                               stdout=subprocess.DEVNULL)
     try:
         for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"],
+                              capture_output=True).returncode == 0:
                 break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+            time.sleep(0.05)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "FLASHMM_"))}
         env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
         (work / "ping.yml").write_text(PING)
+        (work / "empty.yml").write_text(EMPTY)
+        playbook = [str(BIN / "ansible-playbook")]
         rows = []
         for size in args.sizes:
+            sandbox = work / f"sandbox{size}"
             inv = make_local_inventory(ROOT / "inventories" / "local", work / f"inv{size}",
-                                       hosts=size, redis_port=port)
-            first, rerun, ping, floor = [], [], [], []
+                                       hosts=size, redis_port=port, sandbox=sandbox)
+            inv_args = ["-i", str(inv)]
+            runs: dict[str, list[float]] = {}
+
+            def measure(name: str, *cmd: str) -> None:
+                runs.setdefault(name, []).append(timed([*playbook, *cmd, *inv_args], env))
+
             for _ in range(args.repeat):
-                sandbox = work / f"sandbox{size}"
                 shutil.rmtree(sandbox, ignore_errors=True)
-                for db in range(1, size + 1):
-                    redis.Redis(port=port, db=db).flushdb()
-                run_env = dict(env, FLASHMM_SANDBOX=str(sandbox))
-                deploy = [str(BIN / "ansible-playbook"), "deploy.yml", "-i", str(inv)]
-                first.append(timed(deploy, run_env))
-                rerun.append(timed(deploy, run_env))
-                ping.append(timed([str(BIN / "ansible-playbook"), str(work / "ping.yml"), "-i",
-                                   str(inv)], run_env))
-                floor_dir = work / f"floor{size}"
-                shutil.rmtree(floor_dir, ignore_errors=True)
-                floor.append(file_floor(inv, floor_dir))
-            rows.append((size, min(first), min(rerun), min(ping), min(floor)))
-        print(f"deploy.yml on the local inventory, best of {args.repeat} (seconds)")
-        print(f"{'hosts':>5} {'first':>8} {'rerun':>8} {'ping':>8} {'files':>8} "
-              f"{'first/ping':>10} {'rerun/first':>11}")
-        for size, f, r, p, fl in rows:
-            print(f"{size:>5} {f:>8.2f} {r:>8.2f} {p:>8.2f} {fl:>8.3f} {f / p:>10.2f} {r / f:>11.2f}")
+                redis_cli(port, "flushall")
+                measure("ping", str(work / "ping.yml"))
+                measure("empty", str(work / "empty.yml"))
+                measure("first", "deploy.yml")
+                measure("rerun", "deploy.yml")
+                measure("check", "deploy.yml", "--check", "--diff")
+                measure("plan", "deploy.yml", "--skip-tags", SKIP_HOSTS)
+                measure("files", "deploy.yml", "--skip-tags", "flashmm_runtime")
+            rows.append((size, {name: min(times) for name, times in runs.items()}))
+        print(f"deploy.yml on generated local inventories (no stack), best of {args.repeat}, "
+              "seconds")
+        print(f"{'hosts':>5} {'ping':>6} {'first':>6} {'rerun':>6} {'check':>6} "
+              f"{'first/ping':>10} {'rerun/ping':>10} {'check/rerun':>11} "
+              f"{'| plan':>7} {'module':>7} {'seed':>6}")
+        for size, t in rows:
+            print(f"{size:>5} {t['ping']:>6.2f} {t['first']:>6.2f} {t['rerun']:>6.2f} "
+                  f"{t['check']:>6.2f} {t['first'] / t['ping']:>10.2f} "
+                  f"{t['rerun'] / t['ping']:>10.2f} {t['check'] / t['rerun']:>11.2f} "
+                  f"| {t['plan'] - t['empty']:>5.2f} {t['files'] - t['plan']:>7.2f} "
+                  f"{t['rerun'] - t['files']:>6.2f}")
     finally:
         server.terminate()
         server.wait()

@@ -1,10 +1,9 @@
-"""FlashMM filters: thin wrappers over the ``flashmm_deploy`` package.
+"""FlashMM filters: thin wrappers over ``flashmm_deploy.filters``.
 
 Each filter only adapts arguments and turns ``FlashmmError`` into ``AnsibleFilterError`` (whose
 message never holds a secret; raised without the original exception chained, so nothing of
-the input leaks through a traceback).  The package is imported on first use, not at plugin
-load: Ansible loads this file in every worker that templates any filter
-(callback_plugins/flashmm_preload.py imports the package once in the main process)."""
+the input leaks through a traceback).  The package is imported on first use: Ansible loads
+this file in every worker that templates any filter."""
 
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from ansible.utils.display import Display
 
 display = Display()
 
-# The names of filters.FILTERS (a unit test checks that the two agree).
-FILTER_NAMES = ("flashmm_validate", "flashmm_explain", "flashmm_env", "flashmm_runtime_keys",
-                "flashmm_env_file", "flashmm_seed_script")
+# The names of flashmm_deploy.filters.FILTERS (a unit test checks that the two agree).
+FILTER_NAMES = ("flashmm_explain",)
 
 
 def _wrap(name):

@@ -1,6 +1,5 @@
 """What a validated configuration turns into: the effective config (secrets redacted), the
-``.env`` variables (secrets in clear, for no_log tasks only), the Redis runtime keys, and the
-``explain`` view with provenance."""
+``.env`` variables, the Redis runtime keys, and the ``explain`` view with provenance."""
 
 from __future__ import annotations
 
@@ -10,7 +9,10 @@ from typing import Any
 
 from . import env_strings
 from .layers import REDACTED, Resolution, plain, shown
-from .schema import FIELDS, RUNTIME_FIELDS, FlashMMConfig
+from .schema import FIELDS, RUNTIME_FIELDS, SECRET_FIELDS, FlashMMConfig
+
+# .env variable -> the vault key (flashmm_secrets.<key>) of every secret of the schema.
+SECRET_ENV: dict[str, str] = {spec.env: spec.key for spec in SECRET_FIELDS}
 
 
 def _leaf(config: FlashMMConfig, path: str) -> Any:
@@ -21,7 +23,9 @@ def _leaf(config: FlashMMConfig, path: str) -> Any:
 
 
 def derived_urls(config: FlashMMConfig) -> dict[str, str]:
-    """REDIS_URL / INFLUXDB_URL: the explicit value, else built from host, port (and db)."""
+    """REDIS_URL / INFLUXDB_URL: the explicit value, else built from host, port (and db).
+    Never with a password: validation refuses credentials in URL fields, and the Redis password
+    is added to REDIS_URL only in ``.env`` (``secret_files.redis_url_with_password``)."""
     r, i = config.storage.redis, config.storage.influxdb
     return {
         "storage.redis.url": r.url or f"redis://{r.host}:{r.port}/{r.db}",
@@ -54,22 +58,26 @@ def environment_file_layer(config: FlashMMConfig) -> dict[str, Any]:
     return data
 
 
-def env_vars(config: FlashMMConfig) -> dict[str, str]:
-    """Every env var of the schema -> its string value; unset optional values are omitted.
-    Holds secrets in clear: callers must be no_log."""
+def public_env(config: FlashMMConfig) -> dict[str, str]:
+    """Every non-secret env var of the schema -> its string, ``""`` where unset (the seed's
+    app expects every variable to be present).  Holds no secret."""
     urls = derived_urls(config)
-    out = {}
-    for path, spec in FIELDS.items():
-        value = urls.get(path, _leaf(config, path))
-        if value is not None:
-            out[spec.env] = env_strings.render(spec, value)
-    return dict(sorted(out.items()))
+    return {spec.env: env_strings.render(spec, urls.get(path, _leaf(config, path)))
+            for path, spec in sorted(FIELDS.items(), key=lambda kv: kv[1].env)
+            if not spec.secret}
+
+
+def secret_env(config: FlashMMConfig) -> dict[str, str]:
+    """Every secret env var -> its value, ``""`` where unset.  Secrets in clear: for the CLI's
+    own checks and tests; deploy assembles ``.env`` per host instead (``secret_files``)."""
+    return {spec.env: env_strings.render(spec, _leaf(config, spec.path))
+            for spec in sorted(SECRET_FIELDS, key=lambda s: s.env)}
 
 
 def runtime_keys(effective_config: Mapping[str, Any]) -> dict[str, str]:
     """``flashmm:config:<section>:<key>`` -> JSON value, for the runtime-overridable keys, from
-    an ``effective()`` config (as in the playbook's ``flashmm_validated`` fact: runtime keys are
-    never secrets, so the redacted form holds them all)."""
+    an ``effective()`` config (runtime keys are never secrets, so the redacted form holds
+    them all)."""
     out = {}
     for spec in RUNTIME_FIELDS:
         node: Any = effective_config

@@ -18,6 +18,8 @@ _ASSIGNMENT = re.compile(r"(\s*(?:#\s*)?(?:export\s+)?([^=\s#]+)\s*=)\s*(.*)")
 MASK = "'<redacted>'"
 MASK_CHANGED = "'<redacted, changed>'"
 UNPARSED = "# <line redacted: not a KEY=value assignment>"
+HIDDEN = "# <content hidden: holds secrets>\n"
+HIDDEN_CHANGED = "# <content hidden: holds secrets; changed>\n"
 
 
 class SyncError(Exception):
@@ -99,16 +101,23 @@ def _ensure_dir(path: str, mode: int, check: bool, created: list[str]) -> None:
     if os.path.isdir(path):
         return
     _ensure_dir(os.path.dirname(path), mode, check, created)
-    created.append(path)
-    if not check:
+    if check:
+        created.append(path)
+        return
+    try:
         os.mkdir(path, mode)
-        os.chmod(path, mode)            # mkdir's mode is filtered by the umask
+    except FileExistsError:             # another host's run made it a moment ago: fine
+        if not os.path.isdir(path):
+            raise SyncError(f"{path}: exists and is not a directory") from None
+        return
+    created.append(path)
+    os.chmod(path, mode)                # mkdir's mode is filtered by the umask
 
 
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
          directory_mode: int = 0o755) -> dict:
-    """Converge ``files`` (dicts: path relative to root, content str, mode int, mask_keys list)
-    under ``root``.  Returns ``changed``, ``files`` (path -> created|updated|mode|unchanged),
+    """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
+    with ``mask_keys``, or "all") under ``root``.  Returns ``changed``, ``files`` (path -> created|updated|mode|unchanged),
     ``changed_files`` and ``diff`` (a list of before/after dicts, secret values masked)."""
     root = os.path.abspath(root)
     uid, gid = _resolve_owner(owner, group)
@@ -144,10 +153,15 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
                 write_atomic(path, data, mode, uid, gid)
         old_text = before.decode("utf-8", "replace") if before is not None else ""
         new_text = spec["content"]
-        if "mask_keys" in spec:      # a secret file: show only values of known non-secret keys
-            reveal = set(_values(new_text)) - set(spec["mask_keys"])
-            old_text, new_text = (mask_env(old_text, spec["mask_keys"], reveal=reveal),
-                                  mask_env(new_text, spec["mask_keys"], old_text, reveal))
+        mask = spec.get("mask")
+        if mask == "env":     # a secret file: show only values of known non-secret keys
+            keys = spec.get("mask_keys") or []
+            reveal = set(_values(new_text)) - set(keys)
+            old_text, new_text = (mask_env(old_text, keys, reveal=reveal),
+                                  mask_env(new_text, keys, old_text, reveal))
+        elif mask == "all":   # nothing of it is shown, only that it changed
+            old_text = HIDDEN if before is not None else ""
+            new_text = HIDDEN if before == data else HIDDEN_CHANGED
         diffs.append({
             "before_header": path if st is not None else "(absent)",
             "after_header": f"{path} (mode {mode:04o})",

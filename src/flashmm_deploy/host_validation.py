@@ -1,14 +1,20 @@
-"""The operations the CLI and the Ansible plugins share, so both give the same answer."""
+"""Validate hosts, read either by our inventory reader (the CLI) or from the variables Ansible
+resolved (the plugins), so both give the same answer.
+
+``FLASHMM_TRACE_VALIDATIONS=<file>`` appends one line per validated host to that file: how the
+tests prove that a deploy validates each host exactly once."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigInvalid, Issue
 from .inventory import LAYER_VARS, Inventory, layer_input
-from .layers import LayerInput, plain
+from .layers import LayerInput
+from .values import native, plain
 from .validate import Validated, validate_layers
 
 EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
@@ -23,10 +29,18 @@ def load_inventory(path: str | Path, vault_password_file: str | None = None) -> 
     return _inventories[key]
 
 
-def _validate(layers: list[LayerInput], reader_issues: list[Issue], *, require_secrets: bool,
-              vault_available: bool) -> Validated:
+def _trace(host: str) -> None:
+    path = os.environ.get("FLASHMM_TRACE_VALIDATIONS")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {host}\n")
+
+
+def _validate(host: str, layers: list[LayerInput], reader_issues: list[Issue], *,
+              require_secrets: bool, vault_available: bool) -> Validated:
     """Validate layers; issues the inventory reader found (misplaced or templated layer
     variables) come first and make the result invalid too."""
+    _trace(host)
     result = validate_layers(layers, require_secrets=require_secrets,
                              vault_available=vault_available)
     result.errors[:0] = reader_issues
@@ -46,7 +60,7 @@ def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False,
         layer, runtime_issues = read_layer(runtime_url)
         layers.append(layer)
         issues += runtime_issues
-    return _validate(layers, issues, require_secrets=require_secrets,
+    return _validate(host, layers, issues, require_secrets=require_secrets,
                      vault_available=hl.vault_available)
 
 
@@ -63,13 +77,13 @@ def raise_for_errors(results: Mapping[str, Validated]) -> None:
         raise ConfigInvalid(bad)
 
 
-# ---- from Ansible's hostvars (the filter plugins) ------------------------------------------------
+# ---- from the variables Ansible resolved (the plugins) ---------------------------------------
 
-def host_layers_from_vars(hostvars: Mapping[str, Any], host: str) -> tuple[list[LayerInput], list[Issue], bool]:
-    """Layers for ``host`` from the values Ansible resolved (so vault and -e work), attributed to
-    the files the inventory reader finds them in."""
-    hv = hostvars[host]
-    inv_dir = plain(hv.get("inventory_dir"))
+def host_layers_from_vars(host: str, host_vars: Mapping[str, Any]) -> tuple[list[LayerInput], list[Issue], bool]:
+    """Layers of ``host`` from its variables as Ansible resolved them (vault files decrypted,
+    ``-e`` applied), attributed to the files our inventory reader finds them in.  The layer
+    variables are taken raw, never templated: a layer holds literal values."""
+    inv_dir = plain(host_vars.get("inventory_dir"))
     issues: list[Issue] = []
     sources: dict[str, str] = {}
     read: dict[str, Any] = {}
@@ -78,31 +92,33 @@ def host_layers_from_vars(hostvars: Mapping[str, Any], host: str) -> tuple[list[
         issues, sources, read = hl.issues, hl.sources, hl.values
     layers = []
     for var in LAYER_VARS:
-        if var in hv and hv[var] is not None:
-            value = plain(hv[var])
+        value = host_vars.get(var)
+        if value is not None:
+            value = plain(value)
             # a value that is not the one in the inventory file came from -e or play vars
             # (an encrypted vault file, unreadable to the reader, keeps its attribution)
             source = sources.get(var, EXTRA_VARS_SOURCE)
             if var in read and read[var] != value:
                 source = EXTRA_VARS_SOURCE
             layers.append(layer_input(var, source, value))
-    vault_available = any(l.name == "vault" for l in layers)
+    vault_available = any(layer.name == "vault" for layer in layers)
     return layers, issues, vault_available
 
 
-def validate_hostvars(hostvars: Mapping[str, Any], hosts: list[str], *,
-                      require_secrets: bool = False) -> dict[str, Validated]:
+def validate_host_layers(layer_vars: Mapping[str, Mapping[str, Any]], *,
+                         require_secrets: bool = False) -> dict[str, Validated]:
+    """host -> Validated, from each host's layer variables (and ``inventory_dir``)."""
     results = {}
-    for host in hosts:
-        layers, issues, vault_available = host_layers_from_vars(hostvars, host)
-        results[host] = _validate(layers, issues, require_secrets=require_secrets,
+    for host, host_vars in layer_vars.items():
+        layers, issues, vault_available = host_layers_from_vars(host, host_vars)
+        results[host] = _validate(host, layers, issues, require_secrets=require_secrets,
                                   vault_available=vault_available)
     return results
 
 
-def valid_config(hostvars: Mapping[str, Any], host: str, *, require_secrets: bool = True):
-    """The validated FlashMMConfig of one host, or ConfigInvalid."""
-    results = validate_hostvars(hostvars, [host], require_secrets=require_secrets)
-    raise_for_errors(results)
-    return results[host].config
 
+def layer_vars(raw_vars: Mapping[str, Any]) -> dict[str, Any]:
+    """The layer variables (and ``inventory_dir``) of a host's raw, untemplated variables, as
+    plain values: what ``validate_host_layers`` reads."""
+    return {name: native(raw_vars[name]) for name in (*LAYER_VARS, "inventory_dir")
+            if name in raw_vars}

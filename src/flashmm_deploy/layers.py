@@ -23,6 +23,7 @@ from typing import Any
 from . import env_strings
 from .errors import Issue, Origin
 from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS
+from .values import plain
 
 LAYER_ORDER = ("defaults", "environment", "vault", "group", "host", "env", "runtime")
 SECRET_LAYERS = ("vault", "env")
@@ -95,22 +96,6 @@ def did_you_mean_env(name: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def plain(value: Any) -> Any:
-    """Deep copy into plain Python types.  Ansible 2.19 hands plugins tagged subclasses of str,
-    dict, int...; pydantic strict mode and json.dumps must see the plain types."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {plain(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 def _leaves(layer: LayerInput, issues: list[Issue]):

@@ -25,16 +25,14 @@ value should be percent-encoded (``%40``).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import socket
-import ssl
+import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
-from typing import Any, Deque, Dict, List, Optional, Tuple
-from urllib.parse import quote, unquote, unquote_to_bytes
+from typing import Any, Deque, Optional  # noqa: F401 (Deque: a type comment)
+from urllib.parse import quote
 
 __all__ = ["Connection", "Endpoint", "KINDS", "MASK", "RedisError", "ReplyError", "mask_url"]
 
@@ -43,21 +41,8 @@ MASK = "***"
 MAX_LINE = 1 << 20     # longest status/error/integer/header line accepted (1 MiB)
 _RECV = 1 << 16
 
-# redis-py query parameters that tune its pool or client and mean nothing to a single blocking
-# connection: accepted and ignored, so an application's REDIS_URL parses here too.
-_IGNORED_PARAMS = frozenset({
-    "client_name", "decode_responses", "encoding", "encoding_errors", "health_check_interval",
-    "max_connections", "protocol", "readonly", "retry_on_timeout", "single_connection_client",
-    "socket_connect_timeout", "socket_keepalive",
-})
-_TLS_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
-               "ssl_check_hostname", "server_name")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 _HOST_RE = re.compile(r"[^\s\x00-\x1f\x7f/?#@\[\]\\]+\Z")
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}\Z")
 _INT_RE = re.compile(rb"-?[0-9]+\Z")
-_QUERY_PASSWORD_RE = re.compile(r"([?&;][^=&;#?]*password=)[^&;#]*", re.IGNORECASE)
 
 
 class RedisError(Exception):
@@ -76,11 +61,6 @@ class ReplyError(Exception):
     """An error reply from the server; str() is the reply text without the leading '-'."""
 
 
-class _Bad(Exception):
-    """Internal: one reason a URL candidate does not parse (text never holds a URL part that
-    could be the password)."""
-
-
 def _scrub(text: str, secrets) -> str:
     """``text`` with every secret (raw and percent-encoded) replaced by ``MASK``."""
     for secret in secrets:
@@ -93,191 +73,70 @@ def _scrub(text: str, secrets) -> str:
     return text
 
 
-def _pct_decode(text: str) -> str:
-    """Percent-decode ``text`` when the result is UTF-8, else keep it as written (a password
-    such as ``100%`` or ``a%zz`` was not encoded)."""
-    if "%" not in text:
-        return text
-    try:
-        return unquote_to_bytes(text).decode("utf-8")
-    except UnicodeDecodeError:
-        return text
-
-
-def _split_hostport(text: str) -> Tuple[str, Optional[int]]:
-    """``host[:port]`` or ``[ipv6][:port]`` -> (host, port or None).  Raises _Bad."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise _Bad("unclosed '[' around the IPv6 host")
-        host, rest = unquote(text[1:end]), text[end + 1:]     # a zone is written %25eth0
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            raise _Bad("bad IPv6 address in brackets") from None
-        if rest and not rest.startswith(":"):
-            raise _Bad("unexpected text after the bracketed IPv6 host")
-        port_text = rest[1:] if rest else None
-    else:
-        host, colon, after = text.partition(":")
-        if ":" in after:
-            raise _Bad("an IPv6 host must be written in brackets, e.g. [::1]")
-        port_text = after if colon else None
-        if not host:
-            raise _Bad("missing host")
-        if not _HOST_RE.match(host):
-            raise _Bad("bad host name")
-    if port_text is None:
-        return host, None
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise _Bad("bad port (expected a number from 1 to 65535)")
-    return host, int(port_text)
-
-
-def _is_hostport(text: str) -> bool:
-    try:
-        _split_hostport(text)
-    except _Bad:
-        return False
-    return True
-
-
-def _authority_end(text: str) -> int:
-    """Index of the first ``/``, ``?`` or ``#`` in ``text`` (its length when there is none)."""
-    ends = [i for i in (text.find(c) for c in "/?#") if i >= 0]
-    return min(ends) if ends else len(text)
-
-
-def _parse_bool(name: str, value: str) -> bool:
-    low = value.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise _Bad("bad %s (expected true or false)" % name)
-
-
-def _parse_timeout(name: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise _Bad("bad %s (expected a number of seconds)" % name) from None
-    if not math.isfinite(number) or number <= 0:
-        raise _Bad("bad %s (expected a positive number of seconds)" % name)
-    return number
-
-
-def _parse_tail(scheme: str, text: str) -> Dict[str, Any]:
-    """Endpoint fields from ``host[:port][/db][?query][#fragment]``.  Raises _Bad."""
-    cut = _authority_end(text)
-    host, port = _split_hostport(text[:cut])
-    tail = text[cut:].split("#", 1)[0]          # a fragment means nothing to Redis
-    path, _, query = tail.partition("?")
-    out = {"host": host, "tls": scheme == "rediss"}  # type: Dict[str, Any]
-    if port is not None:
-        out["port"] = port
-    if path not in ("", "/"):
-        db_text = path[1:]
-        if not (db_text.isascii() and db_text.isdigit()):
-            raise _Bad("bad db in the path (expected /<number>)")
-        out["db"] = int(db_text)
-    seen = set()
-    timeout_name = None
-    for item in query.split("&") if query else ():
-        if not item:
-            continue
-        name, eq, value = item.partition("=")
-        name = unquote(name)
-        value = unquote(value)
-        if not eq:
-            raise _Bad("query parameter %r has no value" % name)
-        if name in seen:
-            raise _Bad("query parameter %r given twice" % name)
-        seen.add(name)
-        if name in _TLS_PARAMS and scheme != "rediss":
-            raise _Bad("TLS parameter %r in a redis:// URL (use rediss://)" % name)
-        if name in ("password", "username"):
-            raise _Bad("put the %s in the userinfo (redis://user:password@host), not in a "
-                       "query parameter" % name)
-        if name == "ssl_ca_certs":
-            out["ca_file"] = value or None
-        elif name == "ssl_certfile":
-            out["cert_file"] = value or None
-        elif name == "ssl_keyfile":
-            out["key_file"] = value or None
-        elif name == "server_name":
-            out["server_name"] = value or None
-        elif name == "ssl_cert_reqs":
-            low = value.strip().lower()
-            if low in ("none", "cert_none"):
-                out["verify"] = False
-            elif low in ("required", "cert_required"):
-                out["verify"] = True
-            else:
-                raise _Bad("bad ssl_cert_reqs (expected none or required)")
-        elif name == "ssl_check_hostname":
-            out["check_hostname"] = _parse_bool(name, value)
-        elif name in ("timeout", "socket_timeout"):
-            if timeout_name is not None:
-                raise _Bad("both %s and %s given" % (timeout_name, name))
-            timeout_name = name
-            out["timeout"] = _parse_timeout(name, value)
-        elif name == "db":
-            if not (value.isascii() and value.isdigit()):
-                raise _Bad("bad db query parameter (expected a number)")
-            if "db" in out and out["db"] != int(value):
-                raise _Bad("db given both in the path and as a query parameter, differently")
-            out["db"] = int(value)
-        elif name not in _IGNORED_PARAMS:
-            raise _Bad("unknown query parameter %r" % name)
-    return out
-
-
-def _userinfo_fields(userinfo: str) -> Dict[str, Any]:
-    user, colon, password = userinfo.partition(":")
-    return {"username": _pct_decode(user) or None,
-            "password": (_pct_decode(password) or None) if colon else None}
-
-
-def _redis_split_candidates(rest: str) -> List[Optional[int]]:
-    """Where the userinfo may end in ``rest`` (text after ``://``): the last ``@`` (the rule),
-    then, only for the case where the later ``@``s sit in a query value (a certificate path),
-    each earlier ``@`` and None (no userinfo)."""
-    ats = [i for i in range(len(rest) - 1, -1, -1) if rest[i] == "@"]
-    out = ats[:1]        # type: List[Optional[int]]
-    for cut in ats[1:] + [None]:
-        tail = rest if cut is None else rest[cut + 1:]
-        after_host = tail[_authority_end(tail):]
-        query = after_host.split("#", 1)[0].partition("?")[2]
-        if after_host.count("@") == query.count("@"):
-            out.append(cut)
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # Endpoint
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how to reach one Redis database.  Validated on construction
+# Endpoint fields in positional order, with defaults.  A plain class, not a dataclass: importing
+# dataclasses (and inspect through it) cost more than the rest of this module on a target.
+_ENDPOINT_FIELDS = (
+    ("host", "127.0.0.1"), ("port", 6379), ("db", 0),
+    ("username", None), ("password", None),          # the password is never in repr
+    ("tls", False),
+    ("ca_file", None),       # CA bundle to verify the server; None = system defaults
+    ("cert_file", None),     # client certificate (mutual TLS)
+    ("key_file", None),
+    ("verify", True),        # verify the server certificate and host name
+    ("server_name", None),   # SNI / name to verify when it differs from host
+    ("timeout", 5.0),
+    # Verify the certificate but not the name in it (redis-py's ssl_check_hostname=false);
+    # prefer server_name, which keeps the name check.
+    ("check_hostname", True),
+)
+
+
+class Endpoint(object):
+    """Where and how to reach one Redis database: immutable, validated on construction
     (``RedisError(kind="input")``); the password is never part of its repr."""
 
-    host: str = "127.0.0.1"
-    port: int = 6379
-    db: int = 0
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)   # never in repr
-    tls: bool = False
-    ca_file: Optional[str] = None      # CA bundle to verify the server; None = system defaults
-    cert_file: Optional[str] = None    # client certificate (mutual TLS)
-    key_file: Optional[str] = None
-    verify: bool = True                # verify the server certificate and host name
-    server_name: Optional[str] = None  # SNI / name to verify when it differs from host
-    timeout: float = 5.0
-    # Extension: verify the certificate but not the name in it (redis-py's
-    # ssl_check_hostname=false); prefer server_name, which keeps the name check.
-    check_hostname: bool = True
+    __slots__ = tuple(name for name, _ in _ENDPOINT_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(_ENDPOINT_FIELDS):
+            raise TypeError("Endpoint takes at most %d positional arguments"
+                            % len(_ENDPOINT_FIELDS))
+        values = dict(_ENDPOINT_FIELDS)
+        for (name, _), value in zip(_ENDPOINT_FIELDS, args):
+            values[name] = value
+        for name, value in kwargs.items():
+            if name not in values:
+                raise TypeError("Endpoint got an unexpected keyword argument %r" % name)
+            if name in dict(_ENDPOINT_FIELDS[:len(args)]):
+                raise TypeError("Endpoint got multiple values for argument %r" % name)
+            values[name] = value
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Endpoint is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Endpoint is read-only")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name, _ in _ENDPOINT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Endpoint and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "Endpoint(%s)" % ", ".join("%s=%r" % (name, getattr(self, name))
+                                          for name, _ in _ENDPOINT_FIELDS
+                                          if name != "password")
 
     def __post_init__(self) -> None:
         def bad(problem: str) -> RedisError:
@@ -320,50 +179,12 @@ class Endpoint:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> "Endpoint":
-        """Parse ``redis://`` / ``rediss://`` URLs (see the module docstring).  ``overrides``
-        replace fields after parsing; an override that is None is ignored, so unset module
-        options do not clear what the URL says.  Raises ``RedisError(kind="input")`` naming
-        the problem, never the password."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise RedisError("unknown Endpoint option(s): %s" % ", ".join(unknown), "input")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if not isinstance(url, str):
-            raise RedisError("a redis URL must be a string", "input")
-        scheme, sep, rest = url.strip().partition("://")
-        if not sep:
-            raise RedisError("not a redis URL (expected redis://[[user]:password@]host[:port]"
-                             "[/db] or rediss://...)", "input")
-        if scheme.lower() not in ("redis", "rediss"):
-            shown = " %r" % scheme if _SCHEME_RE.match(scheme) else ""
-            raise RedisError("bad scheme%s in a redis URL (expected redis:// or rediss://)"
-                             % shown, "input")
-        scheme = scheme.lower()
-        # Try the split at the last '@' first (the rule); an earlier '@' or none at all only
-        # when that fails and every later '@' sits in the query (an unencoded file path).
-        first_problem = None
-        secrets = []
-        for cut in _redis_split_candidates(rest):
-            userinfo = rest[:cut] if cut is not None else None
-            if userinfo is not None:
-                secrets.append(userinfo.partition(":")[2])
-            try:
-                values = _parse_tail(scheme, rest if cut is None else rest[cut + 1:])
-                if userinfo is not None:
-                    values.update(_userinfo_fields(userinfo))
-                values.update(given)
-                return cls(**values)
-            except (_Bad, RedisError) as exc:
-                if first_problem is None:
-                    first_problem = str(exc)
-        secrets += [_pct_decode(s) for s in secrets]
-        if given.get("password"):
-            secrets.append(given["password"])
-        problem = _scrub(first_problem or "unparsable", secrets)
-        if problem.startswith("bad redis endpoint: "):
-            problem = problem[len("bad redis endpoint: "):]
-        raise RedisError("bad redis URL: " + problem, "input")
+        """Parse a ``redis://`` / ``rediss://`` URL: see ``redis_url.endpoint_from_url``."""
+        return _url_module().endpoint_from_url(url, **overrides)
+
+    def url(self, *, reveal: bool = False) -> str:
+        """The canonical URL; the password shows as ``***`` unless ``reveal``."""
+        return _url_module().endpoint_url(self, reveal=reveal)
 
     def _host_text(self, in_url: bool = False) -> str:
         if ":" not in self.host:
@@ -379,98 +200,19 @@ class Endpoint:
             text += " user " + self.username
         return text
 
-    def url(self, *, reveal: bool = False) -> str:
-        """The canonical URL (``from_url`` reads it back); the password shows as ``***``
-        unless ``reveal``."""
-        auth = ""
-        if self.password is not None:
-            auth = "%s:%s@" % (quote(self.username or "", safe=""),
-                               quote(self.password, safe="") if reveal else MASK)
-        params = []
-        for name, value in (("ssl_ca_certs", self.ca_file), ("ssl_certfile", self.cert_file),
-                            ("ssl_keyfile", self.key_file), ("server_name", self.server_name)):
-            if value is not None:
-                params.append("%s=%s" % (name, quote(value, safe="/")))
-        if self.tls and not self.verify:
-            params.append("ssl_cert_reqs=none")
-        if self.tls and not self.check_hostname:
-            params.append("ssl_check_hostname=false")
-        if self.timeout != 5.0:
-            params.append("timeout=%r" % float(self.timeout))
-        return "%s://%s%s:%d/%d%s" % ("rediss" if self.tls else "redis", auth,
-                                      self._host_text(in_url=True),
-                                      self.port, self.db,
-                                      "?" + "&".join(params) if params else "")
-
-
-# --------------------------------------------------------------------------------------------
-# mask_url
-
-
-def _mask_query(tail: str) -> str:
-    """``tail`` (what follows the host) with ``...password=VALUE`` query values masked."""
-    query_at = tail.find("?")
-    if query_at < 0:
-        return tail
-    return tail[:query_at] + _QUERY_PASSWORD_RE.sub(lambda m: m.group(1) + MASK,
-                                                    tail[query_at:])
-
-
-def _mask_userinfo(userinfo: str) -> str:
-    user, colon, _ = userinfo.partition(":")
-    # Without a ':' the whole userinfo may be a token used as the user name: mask it all.
-    return user + ":" + MASK if colon else MASK
-
-
-def _userinfo_end(scheme: str, rest: str) -> Optional[int]:
-    """Index of the '@' that ends the userinfo in ``rest`` (after ``://``), None when there is
-    no userinfo; raises _Bad when it cannot tell."""
-    if "@" not in rest:
-        return None
-    if scheme.lower() in ("redis", "rediss"):
-        # The from_url rule (the last '@', or an earlier one when the later ones sit in a
-        # query value), else the last '@' before a plausible host: mask rather than show.
-        for cut in _redis_split_candidates(rest):
-            try:
-                _parse_tail(scheme.lower(), rest if cut is None else rest[cut + 1:])
-                return cut
-            except _Bad:
-                continue
-    else:
-        authority = rest[:_authority_end(rest)]
-        if not authority or ("@" not in authority and _is_hostport(authority)):
-            return None          # e.g. https://example.com/@user, file:///a@b
-    for cut in [i for i in range(len(rest) - 1, -1, -1) if rest[i] == "@"]:
-        after = rest[cut + 1:]
-        if _is_hostport(after[:_authority_end(after)]):
-            return cut
-    raise _Bad("no host after any '@'")
-
-
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, however it is written (unencoded
-    ``# / ? @`` included), plus the value of any ``...password=`` query parameter.  A URL
-    without userinfo comes back unchanged; a userinfo without ``:`` (a bare token) is masked
-    whole.  Never raises: what cannot be parsed has everything from ``://`` (or the start) to
-    the last ``@`` masked."""
+    """Any URL with its password replaced by ``***``: see ``redis_url.mask_url``."""
+    return _url_module().mask_url(url)
+
+
+def _url_module():
+    # URL parsing lives apart: every module call on a target compiles this file from source,
+    # and modules never parse URLs.
     try:
-        if not isinstance(url, str):
-            return MASK
-        sep = url.find("://")
-        if sep < 0:
-            at = url.rfind("@")
-            return url if at < 0 else MASK + url[at:]
-        head, rest = url[:sep + 3], url[sep + 3:]
-        try:
-            cut = _userinfo_end(url[:sep], rest)
-        except _Bad:
-            return head + MASK + rest[rest.rfind("@"):]
-        if cut is None:
-            return head + _mask_query(rest)
-        after = rest[cut + 1:]
-        return head + _mask_userinfo(rest[:cut]) + "@" + _mask_query(after)
-    except Exception:           # never raise, never leak
-        return MASK
+        from flashmm_deploy import redis_url
+    except ImportError:         # a bare copy of the two files side by side
+        import redis_url        # type: ignore[no-redef]
+    return redis_url
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,18 +264,33 @@ def _encode_command(args) -> bytes:
     return b"".join(parts)
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
+def _ssl():
+    """The ssl module, imported on first TLS use only: it is the costliest import here, and
+    every module call on a target imports this file."""
+    import ssl
+    return ssl
+
+
+def _is_ssl_error(exc: BaseException, *names: str) -> bool:
+    # Without TLS, ssl was never imported and no exception can be one of its types.
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return False
+    return isinstance(exc, tuple(getattr(ssl, n) for n in (names or ("SSLError",))))
+
+
+def _ssl_reason(exc: BaseException) -> str:
     reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
     if reason:
         return reason
-    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+    if _is_ssl_error(exc, "SSLEOFError", "SSLZeroReturnError"):
         return "the server closed the TLS connection"
     text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc.strerror or ""))
     return text or exc.__class__.__name__
 
 
 def _os_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
+    if _is_ssl_error(exc):
         return _ssl_reason(exc)
     return getattr(exc, "strerror", None) or exc.__class__.__name__
 
@@ -613,8 +370,8 @@ class Connection:
         if isinstance(exc, socket.timeout):
             return self._broke("timed out after %gs %s redis at %s"
                                % (ep.timeout, doing, self._where), "connect")
-        closed = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError,
-                                  ConnectionResetError, BrokenPipeError))
+        closed = (_is_ssl_error(exc, "SSLEOFError", "SSLZeroReturnError")
+                  or isinstance(exc, (ConnectionResetError, BrokenPipeError)))
         if closed and ep.tls and self._in_setup:
             # Redis refuses a missing or unacceptable client certificate with an alert and a
             # close; which of the two the client sees first is a race, so a close says the same.
@@ -622,7 +379,7 @@ class Connection:
                     if ep.cert_file is None else "it may have rejected the client certificate")
             return self._broke("redis at %s closed the TLS connection before answering (%s): %s"
                                % (self._where, _os_reason(exc), hint), "tls")
-        if isinstance(exc, ssl.SSLError) and not closed:
+        if _is_ssl_error(exc) and not closed:
             reason = _ssl_reason(exc)
             return self._broke("TLS error %s redis at %s: %s%s"
                                % (doing, self._where, reason, _tls_hint(reason)), "tls")
@@ -634,7 +391,8 @@ class Connection:
 
     # ---- connecting --------------------------------------------------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def _tls_context(self) -> Any:  # ssl.SSLContext
+        ssl = _ssl()
         ep = self.endpoint
         try:
             context = ssl.create_default_context(cafile=ep.ca_file)
@@ -688,8 +446,9 @@ class Connection:
             pass
         return sock
 
-    def _handshake(self, context: ssl.SSLContext, sock: socket.socket,
-                   deadline: float) -> ssl.SSLSocket:
+    def _handshake(self, context: Any, sock: socket.socket,
+                   deadline: float) -> Any:  # ssl.SSLSocket
+        ssl = _ssl()
         ep = self.endpoint
         error = None
         sock.settimeout(self._remaining(deadline))
@@ -790,7 +549,7 @@ class Connection:
                                   % self._where, "protocol")
             ep = self.endpoint
             if ep.tls and self._in_setup:
-                raise self._io_error(ssl.SSLZeroReturnError(), "reading from")
+                raise self._io_error(_ssl().SSLZeroReturnError(), "reading from")
             hint = "" if ep.tls else " (if that port expects TLS, use rediss:// / tls)"
             raise self._broke("redis at %s closed the connection%s" % (self._where, hint),
                               "connect")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+from pathlib import Path
 import socket
 import subprocess
 import threading
@@ -518,9 +519,10 @@ def test_runs_under_python38(protected, tls_server, certs, tmp_path):
     python = _python38()
     if python is None:
         pytest.skip("no Python 3.8 interpreter on this machine")
-    shipped = tmp_path / "module_utils"          # the file alone, as Ansible ships it
+    shipped = tmp_path / "module_utils"          # the files alone, without the package
     shipped.mkdir()
     shutil.copy(redis_client.__file__, shipped / "redis_client.py")
+    shutil.copy(Path(redis_client.__file__).with_name("redis_url.py"), shipped / "redis_url.py")
     script = """
 import sys
 sys.path.insert(0, sys.argv[1])

@@ -6,7 +6,6 @@ being Python 3.8 compatible, standard-library only and free of relative imports.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import pickle
 import sys
 from pathlib import Path
@@ -364,8 +363,14 @@ def test_command_encoding():
 
 # ---- the module's contract: Python 3.8, standard library only, no relative imports -----------
 
-def test_module_is_python38_stdlib_only():
-    source = MODULE.read_text(encoding="utf-8")
+# Its one sibling: URL parsing, imported lazily from the package or from a copy next to it.
+SIBLINGS = {"flashmm_deploy", "redis_client", "redis_url"}
+
+
+@pytest.mark.parametrize("module", [MODULE, MODULE.with_name("redis_url.py")],
+                         ids=["redis_client", "redis_url"])
+def test_module_is_python38_stdlib_only(module):
+    source = module.read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 8))
     imported = []
     for node in ast.walk(tree):
@@ -376,10 +381,9 @@ def test_module_is_python38_stdlib_only():
             imported.append(node.module)
     tops = {name.split(".")[0] for name in imported}
     assert tops, "no imports found: the check is broken"
-    assert "ssl" in tops and "socket" in tops
-    not_stdlib = {t for t in tops if t not in sys.stdlib_module_names}
+    assert "re" in tops
+    not_stdlib = {t for t in tops if t not in sys.stdlib_module_names} - SIBLINGS
     assert not not_stdlib, not_stdlib
-    assert "flashmm_deploy" not in source.split('"""', 2)[2]
     # It never prints: output of an Ansible module must be its JSON only.
     calls = {node.func.id for node in ast.walk(tree)
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
@@ -391,6 +395,34 @@ def test_module_is_python38_stdlib_only():
 
 
 def test_endpoint_fields_are_the_documented_ones():
-    names = [f.name for f in dataclasses.fields(Endpoint)]
+    names = list(Endpoint.__slots__)
     assert names[:12] == ["host", "port", "db", "username", "password", "tls", "ca_file",
                           "cert_file", "key_file", "verify", "server_name", "timeout"]
+
+
+def test_endpoint_is_immutable_and_compares_by_value():
+    a = Endpoint(host="h", port=1, password="pw")
+    assert a == Endpoint("h", 1, password="pw") and hash(a) == hash(Endpoint("h", 1, password="pw"))
+    assert a != Endpoint(host="h", port=1, password="other")
+    with pytest.raises(AttributeError):
+        a.port = 2
+    with pytest.raises(TypeError, match="multiple values"):
+        Endpoint("h", host="x")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Endpoint(hots="h")
+
+
+def test_the_client_imports_ssl_ipaddress_and_no_dataclasses_only_when_needed():
+    """Every module call on a target imports this file: the costly modules load only for TLS
+    (or a bracketed IPv6 host), so none of them may be imported at the top level."""
+    import ast
+    from pathlib import Path
+    import flashmm_deploy.redis_client as client
+    tree = ast.parse(Path(client.__file__).read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top.add(node.module.split(".")[0])
+    assert not top & {"ssl", "dataclasses", "ipaddress"}, top

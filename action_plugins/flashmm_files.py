@@ -1,0 +1,51 @@
+"""Action plugin for ``flashmm_files``: assembles a host's secret files and runs the module in
+one call.
+
+The controller pass (role ``flashmm``) left the host's public files in its plan and no secret
+anywhere.  Here, inside this host's own task, the secret values are picked from the host's own
+variables (``flashmm_secrets``, ``flashmm_env_overrides``: read raw, never templated; validated
+by the controller pass) and reach only the module's ``no_log`` options.  Imports stay light
+(no pydantic): this runs in a forked worker per host.
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("plan", "secret_env"))
+
+    def run(self, tmp=None, task_vars=None):
+        from flashmm_deploy import secret_files
+        from flashmm_deploy.errors import FlashmmError
+        from flashmm_deploy.values import native
+
+        result = super().run(tmp, task_vars)
+        plan, secret_env = self._task.args["plan"], self._task.args["secret_env"]
+        try:
+            secrets = secret_files.pick_secrets(secret_env,
+                                                native(task_vars.get("flashmm_secrets")),
+                                                native(task_vars.get("flashmm_env_overrides")))
+            env_text, env_masked = secret_files.env_file(plan["env"], secret_env, secrets)
+            written = [{"path": plan["env"]["path"], "mode": plan["env"]["mode"],
+                        "content": env_text, "mask_keys": env_masked}]
+            if plan.get("influxdb_env"):
+                text, masked = secret_files.influxdb_env_file(plan["influxdb_env"], secrets)
+                written.append({"path": plan["influxdb_env"]["path"], "content": text,
+                                "mode": plan["influxdb_env"]["mode"], "mask_keys": masked})
+        except (ValueError, FlashmmError) as exc:   # a misshapen secret variable or value
+            raise AnsibleActionFail(str(exc)) from None
+        module_args = {
+            "root": plan["root"], "files": plan["files"], "secret_files": written,
+            "owner": plan["owner"], "group": plan["group"],
+            "directory_mode": plan["directory_mode"],
+        }
+        if plan["runtime_with_files"]:
+            module_args["runtime"] = secret_files.runtime_module_args(plan["runtime"], secrets)
+        result.update(self._execute_module(module_name="flashmm_files", module_args=module_args,
+                                           task_vars=task_vars))
+        result.pop("invocation", None)
+        return result

@@ -1,0 +1,125 @@
+"""Action plugin: the controller pass of a FlashMM run (role ``flashmm``, run once).
+
+A thin adapter over ``flashmm_deploy.plan``: it gathers, for every host of the play, the
+FlashMM layer variables (raw: never templated) and a templating view of its other variables,
+reads the roles' argument specs and templates, and returns the ``flashmm_plan`` fact.  Every
+validation problem of every host comes back as one failure, before any host is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.vars.hostvars import HostVarsVars
+
+ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
+EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
+
+
+def _maybe_template(value):
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or "{#" in value
+    if isinstance(value, Mapping):
+        return any(_maybe_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_maybe_template(v) for v in value)
+    return False
+
+
+class _Variables(Mapping):
+    """A host's variables, templated on access like ``hostvars[host]``, but only the values
+    that hold a template: building Ansible's templar per host and value is most of the
+    controller pass's cost otherwise."""
+
+    def __init__(self, raw, loader, host):
+        self._raw, self._loader, self._host, self._view = raw, loader, host, None
+
+    def __getitem__(self, key):
+        value = self._raw[key]
+        if not _maybe_template(value):
+            return value
+        if self._view is None:
+            self._view = HostVarsVars(self._raw, loader=self._loader, host=self._host)
+        return self._view[key]
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def __len__(self):
+        return len(self._raw)
+
+
+def _tag_runs(tag, run_tags, skip_tags):
+    """Whether a task tagged ``tag`` runs under --tags/--skip-tags (Ansible's rule for one tag)."""
+    selected = bool({"all", "tagged", tag} & run_tags)
+    return selected and not ({"all", "tagged", tag} & skip_tags)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _VALID_ARGS = frozenset(("require_secrets", "render"))
+
+    def run(self, tmp=None, task_vars=None):
+        from flashmm_deploy import host_validation, plan, render, role_settings
+        from flashmm_deploy.errors import FlashmmError
+
+        result = super().run(tmp, task_vars)
+        require_secrets = bool(self._task.args.get("require_secrets", False))
+        do_render = bool(self._task.args.get("render", True))
+        role = self._task._role
+        roles_dir = (Path(role._role_path).parent if role is not None
+                     else Path(self._loader.get_basedir()) / "roles")
+        specs = role_settings.load_specs({r: roles_dir / r for r in ROLES})
+        hostvars = task_vars["hostvars"]
+        inputs = {}
+        for host in task_vars["ansible_play_hosts"]:
+            raw = hostvars.raw_get(host)
+            inventory = (host_validation.load_inventory(raw["inventory_dir"])
+                         if raw.get("inventory_dir") else None)
+            variables = _Variables(raw, self._loader, host)
+            inputs[host] = plan.HostInput(
+                layer_vars=host_validation.layer_vars(raw),
+                variables=variables,
+                source_of=self._source_of(inventory, host),
+                machine=self._machine(variables, host))
+        run_tags = set(task_vars.get("ansible_run_tags") or ["all"])
+        skip_tags = set(task_vars.get("ansible_skip_tags") or [])
+        seed = _tag_runs("flashmm_runtime", run_tags, skip_tags)
+        templates = None
+        if do_render:
+            templates = render.Templates({
+                name: (roles_dir / role / "templates" / src).read_text("utf-8")
+                for name, (role, src) in plan.TEMPLATES.items()})
+        try:
+            built = plan.build(inputs, role_specs=specs, templates=templates,
+                               require_secrets=require_secrets, seed=seed,
+                               seed_with_files=seed and _tag_runs("flashmm_files", run_tags,
+                                                                  skip_tags))
+        except FlashmmError as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        result.update(changed=False, msg=f"{len(inputs)} host(s) valid",
+                      warnings=built.warnings)
+        if do_render:
+            # The role registers this result as flashmm_plan: a registered variable is copied
+            # once for the play's hosts, where a fact would be deep-copied for every later
+            # task of every host (and could reach a fact cache).  Not shown, even at -vvv: it
+            # carries every rendered file (no secret value, but the Redis ACL digests).
+            result.update(built.fact(), _ansible_no_log=True)
+        return result
+
+    @staticmethod
+    def _source_of(inventory, host):
+        def source_of(var):
+            found = inventory.var_source(host, var) if inventory is not None else None
+            return found or EXTRA_VARS_SOURCE
+        return source_of
+
+    @staticmethod
+    def _machine(variables, host):
+        if variables.get("ansible_connection") == "local":
+            return "the controller (local connection)"
+        return f"{variables.get('ansible_host', host)}:{variables.get('ansible_port', 22)}"

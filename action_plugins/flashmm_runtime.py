@@ -1,0 +1,29 @@
+"""Action plugin for ``flashmm_runtime``: adds the Redis password, picked from the host's own
+vault variables (never from a fact), to the plan's seed arguments and runs the module."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("runtime", "secret_env"))
+
+    def run(self, tmp=None, task_vars=None):
+        from flashmm_deploy import secret_files
+        from flashmm_deploy.values import native
+
+        result = super().run(tmp, task_vars)
+        try:
+            secrets = secret_files.pick_secrets(self._task.args["secret_env"],
+                                                native(task_vars.get("flashmm_secrets")),
+                                                native(task_vars.get("flashmm_env_overrides")))
+        except ValueError as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        module_args = secret_files.runtime_module_args(self._task.args["runtime"], secrets)
+        result.update(self._execute_module(module_name="flashmm_runtime",
+                                           module_args=module_args, task_vars=task_vars))
+        result.pop("invocation", None)
+        return result

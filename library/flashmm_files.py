@@ -1,0 +1,134 @@
+#!/usr/bin/python
+"""Ansible module: converge a FlashMM host's files in one call (and, where nothing must start
+first, apply its Redis runtime layer in the same call).  A thin wrapper over
+``flashmm_deploy.filesync`` and ``flashmm_deploy.seed_apply``, shipped as module_utils."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flashmm_files
+short_description: Write a FlashMM host's files atomically, with stated modes and a masked diff
+description:
+  - Writes each file only when its content, mode or owner differ, atomically (temporary file
+    in the same directory, fsync, rename) with its mode set before the first byte is written.
+  - Each change gets a diff. In O(secret_files) the values of C(mask_keys) show as
+    C('<redacted>') (C('<redacted, changed>') where they change), as does every line that is
+    not a known non-secret assignment; a file with C(mask=all) shows no content at all.
+  - With O(runtime), the Redis runtime layer is applied after the files, in the same module
+    call (see the flashmm_runtime module). Deploy does this on hosts where no compose stack
+    must start first, because one module call is most of a host's deploy time.
+  - Supports check mode, in which nothing is written anywhere and the result says what would
+    change.
+options:
+  root:
+    description: Absolute directory the file paths are relative to; created if missing.
+    type: path
+    required: true
+  files:
+    description: Files that hold no secret value.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: Path relative to O(root)., type: str, required: true}
+      content: {description: Full file content., type: str, required: true}
+      mode: {description: Octal mode string such as C("0644")., type: str, required: true}
+      mask:
+        description: C(all) hides the file's content in diffs (a file of password digests).
+        type: str
+        choices: [all]
+  secret_files:
+    description: Files holding secrets, in KEY='value' form; their content is never logged.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: Path relative to O(root)., type: str, required: true}
+      content: {description: Full file content (secret)., type: str, required: true}
+      mode: {description: Octal mode string such as C("0600")., type: str, required: true}
+      mask_keys: {description: Variables whose values are masked in the diff., type: list, elements: str, default: []}
+  owner: {description: Owner of the files (default, the connecting user)., type: str}
+  group: {description: Group of the files., type: str}
+  directory_mode: {description: Mode of O(root) and the directories created below it., type: str, default: "0755"}
+  runtime:
+    description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.
+    type: dict
+author: flashmm-deploy
+"""
+
+EXAMPLES = r"""
+- name: Write a host's files
+  flashmm_files:
+    root: /opt/flashmm
+    files:
+      - {path: docker-compose.yml, content: "{{ compose_text }}", mode: "0644"}
+    secret_files:
+      - {path: .env, content: "{{ env_text }}", mode: "0600", mask_keys: [REDIS_PASSWORD]}
+"""
+
+RETURN = r"""
+files: {description: path -> created, updated, mode or unchanged., type: dict, returned: always}
+changed_files: {description: Paths that were (or in check mode would be) changed., type: list, elements: str, returned: always}
+created_directories: {description: Directories created (or that would be)., type: list, elements: str, returned: always}
+runtime:
+  description: The runtime layer's result (see flashmm_runtime), when O(runtime) was given.
+  type: dict
+  returned: when O(runtime) is given
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_filesync import SyncError, sync  # noqa: E402
+from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS  # noqa: E402
+
+_FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
+             mode=dict(type="str", required=True), mask=dict(type="str", choices=["all"]))
+_SECRET_FILE = dict(path=dict(type="str", required=True),
+                    content=dict(type="str", required=True, no_log=True),
+                    mode=dict(type="str", required=True),
+                    mask_keys=dict(type="list", elements="str", default=[], no_log=False))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", required=True),
+            files=dict(type="list", elements="dict", default=[], options=_FILE),
+            secret_files=dict(type="list", elements="dict", default=[], options=_SECRET_FILE),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+            directory_mode=dict(type="str", default="0755"),
+            runtime=dict(type="dict", options=RUNTIME_OPTIONS),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    specs = p["files"] + [dict(f, mask="env") for f in p["secret_files"]]
+    try:
+        synced = sync(p["root"], [dict(f, mode=int(f["mode"], 8)) for f in specs],
+                      check=module.check_mode, owner=p["owner"], group=p["group"],
+                      directory_mode=int(p["directory_mode"], 8))
+    except (SyncError, OSError, KeyError, ValueError) as exc:
+        module.fail_json(msg="flashmm_files: %s" % exc)
+    result = dict(changed=synced["changed"], files=synced["files"],
+                  changed_files=synced["changed_files"], diff=synced["diff"],
+                  created_directories=synced["created_directories"])
+    if p["runtime"]:
+        from ansible.module_utils.flashmm_seed_apply import SeedError, apply_for_module
+
+        try:
+            applied, diff, warnings = apply_for_module(p["runtime"], module.check_mode)
+        except SeedError as exc:
+            module.fail_json(msg="flashmm_files: files written; runtime layer not applied: %s"
+                             % exc, kind=exc.kind, **result)
+        for warning in warnings:
+            module.warn(warning)
+        result["runtime"] = applied
+        result["changed"] = result["changed"] or applied["changed"]
+        if applied["changed"]:
+            result["diff"].append(diff)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+#!/usr/bin/python
+"""Ansible module: apply a host's Redis runtime layer (``redis/seed.lua``) in one atomic script.
+A thin wrapper over ``flashmm_deploy.seed_apply`` and its standard-library Redis client."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flashmm_runtime
+short_description: Seed the FlashMM runtime layer (flashmm:config:*) into Redis in one EVAL
+description:
+  - Runs the rendered seed script in one EVALSHA (EVAL when the server has not cached it).
+    Keys absent or unchanged since the last seed take the inventory value; a key an operator
+    changed at runtime is kept and reported as drift, one warning per key, unless O(mode) is
+    C(enforce). When a value changed, C(flashmm:meta:version) is bumped and each changed key
+    is published, as its dotted name, on C(flashmm:config:updates).
+  - The script reads and checks everything before its first write, so a failure changes
+    nothing.
+  - Needs nothing but Python's standard library on the target; TLS (C(rediss)) and ACL users
+    are supported.
+  - Supports check mode (the same read phase, no write).
+options:
+  script: {description: The rendered seed script (redis/seed.lua); holds no secret., type: str, required: true}
+  host: {description: Redis host as the target reaches it., type: str, default: 127.0.0.1}
+  port: {description: Redis port., type: int, default: 6379}
+  db: {description: Redis database number., type: int, default: 0}
+  username: {description: ACL user (needs O(password))., type: str}
+  password: {description: Redis password (never logged)., type: str}
+  tls: {description: Connect with TLS., type: bool, default: false}
+  ca_file: {description: CA bundle to verify the server (default, the system's)., type: path}
+  cert_file: {description: Client certificate for mutual TLS., type: path}
+  key_file: {description: Client key for mutual TLS., type: path}
+  tls_verify: {description: Verify the server's certificate and host name., type: bool, default: true}
+  mode:
+    description: C(keep) reports runtime overrides as drift, C(enforce) overwrites them.
+    type: str
+    choices: [keep, enforce]
+    default: keep
+  timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
+author: flashmm-deploy
+"""
+
+EXAMPLES = r"""
+- name: Seed the runtime layer over the stack's loopback port
+  flashmm_runtime:
+    script: "{{ lookup('ansible.builtin.file', 'seed.lua') }}"
+    port: 6379
+    password: "{{ redis_password }}"
+"""
+
+RETURN = r"""
+changed_keys: {description: Redis keys written or deleted (or that would be)., type: list, elements: str, returned: always}
+drift: {description: key -> runtime and inventory value of each override kept., type: dict, returned: always}
+enforced: {description: key -> runtime and inventory value of each override overwritten., type: dict, returned: always}
+version: {description: flashmm:meta:version after the run (unchanged in check mode)., type: int, returned: always}
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
+    RUNTIME_OPTIONS, SeedError, apply_for_module)
+
+
+def main():
+    module = AnsibleModule(argument_spec=RUNTIME_OPTIONS, supports_check_mode=True,
+                           required_by={"username": ("password",)})
+    try:
+        result, diff, warnings = apply_for_module(module.params, module.check_mode)
+    except SeedError as exc:
+        module.fail_json(msg="flashmm_runtime: %s" % exc, kind=exc.kind)
+    for warning in warnings:
+        module.warn(warning)
+    if result["changed"]:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-../src/flashmm_deploy/redis_seed.py

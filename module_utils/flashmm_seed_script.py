@@ -1,0 +1,1 @@
+../src/flashmm_deploy/seed_script.py

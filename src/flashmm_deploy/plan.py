@@ -1,0 +1,202 @@
+"""The controller pass: validate every host of a play once, check every role's variables, and
+render each host's public files, before any host is touched.
+
+Input per host: its FlashMM layer variables (raw, never templated: a layer holds literal
+values) and a view of its other variables (templated, for role variables such as
+``flashmm_root``).  Output: ``flashmm_plan``, a fact holding per host what to write, start and
+seed.  It holds no secret value: ``.env`` and ``influxdb/influxdb.env`` are assembled per host
+by the write task (``secret_files``), from the same layer variables validated here.
+
+Every problem of every host is collected and raised together (``ConfigInvalid``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import effective, host_validation, render, role_settings
+from .errors import ConfigInvalid, Issue, Origin
+from .inventory import LAYER_VARS
+from .schema import FlashMMConfig
+
+# Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
+INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets", "flashmm_explain"})
+ENV_FILE = ".env"
+INFLUXDB_ENV_FILE = "influxdb/influxdb.env"
+TEMPLATES = {
+    "environment.yml": ("flashmm_files", "environment.yml.j2"),
+    "docker-compose.yml": ("flashmm_stack", "docker-compose.yml.j2"),
+}
+
+
+@dataclass
+class HostInput:
+    """What the controller pass reads of one host."""
+
+    layer_vars: Mapping[str, Any]      # LAYER_VARS present for the host, raw, plus inventory_dir
+    variables: Mapping[str, Any]       # every variable of the host, templated on access
+    source_of: Callable[[str], str]    # where a variable is set (file, or extra vars)
+    machine: str                       # the machine it deploys to (two hosts may share one)
+
+
+@dataclass
+class Plan:
+    hosts: dict[str, dict[str, Any]]
+    warnings: list[str]
+
+    def fact(self) -> dict[str, Any]:
+        """The ``flashmm_plan`` fact."""
+        return {
+            "hosts": self.hosts,
+            "secret_env": dict(effective.SECRET_ENV),
+            "stack_hosts": sorted(h for h, p in self.hosts.items() if p["stack"]),
+            "runtime_hosts": sorted(h for h, p in self.hosts.items()
+                                    if p["runtime"] and not p["runtime_with_files"]),
+        }
+
+
+def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[str, Any]],
+          templates: render.Templates | None, require_secrets: bool,
+          seed_with_files: bool = True, seed: bool = True) -> Plan:
+    """Validate every host (configuration, role variables, hosts against each other) and,
+    when ``templates`` is given, render each host's plan.  Raises ConfigInvalid with every
+    problem of every host."""
+    results = host_validation.validate_host_layers(
+        {h: i.layer_vars for h, i in inputs.items()}, require_secrets=require_secrets)
+    issues: dict[str, list[Issue]] = {h: list(r.errors) for h, r in results.items()}
+    settings: dict[str, dict[str, Any]] = {}
+    for host, given in inputs.items():
+        values, problems = role_settings.resolve(role_specs, given.variables, given.source_of,
+                                                 frozenset(LAYER_VARS) | INTERNAL_VARS)
+        settings[host] = values
+        issues[host] += problems
+        if results[host].config is not None and not problems:
+            issues[host] += _cross_checks(results[host], values, given.source_of)
+    _shared_roots(inputs, settings, issues)
+    if any(issues.values()):
+        raise ConfigInvalid({h: i for h, i in issues.items() if i})
+    warnings = [f"host {h}: {w.render()}" for h, r in sorted(results.items()) for w in r.warnings]
+    if templates is None:
+        return Plan({}, warnings)
+    return Plan({h: _host_plan(h, results[h].config, settings[h], templates,
+                               seed_with_files=seed_with_files, seed=seed)
+                 for h in inputs}, warnings)
+
+
+def _cross_checks(result: host_validation.Validated, values: Mapping[str, Any],
+                  source_of: Callable[[str], str]) -> list[Issue]:
+    """Rules between the configuration and the role variables."""
+    out = []
+    databases = values["flashmm_redis_databases"]
+
+    def role_var(name: str) -> Origin:
+        return Origin(role_settings.ROLE_VARS_LAYER, source_of(name))
+
+    for name, db in (("storage.redis.db", result.config.storage.redis.db),
+                     ("flashmm_runtime_redis_db", values["flashmm_runtime_redis_db"])):
+        if db is not None and db >= databases:
+            origin = (result.resolution.origin(name) if name.startswith("storage.")
+                      else role_var(name))
+            out.append(Issue(name, f"database {db} does not exist: Redis has "
+                             f"flashmm_redis_databases={databases} (0 to {databases - 1})",
+                             origin, related=(("flashmm_redis_databases",
+                                               role_var("flashmm_redis_databases")),)))
+    return out
+
+
+def _shared_roots(inputs: Mapping[str, HostInput], settings: Mapping[str, Mapping[str, Any]],
+                  issues: dict[str, list[Issue]]) -> None:
+    """Two inventory hosts deploying to the same directory of the same machine would overwrite
+    each other's files: an error naming both."""
+    seen: dict[tuple[str, str], str] = {}
+    for host in sorted(inputs):
+        root = settings[host].get("flashmm_root")
+        if not isinstance(root, str):
+            continue
+        key = (inputs[host].machine, root.rstrip("/"))
+        if key in seen:
+            issues[host].append(Issue("flashmm_root", f"{root} on {key[0]} is also the root of "
+                                      f"host {seen[key]}: two hosts may not share a root",
+                                      Origin(role_settings.ROLE_VARS_LAYER,
+                                             inputs[host].source_of("flashmm_root"))))
+        else:
+            seen[key] = host
+
+
+def _strip(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+
+
+def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
+               templates: render.Templates, *, seed_with_files: bool, seed: bool) -> dict:
+    public = effective.environment_file_layer(config)
+    env_name = config.app.environment
+    redis = config.storage.redis
+    protected = redis.password_required
+    password = redis_password(config)
+    stack = _strip(values, "flashmm_stack_")
+    if stack["api_port"] is None:
+        stack["api_port"] = config.api.port
+    config_mode, secret_mode = values["flashmm_files_config_mode"], values["flashmm_files_secret_mode"]
+
+    env_file = templates.render("environment.yml", host=host, config=public)
+    acl = render.acl_file([password] if protected and password else [])
+    compose = templates.render("docker-compose.yml", host=host, config=public, stack=stack,
+                               databases=values["flashmm_redis_databases"],
+                               health_user=render.HEALTH_USER,
+                               fingerprints={"config": render.sha256(env_file),
+                                             "acl": render.sha256(acl)})
+    seed_lua = render.seed_lua(public)
+    files = [
+        {"path": f"config/environments/{env_name}.yml", "content": env_file, "mode": config_mode},
+        {"path": "docker-compose.yml", "content": compose, "mode": config_mode},
+        {"path": "redis/seed.lua", "content": seed_lua, "mode": config_mode},
+        {"path": render.ACL_PATH, "content": acl, "mode": secret_mode, "mask": "all"},
+    ]
+    influx = None
+    if stack["influxdb_enabled"] and config.storage.influxdb.auth_required:
+        i = config.storage.influxdb
+        influx = {"path": INFLUXDB_ENV_FILE, "mode": secret_mode, "public": {
+            "DOCKER_INFLUXDB_INIT_MODE": "setup",
+            "DOCKER_INFLUXDB_INIT_USERNAME": stack["influxdb_admin_user"],
+            "DOCKER_INFLUXDB_INIT_ORG": i.org, "DOCKER_INFLUXDB_INIT_BUCKET": i.bucket}}
+    compose_up = values["flashmm_compose_up"]
+    runtime = _strip(values, "flashmm_runtime_")
+    if runtime["redis_port"] is None:
+        runtime["redis_port"] = stack["redis_port"] if compose_up else redis.port
+    if runtime["redis_db"] is None:
+        runtime["redis_db"] = redis.db
+    return {
+        "environment": env_name,
+        "root": values["flashmm_root"],
+        "owner": values["flashmm_files_owner"] or None,
+        "group": values["flashmm_files_group"] or None,
+        "directory_mode": values["flashmm_files_directory_mode"],
+        "lock_timeout": values["flashmm_lock_timeout"],
+        "files": files,
+        "env": {"path": ENV_FILE, "mode": secret_mode, "public": effective.public_env(config),
+                "redis_password_in_url": protected},
+        "influxdb_env": influx,
+        "stack": {"project_name": stack["project_name"],
+                  "wait_timeout": stack["wait_timeout"]} if compose_up else None,
+        "runtime": {
+            "script": seed_lua,
+            "host": runtime["redis_host"], "port": runtime["redis_port"],
+            "db": runtime["redis_db"], "username": runtime["redis_username"] or None,
+            "tls": runtime["redis_tls"], "ca_file": runtime["redis_ca_file"] or None,
+            "cert_file": runtime["redis_cert_file"] or None,
+            "key_file": runtime["redis_key_file"] or None,
+            "tls_verify": runtime["redis_tls_verify"],
+            "mode": runtime["mode"], "timeout": runtime["timeout"],
+            # the write/seed task picks this secret from the host's own variables
+            "password_env": "REDIS_PASSWORD" if protected else None,
+        } if seed else None,
+        "runtime_with_files": seed and seed_with_files and not compose_up,
+    }
+
+
+def redis_password(config: FlashMMConfig) -> str | None:
+    secret = config.secrets.redis_password
+    return secret.get_secret_value() if secret is not None else None

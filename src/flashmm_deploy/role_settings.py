@@ -1,0 +1,163 @@
+"""The roles' variables of every host, checked once on the controller.
+
+Each role declares its variables in ``roles/<role>/meta/argument_specs.yml`` (entry point
+``main``), with their defaults.  The controller pass resolves, for every host of the play, each
+variable from the host's variables (inventory, ``-e``) or the spec's default, checks it with
+Ansible's own ``ArgumentSpecValidator`` (types, choices) and with the rules below (what a type
+cannot say: modes, paths, names), and reports every problem of every host in one pass, before
+any host is touched.  Play ``vars:`` and role parameters are not seen here: FlashMM's
+variables belong in the inventory or on the command line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Issue, Origin
+from .layers import plain
+
+ROLE_VARS_LAYER = "role variables"
+
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*|[0-9]+")
+
+
+def load_specs(role_dirs: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """role -> the options of its ``main`` entry point."""
+    out = {}
+    for role, path in role_dirs.items():
+        data = yaml.load((Path(path) / "meta" / "argument_specs.yml").read_text("utf-8"),
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        out[role] = data["argument_specs"]["main"].get("options") or {}
+    return out
+
+
+def _mode(value: Any) -> int | None:
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
+        return int(value, 8)
+    return None
+
+
+def _check_mode(forbidden: int, required: int, what: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        mode = _mode(value)
+        if mode is None:
+            return f"must be an octal mode string such as \"0644\" (got {value!r})"
+        if mode & forbidden or mode & required != required:
+            return f"{what} (got {value!r})"
+        return None
+    return check
+
+
+def _root(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        return f"must be an absolute path (got {value!r})"
+    if ".." in value.split("/") or os.path.normpath(value) != value.rstrip("/") or value == "/":
+        return f"must be a normalised absolute path without '..', not / (got {value!r})"
+    return None
+
+
+def _pattern(regex: re.Pattern[str], what: str, *, empty_ok: bool = False):
+    def check(value: Any) -> str | None:
+        if value in (None, "") and empty_ok:
+            return None
+        if not isinstance(value, str) or not regex.fullmatch(value):
+            return f"must be {what} (got {value!r})"
+        return None
+    return check
+
+
+def _port(value: Any) -> str | None:
+    if value is None:
+        return None
+    return None if 1 <= value <= 65535 else f"must be a port, 1-65535 (got {value!r})"
+
+
+def _positive(value: Any) -> str | None:
+    return None if value is None or value > 0 else f"must be positive (got {value!r})"
+
+
+# What a type cannot say.  Each rule returns a message (what is expected) or None.
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "flashmm_root": _root,
+    "flashmm_redis_databases": lambda v: None if 1 <= v <= 100000 else
+    f"must be 1-100000 (got {v!r})",
+    "flashmm_lock_timeout": lambda v: None if 0 <= v <= 3600 else f"must be 0-3600 s (got {v!r})",
+    "flashmm_files_owner": _pattern(_ACCOUNT, "a user name or uid", empty_ok=True),
+    "flashmm_files_group": _pattern(_ACCOUNT, "a group name or gid", empty_ok=True),
+    "flashmm_files_directory_mode": _check_mode(
+        0o022, 0o700, "must give the owner rwx and nobody else write access, e.g. \"0755\""),
+    "flashmm_files_config_mode": _check_mode(
+        0o133, 0o600, "must let the owner read and write, nobody else write, and nobody "
+                      "execute, e.g. \"0644\""),
+    "flashmm_files_secret_mode": _check_mode(
+        0o177, 0o600, "holds secrets: must be \"0600\" (owner read and write, no group or "
+                      "other bits)"),
+    "flashmm_stack_project_name": _pattern(
+        _PROJECT, "a compose project name: lowercase letters, digits, '-' and '_', starting "
+                  "with a letter or digit"),
+    "flashmm_stack_app_image": _pattern(_IMAGE, "an image reference"),
+    "flashmm_stack_redis_image": _pattern(_IMAGE, "an image reference"),
+    "flashmm_stack_influxdb_image": _pattern(_IMAGE, "an image reference"),
+    "flashmm_stack_grafana_image": _pattern(_IMAGE, "an image reference"),
+    "flashmm_stack_api_bind": _pattern(re.compile(r"[0-9.]+|\[[0-9a-fA-F:]+\]"),
+                                       "an IP address, or empty to not publish the API",
+                                       empty_ok=True),
+    "flashmm_stack_api_port": _port,
+    "flashmm_stack_redis_port": _port,
+    "flashmm_stack_grafana_port": _port,
+    "flashmm_stack_wait_timeout": _positive,
+    "flashmm_runtime_redis_port": _port,
+    "flashmm_runtime_redis_db": lambda v: None if v is None or v >= 0 else
+    f"must be a database number, 0 or more (got {v!r})",
+    "flashmm_runtime_timeout": _positive,
+}
+
+
+_NAMED = re.compile(r"argument '(\w+)'|value of (\w+)")
+
+
+def resolve(specs: Mapping[str, Mapping[str, Any]], host_vars: Mapping[str, Any],
+            source_of: Callable[[str], str],
+            other_known: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[Issue]]:
+    """Every role variable of one host -> its checked value; problems as issues naming the
+    variable, where it was set (``source_of(var)``) and what is expected.  A ``flashmm_*``
+    variable nobody declares (a typo such as ``flashmm_host_confg``) is an error too: left
+    alone it would silently leave a layer or a setting at its default."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    values: dict[str, Any] = {}
+    issues: list[Issue] = []
+    bad: set[str] = set()
+    for options in specs.values():
+        given = {name: plain(host_vars[name]) for name in options if name in host_vars}
+        result = ArgumentSpecValidator(dict(options)).validate(given)
+        for error in result.error_messages:
+            match = _NAMED.search(error)
+            name = next((g for g in match.groups() if g), "") if match else ""
+            bad.add(name)
+            issues.append(Issue(name or "(role variables)", error,
+                                Origin(ROLE_VARS_LAYER, source_of(name) if name else "")))
+        for name in options:
+            values[name] = result.validated_parameters.get(name)
+    for name, rule in RULES.items():
+        if name in values and name not in bad:
+            problem = rule(values[name])
+            if problem:
+                issues.append(Issue(name, problem, Origin(ROLE_VARS_LAYER, source_of(name))))
+    known = set(values) | other_known
+    for name in sorted(host_vars):
+        if isinstance(name, str) and name.startswith("flashmm_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            issues.append(Issue(name, "unknown FlashMM variable: no role or layer uses it" + hint,
+                                Origin(ROLE_VARS_LAYER, source_of(name))))
+    return values, issues
