@@ -70,4 +70,15 @@ def configuration_md() -> str:
     return "\n".join(out)
 
 
-GENERATED = {".env.example": env_example, "docs/configuration.md": configuration_md}
+def standin_fields() -> str:
+    """The schema as the stand-in app reads it (it runs without pydantic): dotted key -> env
+    var, kind, whether optional, secret or runtime-overridable, and the default."""
+    fields = {path: {"env": spec.env, "kind": spec.kind, "optional": spec.optional,
+                     "secret": spec.secret, "runtime": spec.runtime,
+                     "default": spec.default}
+              for path, spec in FIELDS.items()}
+    return json.dumps({"generated_by": HEADER, "fields": fields}, indent=1, sort_keys=True) + "\n"
+
+
+GENERATED = {".env.example": env_example, "docs/configuration.md": configuration_md,
+             "src/flashmm_deploy/standin/fields.json": standin_fields}

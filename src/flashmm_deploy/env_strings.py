@@ -1,5 +1,7 @@
 """Strict parsing of environment-variable strings into schema types, and the reverse.
 
+Standard library only (the stand-in app imports it in its container, without pydantic).
+
 Accepted spellings (documented in docs/configuration.md):
 - bool: ``true``/``false``/``1``/``0``, case-insensitive.  ``yes``/``on`` are rejected.
 - int: optional sign and digits only (``8000``).  ``8000.0`` and ``1e3`` are rejected.
@@ -14,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .schema import FieldSpec
+if TYPE_CHECKING:     # any object with kind, optional and default will do: the stand-in app
+    from .schema import FieldSpec   # passes its own, and must not import pydantic
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
