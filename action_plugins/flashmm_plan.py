@@ -15,7 +15,6 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.vars.hostvars import HostVarsVars
 
-ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
 EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
 
 
@@ -73,7 +72,7 @@ class ActionModule(ActionBase):
         role = self._task._role
         roles_dir = (Path(role._role_path).parent if role is not None
                      else Path(self._loader.get_basedir()) / "roles")
-        specs = role_settings.load_specs({r: roles_dir / r for r in ROLES})
+        specs = role_settings.load_specs({r: roles_dir / r for r in plan.ROLES})
         hostvars = task_vars["hostvars"]
         inputs = {}
         for host in task_vars["ansible_play_hosts"]:

@@ -9,13 +9,18 @@ from ansible.plugins.action import ActionBase
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("runtime", "secret_env"))
 
     def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        if "runtime" not in self._task.args:     # the module used directly, with its own options
+            result.update(self._execute_module(module_name="flashmm_runtime", task_vars=task_vars))
+            return result
+        return self._run_planned(result, task_vars)
+
+    def _run_planned(self, result, task_vars):
         from flashmm_deploy import secret_files
         from flashmm_deploy.values import native
 
-        result = super().run(tmp, task_vars)
         try:
             secrets = secret_files.pick_secrets(self._task.args["secret_env"],
                                                 native(task_vars.get("flashmm_secrets")),

@@ -102,11 +102,10 @@ def main() -> None:
             sandbox = work / f"sandbox{size}"
             inv = make_local_inventory(ROOT / "inventories" / "local", work / f"inv{size}",
                                        hosts=size, redis_port=port, sandbox=sandbox)
-            inv_args = ["-i", str(inv)]
             runs: dict[str, list[float]] = {}
 
-            def measure(name: str, *cmd: str) -> None:
-                runs.setdefault(name, []).append(timed([*playbook, *cmd, *inv_args], env))
+            def measure(name: str, *cmd: str, runs=runs, inv=inv) -> None:
+                runs.setdefault(name, []).append(timed([*playbook, *cmd, "-i", str(inv)], env))
 
             for _ in range(args.repeat):
                 shutil.rmtree(sandbox, ignore_errors=True)

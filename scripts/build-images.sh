@@ -46,9 +46,11 @@ app_files() {
   local f
   if [ -f "$APP_SRC/__init__.py" ]; then printf '%s\t%s\n' "$APP_DEST/__init__.py" "$APP_SRC/__init__.py"
   else printf '%s\t\n' "$APP_DEST/__init__.py"; fi       # an empty one, only inside the image
-  if [ -f "$APP_SRC/redis_client.py" ]; then
-    printf '%s\t%s\n' "$APP_DEST/redis_client.py" "$APP_SRC/redis_client.py"
-  else say "WARNING: $APP_SRC/redis_client.py does not exist yet: the standin image is built without it"; fi
+  # The only package modules the app imports: standard library only (the rest needs pydantic).
+  for f in redis_client.py redis_url.py env_strings.py; do
+    if [ -f "$APP_SRC/$f" ]; then printf '%s\t%s\n' "$APP_DEST/$f" "$APP_SRC/$f"
+    else say "WARNING: $APP_SRC/$f does not exist yet: the standin image is built without it"; fi
+  done
   if [ -d "$APP_SRC/standin" ]; then
     while IFS= read -r f; do
       printf '%s\t%s\n' "$APP_DEST/standin/${f#"$APP_SRC/standin/"}" "$f"

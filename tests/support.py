@@ -1,4 +1,5 @@
-"""Test support (imported as `support`, fixtures re-exported by conftest.py): a real redis-server on a loopback port, and helpers that run
+"""Test support (imported as `support`, fixtures re-exported by conftest.py): a real
+redis-server on a loopback port, and helpers that run
 ``ansible-playbook`` and ``flashmm-config`` the way an operator does."""
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 INVENTORIES = ROOT / "inventories"
+# Test inventories: "sandbox" is three hosts without a stack, one shared redis-server
+# (a database each), roots under $FLASHMM_SANDBOX.
+FIXTURES = ROOT / "tests" / "fixtures" / "inventories"
+SANDBOX = FIXTURES / "sandbox"
 
 
 def _free_port() -> int:
@@ -145,9 +150,13 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
 
 
 def copy_inventory(name: str, dest: Path) -> Path:
-    """A private copy of inventories/<name> that a test may edit."""
+    """A private copy of tests/fixtures/inventories/<name> (or else inventories/<name>) that a
+    test may edit."""
     target = dest / name
-    shutil.copytree(INVENTORIES / name, target)
+    source = FIXTURES / name if (FIXTURES / name).is_dir() else INVENTORIES / name
+    # local/ and development/ vaults are generated per machine (git-ignored): never copied
+    generated = shutil.ignore_patterns("vault.yml") if name in ("local", "development") else None
+    shutil.copytree(source, target, ignore=generated)
     return target
 
 
@@ -191,3 +200,20 @@ HZ = FIELDS["trading.quote_frequency_hz"].redis_key
 CONF = FIELDS["ml.confidence_threshold"].redis_key
 ALERT = FIELDS["monitoring.alert_enabled"].redis_key
 SEED_DESIRED = {POS: "2000.0", HZ: "5.0", CONF: "0.7", ALERT: "true"}
+
+
+def build_plan(host_vars: dict[str, dict], *, require_secrets: bool = True, **kw):
+    """The controller pass (flashmm_deploy.plan.build) run in-process, as the flashmm_plan
+    action runs it, over plain per-host variable mappings and this project's roles."""
+    from flashmm_deploy import host_validation, plan, render, role_settings
+
+    roles = ROOT / "roles"
+    specs = role_settings.load_specs({r: roles / r for r in plan.ROLES})
+    templates = render.Templates({name: (roles / role / "templates" / src).read_text()
+                                  for name, (role, src) in plan.TEMPLATES.items()})
+    inputs = {host: plan.HostInput(layer_vars=host_validation.layer_vars(variables),
+                                   variables=variables, source_of=lambda var: "test variables",
+                                   machine=host)
+              for host, variables in host_vars.items()}
+    return plan.build(inputs, role_specs=specs, templates=templates,
+                      require_secrets=require_secrets, **kw)

@@ -44,7 +44,7 @@ def env_example() -> str:
 def configuration_md() -> str:
     out = [
         "# FlashMM configuration reference", "", f"<!-- {HEADER} -->", "",
-        "Layers, lowest priority first: " + " → ".join(f"`{l}`" for l in LAYER_ORDER) + ".",
+        "Layers, lowest priority first: " + " → ".join(f"`{layer}`" for layer in LAYER_ORDER) + ".",
         "`flashmm-config explain <inventory> <key>` shows which layer and file won.", "",
         "Environment-variable strings are parsed strictly: bool `true`/`false`/`1`/`0` "
         "(any case); int digits only; float decimal or exponent (`2.5`, `1e3`; no `nan`/`inf`); "

@@ -4,31 +4,28 @@ Dialect: a fixed header comment, then one ``KEY='value'`` line per variable, key
 trailing newline; nothing else.  Identical input gives byte-identical output.
 
 Two readers must get exactly the value we meant: python-dotenv (``dotenv_values``, current
-PyPI release, what pydantic-settings uses) and docker-compose 1.29's ``env_file`` (which calls
-Debian's python-dotenv 0.21 with ``interpolate=True`` on a file opened in text mode, then uses
-the result as is: compose interpolates its YAML, never ``env_file`` values).  Findings, checked
-by ``tests/unit/test_envfile.py`` and ``tests/integration/test_envfile_compose.py``:
+PyPI release, what pydantic-settings uses) and Docker Compose v2's ``env_file`` (compose-go,
+the ``docker compose`` plugin).  Findings, checked by ``tests/unit/test_envfile.py`` and
+``tests/integration/test_envfile_compose.py`` (``docker compose config --format json``):
 
-- Single quotes are needed: in double quotes both unescape ``\n``, ``\"`` etc., and docker
-  compose v2 (compose-go) expands ``$VAR``; unquoted values lose `` #...`` and edge spaces.
+- Single quotes are needed: in double quotes both unescape ``\n``, ``\"`` etc., and compose
+  expands ``$VAR``; unquoted values lose `` #...`` and edge spaces.
 - Inside single quotes ``$``, ``#``, ``"``, ``%``, spaces, ``=``, ``!``, backtick, ``&;|<>``,
   tabs and any printable unicode (accents, CJK, emoji, U+2028) read back literally in both.
   A lone ``$`` followed by a name (``$HOME``), ``$$`` and a trailing ``$`` are literal too:
-  python-dotenv only expands ``${NAME}`` / ``${NAME:-default}``, and compose 1.29 adds no
-  interpolation of its own.  (``docker-compose config`` *prints* every ``$`` as ``$$`` because
-  its output is a compose file; the container gets the single ``$``.)
+  python-dotenv only expands ``${NAME}`` / ``${NAME:-default}``, compose nothing inside single
+  quotes.  (``docker compose config`` *prints* every ``$`` as ``$$`` because its output is a
+  compose file; the container gets the single ``$``.)
 - Refused, because a reader would read something else (see ``REFUSED``):
-  ``'`` ends the value early: both readers drop the whole line.
-  ``\`` : both turn ``\\`` into ``\`` and ``\'`` into ``'``; a trailing ``\`` makes current
-  python-dotenv drop the line while 0.21 keeps it; compose-go keeps both escapes literally.
-  ``${`` : both python-dotenv versions expand ``${X}`` even inside single quotes (a ``${``
-  without ``}`` happens to survive, but compose-go would interpolate it: refused outright).
-  CR: compose reads the file in universal-newline mode, so it becomes LF (so does
-  ``dotenv_values(path)``).  NUL cannot be in a process environment.  LF survives both
-  readers here but is refused: it breaks every line-based tool (``parse``, ``mask``, diffs).
-  Other control characters (C0 except tab, DEL, C1): NEL (U+0085) comes out of
-  ``docker-compose config`` as a space, and escape sequences would reach the operator's
-  terminal through ``--diff``; no real secret holds one.
+  ``'`` ends the value early: python-dotenv drops the line, compose rejects the whole file.
+  ``\`` : both turn ``\'`` into ``'``; python-dotenv turns ``\\`` into ``\`` where compose
+  keeps both; a trailing ``\`` makes python-dotenv drop the line and compose reject the file.
+  ``${`` : python-dotenv expands ``${X}`` even inside single quotes; compose does not.
+  CR: python-dotenv reads the file in universal-newline mode (CR becomes LF), compose keeps
+  it.  NUL cannot be in a process environment.  LF survives both readers but is refused: it
+  breaks every line-based tool (``parse``, ``mask``, diffs).
+  Other control characters (C0 except tab, DEL, C1): escape sequences would reach the
+  operator's terminal through ``--diff``; no real secret holds one.
   A lone surrogate cannot be written as UTF-8 at all.
 """
 
@@ -53,7 +50,7 @@ REFUSED: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\$\{"), "a dollar sign followed by an opening brace "
                           "(python-dotenv would expand it as a variable)"),
     (re.compile("\n"), "a newline"),
-    (re.compile("\r"), "a carriage return (docker compose reads it as a newline)"),
+    (re.compile("\r"), "a carriage return (python-dotenv reads it as a newline)"),
     (re.compile("\x00"), "a NUL byte"),
     (re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f]"), "a control character"),
     (re.compile("[\ud800-\udfff]"), "a lone surrogate (not encodable as UTF-8)"),

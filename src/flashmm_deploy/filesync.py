@@ -117,7 +117,8 @@ def _ensure_dir(path: str, mode: int, check: bool, created: list[str]) -> None:
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
          directory_mode: int = 0o755) -> dict:
     """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
-    with ``mask_keys``, or "all") under ``root``.  Returns ``changed``, ``files`` (path -> created|updated|mode|unchanged),
+    with ``mask_keys``, or "all") under ``root``.  Returns ``changed``, ``files`` (path ->
+    created|updated|mode|unchanged),
     ``changed_files`` and ``diff`` (a list of before/after dicts, secret values masked)."""
     root = os.path.abspath(root)
     uid, gid = _resolve_owner(owner, group)
@@ -153,7 +154,8 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
                 write_atomic(path, data, mode, uid, gid)
         old_text = before.decode("utf-8", "replace") if before is not None else ""
         new_text = spec["content"]
-        mask = spec.get("mask")
+        # mask_keys alone means a secret KEY=value file too: never show a secret by omission
+        mask = spec.get("mask") or ("env" if "mask_keys" in spec else None)
         if mask == "env":     # a secret file: show only values of known non-secret keys
             keys = spec.get("mask_keys") or []
             reveal = set(_values(new_text)) - set(keys)

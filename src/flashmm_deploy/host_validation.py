@@ -79,7 +79,8 @@ def raise_for_errors(results: Mapping[str, Validated]) -> None:
 
 # ---- from the variables Ansible resolved (the plugins) ---------------------------------------
 
-def host_layers_from_vars(host: str, host_vars: Mapping[str, Any]) -> tuple[list[LayerInput], list[Issue], bool]:
+def host_layers_from_vars(host: str, host_vars: Mapping[str, Any]
+                          ) -> tuple[list[LayerInput], list[Issue], bool]:
     """Layers of ``host`` from its variables as Ansible resolved them (vault files decrypted,
     ``-e`` applied), attributed to the files our inventory reader finds them in.  The layer
     variables are taken raw, never templated: a layer holds literal values."""

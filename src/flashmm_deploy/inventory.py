@@ -129,6 +129,7 @@ class Inventory:
                 raise InventoryError(f"{display_path(self.path)}: no hosts.yml inventory found")
             self.hosts_file = found[0]
         self._vault = _vault_secret(vault_password_file)
+        self._var_files_cache: dict[tuple[str, str], tuple[VarFile, ...]] = {}
         self.name = self.path.name
         self.groups: dict[str, dict] = {}           # group -> {"parents": set, "vars": dict}
         self.host_vars_inline: dict[str, dict] = {}
@@ -201,8 +202,14 @@ class Inventory:
                 todo.extend(self.groups.get(g, {}).get("parents", ()))
         return sorted(seen, key=lambda g: (self._depth(g), g))
 
-    @lru_cache(maxsize=None)
     def _var_files(self, kind: str, name: str) -> tuple[VarFile, ...]:
+        """The var files of a group or host, read once per Inventory."""
+        key = (kind, name)
+        if key not in self._var_files_cache:
+            self._var_files_cache[key] = self._read_var_files(kind, name)
+        return self._var_files_cache[key]
+
+    def _read_var_files(self, kind: str, name: str) -> tuple[VarFile, ...]:
         base = self.path / kind
         files = []
         for ext in ("", ".yml", ".yaml"):

@@ -187,7 +187,7 @@ def resolve(layers: list[LayerInput]) -> Resolution:
             put(path, spec.default, defaults)
 
     sources = {}
-    for layer in sorted(layers, key=lambda l: LAYER_ORDER.index(l.name)):
+    for layer in sorted(layers, key=lambda lay: LAYER_ORDER.index(lay.name)):
         sources[layer.name] = layer.source
         if layer.name in ("env", "runtime") and not isinstance(layer.data, Mapping):
             issues.append(Issue("(top level)", "expected a mapping", layer.origin))

@@ -22,6 +22,8 @@ from .inventory import LAYER_VARS
 from .schema import FlashMMConfig
 
 # Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
+# The roles whose variables the controller pass checks (their meta/argument_specs.yml).
+ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets", "flashmm_explain"})
 ENV_FILE = ".env"
 INFLUXDB_ENV_FILE = "influxdb/influxdb.env"

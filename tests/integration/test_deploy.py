@@ -1,14 +1,17 @@
-"""deploy.yml end to end: real ansible-playbook runs against local target directories and a real
-redis-server, asserting on files, modes, Redis keys, PUBLISH messages and the play recap."""
+"""deploy.yml end to end without a stack: real ansible-playbook runs against local target
+directories and a real redis-server, asserting on files, modes, Redis keys, PUBLISH messages
+and the play recap.  (With the stack: tests/integration/test_stack.py.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -33,11 +36,11 @@ class Site:
     def __init__(self, tmp: Path, server):
         self.server = server
         self.dbs = allocate_dbs(server, len(HOSTS))
+        self.sandbox = tmp / "sandbox"
         self.inventory = make_local_inventory(INVENTORIES / "local", tmp / "inventory",
                                               hosts=len(HOSTS), redis_port=server.port,
-                                              first_db=self.dbs[0])
-        self.sandbox = tmp / "sandbox"
-        self.env = tool_env(FLASHMM_SANDBOX=str(self.sandbox))
+                                              first_db=self.dbs[0], sandbox=self.sandbox)
+        self.env = tool_env()
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess:
         return ansible_playbook("deploy.yml", self.inventory, *args, env=self.env)
@@ -62,7 +65,8 @@ class Site:
 
     def expected_env(self, host: str) -> dict[str, str]:
         inv = Inventory(self.inventory)
-        return effective.env_vars(host_validation.validate_host(inv, host, require_secrets=True).config)
+        config = host_validation.validate_host(inv, host, require_secrets=True).config
+        return {**effective.public_env(config), **effective.secret_env(config)}
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -86,7 +90,8 @@ def test_deploy_writes_every_file_with_its_mode(deployed):
         root = deployed.root(host)
         modes = {rel: mode for rel, (mode, _) in snapshot_files(root).items()}
         assert modes == {"config/environments/local.yml": 0o644, ".env": 0o600,
-                         "docker-compose.yml": 0o644, "redis/seed.lua": 0o644}
+                         "docker-compose.yml": 0o644, "redis/seed.lua": 0o644,
+                         "redis/users.acl": 0o600}
 
 
 def test_config_file_is_the_validated_layer_without_secrets(deployed):
@@ -104,43 +109,61 @@ def test_env_file_reads_back_identically_with_python_dotenv(deployed):
         assert read["SECRET_KEY"] and read["REDIS_URL"].endswith(f"/{read['REDIS_DB']}")
 
 
-def test_compose_file_is_valid_for_docker_compose(deployed):
-    root = deployed.root("sandbox-01")
-    proc = subprocess.run(["docker-compose", "-f", str(root / "docker-compose.yml"), "config"],
-                          cwd=root, capture_output=True, text=True)
+def compose_config(root: Path) -> dict:
+    """``docker compose config`` (Compose v2, the reference) of a rendered stack: parsing only,
+    no engine needed.  It runs with a hostile shell environment: nothing may leak in."""
+    env = dict(tool_env(), REDIS_PASSWORD="from-the-shell", SECRET_KEY="from-the-shell")
+    proc = subprocess.run(["docker", "compose", "-f", str(root / "docker-compose.yml"),
+                           "config", "--format", "json"], cwd=root, capture_output=True,
+                          text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    config = yaml.safe_load(proc.stdout)
-    assert set(config["services"]) == {"flashmm", "redis", "influxdb"}      # grafana disabled
+    return json.loads(proc.stdout)
+
+
+def test_compose_file_is_valid_for_compose_v2(deployed):
+    root = deployed.root("sandbox-01")
+    config = compose_config(root)
+    assert config["name"] == "flashmm-test-sandbox-01"
+    assert set(config["services"]) == {"flashmm", "redis"}     # influxdb off, grafana disabled
     flashmm = config["services"]["flashmm"]
     assert flashmm["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert flashmm["environment"]["SECRET_KEY"] == deployed.expected_env("sandbox-01")["SECRET_KEY"]
+    env = deployed.expected_env("sandbox-01")
+    assert flashmm["environment"]["SECRET_KEY"].replace("$$", "$") == env["SECRET_KEY"]
+    assert "environment" not in config["services"]["redis"]    # Redis reads no env at all
 
 
 def test_redis_holds_runtime_keys_seeded_record_and_version(deployed):
-    for host, db in zip(HOSTS, deployed.dbs):
+    for db in deployed.dbs:
         client = deployed.server.client(db)
-        keys = set(client.scan_iter("flashmm:config:*"))
-        assert keys == RUNTIME_KEYS | {"flashmm:config:seeded", "flashmm:config:version"}
+        assert set(client.scan_iter("flashmm:config:*")) == RUNTIME_KEYS      # values only
+        assert set(client.scan_iter("flashmm:meta:*")) == {"flashmm:meta:seeded",
+                                                            "flashmm:meta:version"}
         assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 100.0
         assert json.loads(client.get("flashmm:config:monitoring:alert_enabled")) is True
-        assert client.get("flashmm:config:version") == "1"
+        assert client.get("flashmm:meta:version") == "1"
 
 
-def test_deploy_publishes_one_change_message_per_host(site):
+def test_deploy_publishes_each_changed_key_as_the_seeds_listener_expects(site):
+    """One message per changed key on flashmm:config:updates, its dotted name as the data
+    (what the seed's listener passes to reload_key); one JSON summary per host on
+    flashmm:meta:updates."""
     pubsub = site.server.client().pubsub()
-    pubsub.subscribe("flashmm:config:updates")
-    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    pubsub.subscribe("flashmm:config:updates", "flashmm:meta:updates")
+    for _ in range(2):
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     ok(site.deploy())
     messages, deadline = [], time.monotonic() + 10
-    while len(messages) < len(HOSTS) and time.monotonic() < deadline:
+    while len(messages) < 5 * len(HOSTS) and time.monotonic() < deadline:
         msg = pubsub.get_message(timeout=0.5)
         if msg and msg["type"] == "message":
-            messages.append(json.loads(msg["data"]))
+            messages.append((msg["channel"], msg["data"]))
     pubsub.close()
-    assert len(messages) == len(HOSTS)
-    for message in messages:
-        assert message["version"] == 1
-        assert set(message["changed"]) == RUNTIME_KEYS
+    dotted = sorted(k.removeprefix("flashmm:config:").replace(":", ".") for k in RUNTIME_KEYS)
+    keys = [d for c, d in messages if c == "flashmm:config:updates"]
+    assert sorted(keys) == sorted(dotted * len(HOSTS))
+    summaries = [json.loads(d) for c, d in messages if c == "flashmm:meta:updates"]
+    assert len(summaries) == len(HOSTS)
+    assert all(s["version"] == 1 and set(s["changed"]) == RUNTIME_KEYS for s in summaries)
 
 
 def test_second_deploy_reports_no_change(deployed):
@@ -185,7 +208,8 @@ def test_operator_override_is_kept_and_reported_unless_enforced(deployed):
 INVALID = {
     "range": (lambda c: c["trading"].update(max_position_usdc=100001), "trading.max_position_usdc"),
     "type": (lambda c: c["trading"].update(max_quote_levels="three"), "trading.max_quote_levels"),
-    "unknown key": (lambda c: c["trading"].update(max_postion_usdc=5.0), "did you mean trading.max_position_usdc"),
+    "unknown key": (lambda c: c["trading"].update(max_postion_usdc=5.0),
+                    "did you mean trading.max_position_usdc"),
     "cross-field": (lambda c: c["sei"].update(chain_id="pacific-1"), "sei.chain_id"),
 }
 
@@ -201,7 +225,7 @@ def test_invalid_inventory_fails_and_touches_no_host(deployed, rule):
     assert path in proc.stdout
     assert "group_vars/all/flashmm.yml" in proc.stdout
     assert deployed.snapshot() == before
-    assert set(recap(proc.stdout)) <= set(HOSTS) and "Write the rendered" not in proc.stdout
+    assert set(recap(proc.stdout)) <= set(HOSTS) and "Write the FlashMM files" not in proc.stdout
 
 
 def test_secret_canary_never_leaves_the_env_file(site):
@@ -221,11 +245,16 @@ def test_secret_canary_never_leaves_the_env_file(site):
         assert not any(canary in str(v) for v in snapshot_redis(site.server, [db])[db].values())
 
 
-def test_compose_up_without_docker_engine_fails_clearly(deployed):
-    proc = deployed.deploy("-e", "flashmm_compose_up=true", "--limit", "sandbox-01")
-    assert proc.returncode != 0
-    assert "no running Docker engine" in proc.stdout
-    assert "flashmm_compose_up: false" in proc.stdout
+def test_each_host_is_validated_exactly_once_per_run(site, tmp_path):
+    """One controller pass: nothing validates a host again (the write, the seed, the env)."""
+    trace = tmp_path / "validations.txt"
+    site.env = tool_env(FLASHMM_TRACE_VALIDATIONS=str(trace))
+    ok(site.deploy())
+    hosts = [line.split()[1] for line in trace.read_text().splitlines()]
+    assert sorted(hosts) == sorted(HOSTS)
+    trace.unlink()
+    ok(site.deploy("--check", "--diff"))
+    assert sorted(line.split()[1] for line in trace.read_text().splitlines()) == sorted(HOSTS)
 
 
 def stand_in_secrets(inv: Path) -> dict[str, str]:
@@ -251,20 +280,24 @@ def test_every_environment_renders_a_valid_compose_file(tmp_path, environment):
     root = tmp_path / "root"
     ok(ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
                         "-e", f"flashmm_root={root}", "-e", "flashmm_compose_up=false",
-                        "-e", "ansible_python_interpreter={{ ansible_playbook_python }}",
-                        "--skip-tags", "flashmm_redis_seed"))
-    compose = subprocess.run(["docker-compose", "-f", str(root / "docker-compose.yml"), "config"],
-                             cwd=root, capture_output=True, text=True)
-    assert compose.returncode == 0, compose.stderr
-    services = yaml.safe_load(compose.stdout)["services"]
+                        "-e", "ansible_python_interpreter=/usr/bin/python3",
+                        "--skip-tags", "flashmm_runtime"))
+    services = compose_config(root)["services"]
     assert ("grafana" in services) is (environment != "development")
-    if environment == "production":
-        # compose resolves ${REDIS_PASSWORD} from .env; `config` prints '$' as '$$'
-        assert services["redis"]["environment"]["REDIS_PASSWORD"].replace("$$", "$") == \
-            values["redis_password"]
-        assert "requirepass" in " ".join(services["redis"]["command"])
+    assert "influxdb" in services
     compose_text = (root / "docker-compose.yml").read_text()
     assert not any(value in compose_text for value in values.values())
+    acl = (root / "redis" / "users.acl").read_text()
+    if environment == "production":
+        digest = hashlib.sha256(values["redis_password"].encode()).hexdigest()
+        assert f"user default on #{digest} " in acl
+        assert values["redis_password"] not in acl
+        # InfluxDB reads its first-start secrets from its own env file, never from the shell
+        assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"].replace(
+            "$$", "$") == values["influxdb_token"]
+        assert (root / "influxdb" / "influxdb.env").stat().st_mode & 0o777 == 0o600
+    else:
+        assert "user default on nopass" in acl
 
 
 def test_deploy_refuses_placeholder_secrets_before_touching_a_host(tmp_path):
@@ -274,7 +307,7 @@ def test_deploy_refuses_placeholder_secrets_before_touching_a_host(tmp_path):
     root = tmp_path / "root"
     proc = ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
                             "-e", f"flashmm_root={root}",
-                            "-e", "ansible_python_interpreter={{ ansible_playbook_python }}")
+                            "-e", "ansible_python_interpreter=/usr/bin/python3")
     assert proc.returncode != 0
     assert "secrets.cambrian_api_key: is still a placeholder" in proc.stdout
     assert "group_vars/all/vault.yml" in proc.stdout
@@ -286,18 +319,18 @@ def test_tags_select_seeding_or_skip_it_and_validation_always_runs(deployed):
     deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=400.0))
     client = deployed.server.client(deployed.dbs[0])
 
-    ok(deployed.deploy("--skip-tags", "flashmm_redis_seed"))
+    ok(deployed.deploy("--skip-tags", "flashmm_runtime"))
     assert snapshot_files(deployed.sandbox) != files_before          # files written
     assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 100.0
 
     files_after = snapshot_files(deployed.sandbox)
     deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=500.0))
-    ok(deployed.deploy("--tags", "flashmm_redis_seed"))
+    ok(deployed.deploy("--tags", "flashmm_runtime"))
     assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 500.0
     assert snapshot_files(deployed.sandbox) == files_after           # only Redis touched
 
     deployed.edit_env_layer(lambda c: c["trading"].update(max_position_usdc=-1))
-    proc = deployed.deploy("--tags", "flashmm_redis_seed")
+    proc = deployed.deploy("--tags", "flashmm_runtime")
     assert proc.returncode != 0 and "trading.max_position_usdc" in proc.stdout
     assert json.loads(client.get("flashmm:config:trading:max_position_usdc")) == 500.0
 
@@ -314,8 +347,10 @@ def test_password_protected_redis_is_seeded_and_the_password_never_printed(tmp_p
     password = "CANARY-redis-" + secrets.token_urlsafe(24)
     server = start_redis(tmp_path / "redis", "--requirepass", password)
     try:
+        sandbox = tmp_path / "sandbox"
         inv = make_local_inventory(INVENTORIES / "local", tmp_path / "inventory", hosts=2,
-                                   redis_port=server.port, first_db=1, with_secrets=False)
+                                   redis_port=server.port, first_db=1, with_secrets=False,
+                                   sandbox=sandbox)
         env_file = inv / "group_vars" / "all" / "flashmm.yml"
         data = yaml.safe_load(env_file.read_text())
         data["flashmm_config"]["storage"]["redis"]["password_required"] = True
@@ -325,13 +360,14 @@ def test_password_protected_redis_is_seeded_and_the_password_never_printed(tmp_p
             "redis_password": password, "secret_key": secrets.token_urlsafe(40),
             "api_auth_token": secrets.token_urlsafe(40),
             "encryption_key": Fernet.generate_key().decode()}}))
-        sandbox = tmp_path / "sandbox"
-        env = tool_env(FLASHMM_SANDBOX=str(sandbox))
-        proc = ok(ansible_playbook("deploy.yml", inv, "-vvv", "--diff", env=env))
+        proc = ok(ansible_playbook("deploy.yml", inv, "-vvv", "--diff"))
         assert password not in proc.stdout + proc.stderr
         client = server.client(1, password=password)
-        assert client.get("flashmm:config:version") == "1"
-        assert dotenv_values(sandbox / "sandbox-01" / ".env")["REDIS_PASSWORD"] == password
+        assert client.get("flashmm:meta:version") == "1"
+        env = dotenv_values(sandbox / "sandbox-01" / ".env")
+        assert env["REDIS_PASSWORD"] == password
+        # the seed's app reads only REDIS_URL: it carries the password, percent-encoded
+        assert env["REDIS_URL"] == f"redis://:{quote(password, safe='')}@127.0.0.1:{server.port}/1"
         holders = [rel for rel, (_, body) in snapshot_files(sandbox).items() if password.encode() in body]
         assert sorted(holders) == ["sandbox-01/.env", "sandbox-02/.env"]
     finally:

@@ -11,7 +11,7 @@ ALL_FOUR = ["inventories/local", "inventories/development", "inventories/testnet
 
 
 def break_local(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     file = inv / "group_vars" / "all" / "flashmm.yml"
     data = yaml.safe_load(file.read_text(encoding="utf-8"))
     data["flashmm_config"]["trading"]["quote_frequency_hz"] = 11
@@ -23,7 +23,7 @@ def break_local(tmp_path):
 
 def test_valid_inventory_exits_0(tmp_path):
     # a private copy with its secrets generated: the repo's local vault is per machine
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     (inv / "group_vars" / "all" / "vault.yml").unlink(missing_ok=True)
     assert flashmm_config("secrets", "generate", str(inv)).returncode == 0
     proc = flashmm_config("validate", str(inv), "-q")
@@ -149,7 +149,7 @@ def test_unknown_explain_key_exits_2_with_did_you_mean():
 
 
 def test_unparsable_inventory_exits_2_naming_the_file(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     file = inv / "host_vars" / "local-2.yml"
     file.write_text("flashmm_host_config:\n  storage: [\n", encoding="utf-8")
     assert_usage(flashmm_config("validate", str(inv)), str(file), "invalid YAML")

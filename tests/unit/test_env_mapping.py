@@ -178,12 +178,13 @@ def test_env_vars_of_a_valid_config_read_back_to_the_same_config():
     first = validate_layers([LayerInput("environment", ENV_SRC, env_layer),
                              LayerInput("vault", VAULT_SRC, vault)])
     assert first.ok, [i.render() for i in first.errors]
-    rendered = effective.env_vars(first.config)
+    rendered = {**effective.public_env(first.config), **effective.secret_env(first.config)}
     again = validate_layers([LayerInput("env", ENVVAR_SRC, rendered)])
     assert again.ok, [i.render() for i in again.errors]
     assert effective.effective(again.config, redact=False) == \
         effective.effective(first.config, redact=False)
-    assert all(again.resolution.origin(FIELDS_BY_ENV[n].path).layer == "env" for n in rendered)
+    assert all(again.resolution.origin(FIELDS_BY_ENV[n].path).layer == "env"
+               for n, v in rendered.items() if v != "")      # "" unsets an optional key
 
 
 # ---- strict parsing -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from flashmm_deploy.inventory import LAYER_VARS, Inventory
 from flashmm_deploy.layers import LAYER_ORDER, REDACTED, LayerInput, resolve
 from flashmm_deploy.schema import FIELDS, RUNTIME_FIELDS
 from flashmm_deploy.validate import validate_layers
-from support import VENV_BIN, copy_inventory, flashmm_config, run, tool_env, valid_secrets
+from support import SANDBOX, VENV_BIN, copy_inventory, flashmm_config, run, valid_secrets
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
 VAULT_SRC = "inventories/t/group_vars/all/vault.yml"
@@ -190,15 +190,15 @@ NESTED_HOSTS = {"all": {"children": {"flashmm": {"children": {
 
 
 def test_host_vars_override_group_vars_all(tmp_path):
-    inv = Inventory(copy_inventory("local", tmp_path))
+    inv = Inventory(copy_inventory("sandbox", tmp_path))
     for n in (1, 2, 3):
         res = host_validation.validate_host(inv, f"local-{n}").resolution
         prov = res.provenance["storage.redis.db"]
         assert res.values["storage.redis.db"] == n
         assert prov.origin.layer == "host"
-        assert prov.origin.source.endswith(f"local/host_vars/local-{n}.yml")
+        assert prov.origin.source.endswith(f"sandbox/host_vars/local-{n}.yml")
         assert prov.shadowed[-1][0].layer == "environment"
-        assert prov.shadowed[-1][0].source.endswith("local/group_vars/all/flashmm.yml")
+        assert prov.shadowed[-1][0].source.endswith("sandbox/group_vars/all/flashmm.yml")
         assert prov.shadowed[-1][1] == 0
 
 
@@ -251,8 +251,8 @@ def test_reader_picks_the_same_layer_variables_as_ansible(tmp_path):
     for host in ("h1", "h2"):
         hl = inv.host_layers(host)
         assert hl.issues == []
-        ours = {by_layer[l.name]: (l.data["secrets"] if l.name == "vault" else l.data)
-                for l in hl.layers}
+        ours = {by_layer[lay.name]: (lay.data["secrets"] if lay.name == "vault" else lay.data)
+                for lay in hl.layers}
         theirs = {k: v for k, v in ansible_vars[host].items() if k in LAYER_VARS}
         assert ours == theirs, host
 
@@ -313,7 +313,7 @@ def test_jinja_in_a_nested_list_is_an_error(tmp_path):
 # ---- vault -------------------------------------------------------------------------------------
 
 def encrypted_local(tmp_path: Path, secrets: dict) -> tuple[Path, Path]:
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     vault = inv / "group_vars" / "all" / "vault.yml"
     vault.write_text(yaml.safe_dump({"flashmm_secrets": secrets}), encoding="utf-8")
     password = tmp_path / "vault.pass"
@@ -336,7 +336,7 @@ def test_encrypted_vault_without_password_makes_the_vault_unavailable(tmp_path, 
     inv, _ = encrypted_local(tmp_path, local_secrets())
     hl = Inventory(inv).host_layers("local-1")
     assert hl.vault_available is False
-    assert all(l.name != "vault" for l in hl.layers)
+    assert all(layer.name != "vault" for layer in hl.layers)
     assert hl.sources["flashmm_secrets"].endswith("vault.yml (encrypted)")
     result = host_validation.validate_host(Inventory(inv), "local-1")
     assert result.ok
@@ -358,7 +358,7 @@ def test_encrypted_vault_is_read_with_the_password_file(tmp_path, monkeypatch):
     res = result.resolution
     assert res.values["secrets.secret_key"] == secrets["secret_key"]
     assert res.origin("secrets.secret_key").layer == "vault"
-    assert res.origin("secrets.secret_key").source.endswith("local/group_vars/all/vault.yml")
+    assert res.origin("secrets.secret_key").source.endswith("sandbox/group_vars/all/vault.yml")
 
 
 def test_vault_password_file_from_the_environment_is_used(tmp_path, monkeypatch):
@@ -389,7 +389,7 @@ def test_cli_opens_the_vault_with_vault_password_file(tmp_path):
 # ---- explain ------------------------------------------------------------------------------------
 
 def test_explain_shows_value_layer_file_and_shadowed(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     proc = flashmm_config("explain", str(inv), "storage.redis.db", "--host", "local-2")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -401,7 +401,7 @@ def test_explain_shows_value_layer_file_and_shadowed(tmp_path):
 
 
 def test_explain_json_matches_the_resolution(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     proc = flashmm_config("explain", str(inv), "trading.quote_frequency_hz", "--host", "local-3",
                           "--json")
     assert proc.returncode == 0, proc.stderr
@@ -414,7 +414,7 @@ def test_explain_json_matches_the_resolution(tmp_path):
 
 
 def test_explain_redacts_secrets_and_what_they_shadow(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     secrets = local_secrets()
     (inv / "group_vars" / "all" / "vault.yml").write_text(
         yaml.safe_dump({"flashmm_secrets": secrets}), encoding="utf-8")
@@ -437,7 +437,7 @@ def test_explain_redacts_secrets_and_what_they_shadow(tmp_path):
 
 
 def test_explain_of_an_invalid_host_still_explains_and_exits_1(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     host_file = inv / "host_vars" / "local-1.yml"
     host_file.write_text(yaml.safe_dump({"flashmm_host_config": {
         "trading": {"max_position_usdc": 0}}}), encoding="utf-8")
@@ -477,10 +477,10 @@ def test_diff_says_secrets_differ_without_their_values(tmp_path):
 
 
 def test_diff_lists_only_what_differs():
-    proc = flashmm_config("diff", "inventories/local", "inventories/local", "--host-b", "local-1")
+    proc = flashmm_config("diff", str(SANDBOX), str(SANDBOX), "--host-b", "local-1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("0 key(s) differ")
-    other = flashmm_config("diff", "inventories/local", "inventories/local", "--host-a", "local-1",
+    other = flashmm_config("diff", str(SANDBOX), str(SANDBOX), "--host-a", "local-1",
                            "--host-b", "local-3")
     assert '  storage.redis.db: 1 -> 3' in other.stdout
     assert '  storage.redis.url: "redis://127.0.0.1:6379/1" -> "redis://127.0.0.1:6379/3"' \

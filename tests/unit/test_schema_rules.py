@@ -419,7 +419,7 @@ def test_all_errors_are_reported_in_one_pass():
 PLAIN_LAYERS = [("environment", ENV_SRC), ("group", GROUP_SRC), ("host", HOST_SRC)]
 
 
-@pytest.mark.parametrize("layer,source", PLAIN_LAYERS, ids=[l for l, _ in PLAIN_LAYERS])
+@pytest.mark.parametrize("layer,source", PLAIN_LAYERS, ids=[name for name, _ in PLAIN_LAYERS])
 @pytest.mark.parametrize("key", ["secret_key", "redis_password", "cambrian_api_key"])
 def test_secret_in_a_plain_text_layer_is_rejected(layer, source, key):
     value = "plain-" + random_tokens.token_urlsafe(32)
@@ -635,7 +635,7 @@ def cli_rejects(inventory: Path, path: str, file: Path):
 
 
 def test_cli_rejects_out_of_range_position_naming_the_group_file(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     file = inv / "group_vars" / "all" / "flashmm.yml"
     edit_yaml(file, lambda d: d["flashmm_config"]["trading"].update(max_position_usdc=0))
     proc = cli_rejects(inv, "trading.max_position_usdc", file)
@@ -643,7 +643,7 @@ def test_cli_rejects_out_of_range_position_naming_the_group_file(tmp_path):
 
 
 def test_cli_rejects_a_bad_host_value_naming_the_host_file(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     file = inv / "host_vars" / "local-2.yml"
     edit_yaml(file, lambda d: d["flashmm_host_config"]["storage"]["redis"].update(db=-1))
     proc = cli_rejects(inv, "storage.redis.db", file)
@@ -668,7 +668,7 @@ def test_cli_rejects_debug_in_production(tmp_path):
 
 
 def test_cli_rejects_yaml_nan_and_typos(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     file = inv / "group_vars" / "all" / "flashmm.yml"
     text = file.read_text(encoding="utf-8")
     text = text.replace("quote_frequency_hz: 1.0", "quote_frequency_hz: .nan\n    max_postion_usdc: 5")
@@ -679,7 +679,7 @@ def test_cli_rejects_yaml_nan_and_typos(tmp_path):
 
 
 def test_cli_rejects_a_secret_in_the_environment_file(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     file = inv / "group_vars" / "all" / "flashmm.yml"
     value = random_tokens.token_urlsafe(40)
     edit_yaml(file, lambda d: d["flashmm_config"].update(secrets={"secret_key": value}))

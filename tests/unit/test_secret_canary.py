@@ -25,9 +25,9 @@ from flashmm_deploy import host_validation, cli, effective, filters
 from flashmm_deploy.errors import ConfigInvalid, FlashmmError, InventoryError, format_issues
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.layers import LayerInput
-from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
+from flashmm_deploy.schema import FIELDS
 from flashmm_deploy.validate import validate_layers
-from support import ansible_playbook, copy_inventory, flashmm_config, recap, tool_env
+from support import ansible_playbook, build_plan, copy_inventory, flashmm_config, recap, tool_env
 
 CORE = random_tokens.token_urlsafe(18)            # 24 random characters: the needle
 CANARY = "CANARY-" + CORE                          # 31 characters: too short for SECRET_KEY
@@ -173,7 +173,8 @@ def test_effective_and_explain_never_show_the_canary(valid, invalid):
     assert shown["secrets"]["secret_key"] == "<redacted>"
     assert_no_canary(json.dumps(effective.environment_file_layer(valid.config)),
                      "effective.environment_file_layer()")
-    assert_no_canary(json.dumps(effective.runtime_keys(effective.effective(valid.config))), "effective.runtime_keys()")
+    assert_no_canary(json.dumps(effective.runtime_keys(effective.effective(valid.config))),
+                     "effective.runtime_keys()")
     for result in (valid, invalid):
         for path in FIELDS:
             assert_no_canary(json.dumps(effective.explain(result.resolution, path)),
@@ -182,7 +183,7 @@ def test_effective_and_explain_never_show_the_canary(valid, invalid):
 
 def test_env_vars_carry_the_secrets(valid):
     """The one documented secret-bearing output: if this fails, .env lost its secrets."""
-    env = effective.env_vars(valid.config)
+    env = effective.secret_env(valid.config)
     assert env["SECRET_KEY"] == VALID_VAULT["secret_key"]
     assert env["CAMBRIAN_SECRET_KEY"] == VALID_ENV["CAMBRIAN_SECRET_KEY"]
     assert env["ALERT_WEBHOOK_URL"] == VALID_VAULT["alert_webhook_url"]
@@ -199,31 +200,25 @@ def hostvars(variant: str) -> dict:
 
 
 @pytest.mark.parametrize("variant", ["valid", "invalid"])
-def test_filter_functions_never_show_the_canary(variant):
+def test_filters_and_the_plan_never_show_the_canary(variant):
+    """The explain filter, and the controller pass whose result every host can read (it is
+    registered for the whole play): the canary may be in neither."""
     hv = hostvars(variant)
     texts = []
-    for call in (lambda: filters.flashmm_validate(hv, ["h1"], True),
-                 lambda: filters.flashmm_validate(hv, "h1"),
-                 lambda: filters.flashmm_runtime_keys(hv, "h1"),
-                 *[lambda p=p: filters.flashmm_explain(hv, "h1", p) for p in FIELDS]):
+    for call in [lambda p=p: filters.flashmm_explain(hv, "h1", p) for p in FIELDS] + [
+            lambda: build_plan(hv, require_secrets=False).fact()]:
         try:
             texts.append(json.dumps(call(), default=repr))
         except FlashmmError as exc:
             texts.extend(exception_texts(exc))
     for text in texts:
-        assert_no_canary(text, f"plugin_api ({variant})")
-    if variant == "invalid":
-        with pytest.raises(FlashmmError) as info:
-            filters.flashmm_env(hv, "h1")
-        for text in exception_texts(info.value):
-            assert_no_canary(text, "flashmm_env error")
-    else:
-        env, _ = filters.flashmm_env(hv, "h1")
-        assert env["SECRET_KEY"] == VALID_VAULT["secret_key"]
+        assert_no_canary(text, f"filters/plan ({variant})")
+    if variant == "valid":
+        assert '"hosts"' in texts[-1], "the plan was not built: the check is empty"
 
 
 def test_unparsable_inventory_file_never_shows_the_canary(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     (inv / "group_vars" / "all" / "vault.yml").write_text(
         f"flashmm_secrets:\n  secret_key: {canary('yaml')}\n\tapi_auth_token: [\n",
         encoding="utf-8")
@@ -244,7 +239,7 @@ def dump(path: Path, data: dict) -> None:
 
 
 def canary_inventory(tmp_path: Path, variant: str) -> Path:
-    inv = copy_inventory("local", tmp_path / variant)
+    inv = copy_inventory("sandbox", tmp_path / variant)
     env_file = inv / "group_vars" / "all" / "flashmm.yml"
     host_file = inv / "host_vars" / "local-1.yml"
     host = yaml.safe_load(host_file.read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ def vault_of(inv):
 
 
 def test_generates_every_needed_secret_with_mode_0600_and_never_prints_one(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     vault_of(inv)[0].unlink(missing_ok=True)
     proc = flashmm_config("secrets", "generate", str(inv))
     assert proc.returncode == 0, proc.stderr
@@ -28,7 +28,7 @@ def test_generates_every_needed_secret_with_mode_0600_and_never_prints_one(tmp_p
 
 
 def test_existing_secrets_are_kept_and_a_rerun_adds_nothing(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     vault_of(inv)[0].unlink(missing_ok=True)
     flashmm_config("secrets", "generate", str(inv))
     _, first = vault_of(inv)
@@ -38,7 +38,7 @@ def test_existing_secrets_are_kept_and_a_rerun_adds_nothing(tmp_path):
 
 
 def test_password_required_environments_get_a_redis_password(tmp_path):
-    inv = copy_inventory("local", tmp_path)
+    inv = copy_inventory("sandbox", tmp_path)
     vault_of(inv)[0].unlink(missing_ok=True)
     env = inv / "group_vars" / "all" / "flashmm.yml"
     data = yaml.safe_load(env.read_text())

@@ -1,6 +1,7 @@
-"""The ``seed`` of the ``flashmm_host`` module (seed-only calls) through a real ``ansible-playbook`` run against a real,
-password-protected redis-server: changed then ``changed=0``, check mode writes nothing, drift
-and enforce, the password never printed (even with ``-vvv``), clear failures."""
+"""The ``flashmm_runtime`` module through real ``ansible-playbook`` runs against a real,
+password-protected redis-server (and one with TLS and client certificates): changed then
+``changed=0``, check mode writes nothing, drift and enforce, the password never printed (even
+with ``-vvv``), clear failures; run by Debian's python3 on the target, as a host would."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from flashmm_deploy.redis_seed import SEEDED_KEY as SEEDED
-from flashmm_deploy.redis_seed import render_script
+from flashmm_deploy.seed_script import SEEDED_KEY as SEEDED
+from flashmm_deploy.seed_script import render_script
 from support import (CONF, HZ, POS, ROOT, SEED_DESIRED, VENV_BIN, recap, run, start_redis,
                      stop_redis, tool_env)
+from tls_support import make_certs, start_tls_redis
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +31,23 @@ PLAYBOOK = """\
   gather_facts: false
   tasks:
     - name: Seed the runtime layer
-      flashmm_host:
-        seed:
-          script: "{{ lookup('ansible.builtin.file', seed_script) }}"
-          port: "{{ seed_port | int }}"
-          db: "{{ seed_db | int }}"
-          password: "{{ seed_password }}"
-          mode: "{{ seed_mode | default('keep') }}"
-          timeout: 3
+      flashmm_runtime:
+        script: "{{ lookup('ansible.builtin.file', seed_script) }}"
+        port: "{{ seed_port | int }}"
+        db: "{{ seed_db | int }}"
+        username: "{{ seed_username | default(omit) }}"
+        password: "{{ seed_password }}"
+        tls: "{{ seed_tls | default(false) }}"
+        ca_file: "{{ seed_ca_file | default(omit) }}"
+        cert_file: "{{ seed_cert_file | default(omit) }}"
+        key_file: "{{ seed_key_file | default(omit) }}"
+        mode: "{{ seed_mode | default('keep') }}"
+        timeout: 3
       register: seed
 
     - name: Show the result
       ansible.builtin.debug:
-        msg: "SEED_RESULT={{ seed.seed | to_json | b64encode }}"   # one unbreakable word
+        msg: "SEED_RESULT={{ seed | to_json | b64encode }}"   # one unbreakable word
 """
 
 
@@ -58,15 +64,15 @@ _dbs = iter(range(1, 64))
 class Play:
     """A playbook + inventory in tmp_path, driving one database of the module's server."""
 
-    def __init__(self, tmp: Path, server, password: str = PASSWORD):
+    def __init__(self, tmp: Path, server, password: str = PASSWORD, client=None):
         self.tmp, self.server, self.db = tmp, server, next(_dbs)
-        self.client = server.client(self.db, password=PASSWORD)
+        tmp.mkdir(exist_ok=True)
+        self.client = client or server.client(self.db, password=PASSWORD)
         self.client.flushdb()
-        # the controller's interpreter, as inventories/local does (discovery may find a
-        # broken shim on a developer machine)
+        # Debian's python3, as inventories/local uses: the module needs its stdlib only
         (tmp / "hosts.ini").write_text(
             "[seeded]\nlocalhost ansible_connection=local"
-            " ansible_python_interpreter='{{ ansible_playbook_python }}'\n")
+            " ansible_python_interpreter=/usr/bin/python3\n")
         (tmp / "seed.yml").write_text(PLAYBOOK)
         (tmp / "secrets.json").write_text(json.dumps({"seed_password": password}))
         self.script = tmp / "seed.lua"
@@ -75,9 +81,9 @@ class Play:
     def write(self, desired: dict[str, str]) -> None:
         self.script.write_text(render_script(desired))
 
-    def run(self, *args: str, port: int | None = None, mode: str = "keep"):
+    def run(self, *args: str, port: int | None = None, mode: str = "keep", **more):
         extra = {"seed_script": str(self.script), "seed_port": port or self.server.port,
-                 "seed_db": self.db, "seed_mode": mode}
+                 "seed_db": self.db, "seed_mode": mode, **more}
         env = tool_env(ANSIBLE_MODULE_UTILS=str(ROOT / "module_utils"))
         return run([str(VENV_BIN / "ansible-playbook"), str(self.tmp / "seed.yml"),
                     "-i", str(self.tmp / "hosts.ini"), "-e", json.dumps(extra),
@@ -130,7 +136,7 @@ def test_check_diff_writes_nothing_and_shows_the_change(tmp_path, server):
     assert play.dump() == before
     assert counts(check)["changed"] == 1
     assert f"+{POS} = 2000.0" in check.stdout and f"+{HZ} = 5.0" in check.stdout
-    assert f"redis://127.0.0.1:{server.port}/{play.db}" in check.stdout
+    assert f"redis 127.0.0.1:{server.port}/{play.db}" in check.stdout
     res = result_of(check)
     assert res["changed_keys"] == sorted(set(DESIRED) - {CONF})
     assert res["drift"] == {CONF: {"runtime": "0.9", "inventory": "0.7"}}
@@ -177,7 +183,7 @@ def test_password_never_printed_even_with_vvv(tmp_path, server):
     assert counts(failed)["failed"] == 1
     out = failed.stdout + failed.stderr
     assert WRONG_PASSWORD not in out and PASSWORD not in out
-    assert f"redis at 127.0.0.1:{server.port}/{bad.db} refused authentication" in out
+    assert f"127.0.0.1:{server.port}/{bad.db}" in out and "WRONGPASS" in out
     assert bad.dump() == {}
 
 
@@ -191,5 +197,38 @@ def test_unreachable_redis_fails_clearly(tmp_path, server):
     assert proc.returncode != 0
     assert counts(proc)["failed"] == 1
     out = proc.stdout + proc.stderr
-    assert f"cannot connect to redis at 127.0.0.1:{port}/{play.db}" in out
+    assert f"127.0.0.1:{port}/{play.db}" in out and "kind" in out
     assert PASSWORD not in out
+
+
+def test_tls_with_client_certificate_and_acl_user(tmp_path):
+    """rediss with a CA, a client certificate (tls-auth-clients yes) and an ACL user."""
+    certs = make_certs(tmp_path / "certs")
+    tls = start_tls_redis(tmp_path / "redis-tls", certs, "--requirepass", PASSWORD,
+                          "--user", "seeder", "on", ">seeder-Pw-5e1d", "~flashmm:*",
+                          "&flashmm:*", "+@all", auth_clients=True)
+    try:
+        import redis
+        client = redis.Redis(host="127.0.0.1", port=tls.port, db=0, password=PASSWORD,
+                             ssl=True, ssl_ca_certs=str(certs.ca), ssl_certfile=str(certs.client_cert),
+                             ssl_keyfile=str(certs.client_key), decode_responses=True,
+                             socket_timeout=5)
+        play = Play(tmp_path / "play", tls, password="seeder-Pw-5e1d", client=client)
+        play.db = 0
+        files = {"seed_tls": True, "seed_username": "seeder", "seed_ca_file": str(certs.ca),
+                 "seed_cert_file": str(certs.client_cert), "seed_key_file": str(certs.client_key)}
+        first = play.run("-vvv", **files)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        assert counts(first)["changed"] == 1
+        assert result_of(first)["changed_keys"] == sorted(DESIRED)
+        assert "seeder-Pw-5e1d" not in first.stdout + first.stderr
+        assert counts(play.run(**files))["changed"] == 0
+
+        wrong_ca = play.run(**dict(files, seed_ca_file=str(certs.other_ca)))
+        assert wrong_ca.returncode != 0
+        assert "certificate verification failed" in wrong_ca.stdout + wrong_ca.stderr
+        no_cert = play.run(**{k: v for k, v in files.items()
+                              if k not in ("seed_cert_file", "seed_key_file")})
+        assert no_cert.returncode != 0 and "client certificate" in no_cert.stdout + no_cert.stderr
+    finally:
+        stop_redis(tls)

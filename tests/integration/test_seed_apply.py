@@ -1,5 +1,6 @@
-"""flashmm_deploy.redis_seed against a real redis-server: the RESP client, the three-way seed
-semantics, check mode, the version/PUBLISH contract, rendering and atomicity (one EVAL)."""
+"""flashmm_deploy.seed_apply and the seed script against a real redis-server: the three-way
+semantics, check mode, the version and message contract, failures before any write, and one
+EVAL per apply (the script is rendered by seed_script; its pure tests are in tests/unit)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from flashmm_deploy import host_validation, effective
-from flashmm_deploy.redis_seed import SEEDED_KEY as SEEDED
-from flashmm_deploy.redis_seed import UPDATES_CHANNEL as CHANNEL
-from flashmm_deploy.redis_seed import VERSION_KEY as VERSION
-from flashmm_deploy.redis_seed import (
-    SEED_LUA_BODY,
-    RedisReplyError,
-    RespConnection,
-    SeedError,
-    apply,
-    lua_string,
-    render_script,
-    script_sha,
-)
+from flashmm_deploy import effective, host_validation
+from flashmm_deploy.redis_client import Connection, Endpoint, ReplyError
+from flashmm_deploy.seed_apply import SeedError, apply
+from flashmm_deploy.seed_script import SEEDED_KEY as SEEDED
+from flashmm_deploy.seed_script import SUMMARY_CHANNEL as SUMMARY
+from flashmm_deploy.seed_script import UPDATES_CHANNEL as CHANNEL
+from flashmm_deploy.seed_script import VERSION_KEY as VERSION
+from flashmm_deploy.seed_script import lua_string, render_script, script_sha
 from support import ALERT, CONF, HZ, POS, SEED_DESIRED, start_redis, stop_redis
 
+pytestmark = pytest.mark.integration
 D1 = SEED_DESIRED
 
 
@@ -39,13 +35,17 @@ def with_(base: dict, **changes) -> dict:
     return out
 
 
+def dotted(key: str) -> str:
+    return key.removeprefix("flashmm:config:").replace(":", ".")
+
+
 @pytest.fixture
 def seed(redis_server, redis_db):
     """seed(desired, **kw) -> result, against this test's fresh database."""
 
-    def run(desired, *, secret=(), **kw):
-        script = render_script(desired, secret)
-        return apply(redis_server.host, redis_server.port, redis_db, script, **kw)
+    def run(desired, **kw):
+        endpoint = Endpoint(host=redis_server.host, port=redis_server.port, db=redis_db)
+        return apply(endpoint, render_script(desired), **kw)
 
     return run
 
@@ -68,37 +68,43 @@ def dump(client: redis.Redis) -> dict:
 
 
 class Updates:
-    """A subscriber to flashmm:config:updates, subscribed before the run it observes.
-    ``collect()`` publishes a sentinel and returns every message received before it (Redis
-    delivers a channel's messages in order), with a bounded wait."""
+    """A subscriber to both channels, subscribed before the run it observes.  ``collect()``
+    publishes a sentinel on each and returns what came before it (Redis delivers a channel's
+    messages in order): (dotted keys on flashmm:config:updates, JSON summaries on
+    flashmm:meta:updates).  Bounded waits."""
 
     SENTINEL = "test-sentinel"
 
     def __init__(self, server):
         self.client = server.client()
         self.pubsub = self.client.pubsub()
-        self.pubsub.subscribe(CHANNEL)
-        self._wait(lambda m: m["type"] == "subscribe")
+        self.pubsub.subscribe(CHANNEL, SUMMARY)
+        self._until(lambda seen: sum(m["type"] == "subscribe" for m in seen) == 2)
 
-    def _wait(self, stop) -> list:
+    def _until(self, done) -> list:
         seen, deadline = [], time.monotonic() + 10
         while time.monotonic() < deadline:
             msg = self.pubsub.get_message(timeout=0.5)
-            if msg is None:
-                continue
-            if stop(msg):
-                return seen
-            seen.append(msg)
+            if msg is not None:
+                seen.append(msg)
+                if done(seen):
+                    return seen
         raise AssertionError(f"no end of messages within 10 s; got {seen}")
 
-    def collect(self) -> list[dict]:
-        self.client.publish(CHANNEL, self.SENTINEL)
-        msgs = self._wait(lambda m: m["type"] == "message" and m["data"] == self.SENTINEL)
-        return [json.loads(m["data"]) for m in msgs if m["type"] == "message"]
+    def collect(self) -> tuple[list[str], list[dict]]:
+        for channel in (CHANNEL, SUMMARY):
+            self.client.publish(channel, self.SENTINEL)
+        seen = self._until(lambda s: sum(m.get("data") == self.SENTINEL for m in s) == 2)
+        msgs = [m for m in seen if m["type"] == "message" and m["data"] != self.SENTINEL]
+        return ([m["data"] for m in msgs if m["channel"] == CHANNEL],
+                [json.loads(m["data"]) for m in msgs if m["channel"] == SUMMARY])
 
     def close(self):
         self.pubsub.close()
         self.client.close()
+
+
+NOTHING = ([], [])
 
 
 @pytest.fixture
@@ -108,102 +114,74 @@ def updates(redis_server):
     u.close()
 
 
-# ---- the RESP client -------------------------------------------------------------------------
-
-def test_resp_client_parses_every_reply_type(redis_server, redis_db):
-    with RespConnection(redis_server.host, redis_server.port, 5) as conn:
-        assert conn.call("SELECT", redis_db) == "OK"                        # +simple
-        assert conn.call("PING") == "PONG"
-        assert conn.call("SET", "k", "v\r\n\x00é") == "OK"
-        assert conn.call("GET", "k") == "v\r\n\x00é".encode()              # $bulk, binary-safe
-        assert conn.call("GET", "missing") is None                          # $-1
-        assert conn.call("INCR", "n") == 1                                  # :integer
-        assert conn.call("RPUSH", "l", "a", "", "c") == 3
-        assert conn.call("LRANGE", "l", 0, -1) == [b"a", b"", b"c"]         # *array
-        assert conn.call("EVAL", "return {1, 'x', {2, {}}, false}", 0) == [1, b"x", [2, []], None]
-        assert conn.call("BLPOP", "nothing", "0.01") is None                # *-1
-        with pytest.raises(RedisReplyError, match="WRONGTYPE"):             # -error
-            conn.call("GET", "l")
-        replies = conn.pipeline(("GET", "l"), ("PING",),
-                                ("EVAL", "return redis.error_reply('MYERR e1')", 0))
-        assert isinstance(replies[0], RedisReplyError) and replies[1] == "PONG"
-        assert isinstance(replies[2], RedisReplyError) and str(replies[2]) == "MYERR e1"
-        conn.call("FLUSHDB")
-
-
-def _closed_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]                   # nothing listens there once closed
-
-
-def test_unreachable_redis_is_a_clear_error():
-    port = _closed_port()
-    with pytest.raises(SeedError) as err:
-        apply("127.0.0.1", port, 4, render_script(D1), password="hunter2-unreach")
-    assert err.value.kind == "connect"
-    assert f"cannot connect to redis at 127.0.0.1:{port}/4" in str(err.value)
-    assert "hunter2" not in str(err.value)
-
-
 DEFAULT_PW = "s3cret-Pw!"
 
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
-    """A redis-server that wants a password, with two ACL users: ``seeder`` (every config key)
-    and ``narrow`` (trading keys only).  Tests use distinct databases on it."""
+    """A redis-server that wants a password, with two ACL users: ``seeder`` (every FlashMM
+    key) and ``narrow`` (trading keys only).  Tests use distinct databases on it."""
     server = start_redis(
         tmp_path_factory.mktemp("redis-auth"), "--requirepass", DEFAULT_PW,
-        "--user", "seeder", "on", ">seeder-pw", "~flashmm:config:*", "&flashmm:config:updates",
-        "+@all",
+        "--user", "seeder", "on", ">seeder-pw", "~flashmm:*", "&flashmm:*", "+@all",
         "--user", "narrow", "on", ">narrow-pw", "~flashmm:config:trading:*",
-        "~flashmm:config:seeded", "~flashmm:config:version", "&*", "+@all")
+        "~flashmm:meta:*", "&*", "+@all")
     yield server
     stop_redis(server)
 
 
+def auth_apply(server, db, desired, **kw):
+    return apply(Endpoint(host=server.host, port=server.port, db=db, **kw),
+                 render_script(desired))
+
+
+def test_unreachable_redis_is_a_clear_error():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SeedError) as err:
+        apply(Endpoint(port=port, db=4, password="hunter2-unreach"), render_script(D1))
+    assert err.value.kind == "connect"
+    assert f"127.0.0.1:{port}/4" in str(err.value) and "hunter2" not in str(err.value)
+
+
 def test_auth_with_requirepass(auth_server):
     server = auth_server
-    result = apply(server.host, server.port, 2, render_script(D1), password=DEFAULT_PW)
+    result = auth_apply(server, 2, D1, password=DEFAULT_PW)
     assert result["changed"] and result["version"] == 1
     assert server.client(2, password=DEFAULT_PW).mget(list(D1)) == list(D1.values())
 
     with pytest.raises(SeedError) as wrong:
-        apply(server.host, server.port, 2, render_script(D1), password="not-the-Pw-42")
-    assert wrong.value.kind == "auth"
+        auth_apply(server, 2, D1, password="not-the-Pw-42")
+    assert wrong.value.kind == "auth" and "WRONGPASS" in str(wrong.value)
     assert f"127.0.0.1:{server.port}/2" in str(wrong.value)
     assert "not-the-Pw-42" not in str(wrong.value) and "s3cret" not in str(wrong.value)
-    assert "WRONGPASS" in str(wrong.value)
 
     with pytest.raises(SeedError) as missing:
-        apply(server.host, server.port, 2, render_script(D1))
+        auth_apply(server, 2, D1)
     assert missing.value.kind == "auth" and "NOAUTH" in str(missing.value)
     assert server.client(2, password=DEFAULT_PW).get(VERSION) == "1"    # nothing more ran
 
 
 def test_auth_as_acl_user(auth_server):
     server = auth_server
-    result = apply(server.host, server.port, 3, render_script(D1), username="seeder",
-                   password="seeder-pw")
+    result = auth_apply(server, 3, D1, username="seeder", password="seeder-pw")
     assert result["changed_keys"] == sorted(D1)
     admin = server.client(3, password=DEFAULT_PW)
     assert admin.hgetall(SEEDED) == D1
 
     with pytest.raises(SeedError) as err:
-        apply(server.host, server.port, 3, render_script(D1), username="seeder",
-              password=DEFAULT_PW)
-    assert err.value.kind == "auth" and "'seeder'" in str(err.value)
+        auth_apply(server, 3, D1, username="seeder", password=DEFAULT_PW)
+    assert err.value.kind == "auth" and "seeder" in str(err.value)
     assert DEFAULT_PW not in str(err.value)
 
     # A user that may not read every key: the script fails in its read phase, before any
     # write, so a partial seed is impossible.
     before = dump(admin)
     with pytest.raises(SeedError) as denied:
-        apply(server.host, server.port, 3, render_script(with_(D1, pos="1.0")),
-              username="narrow", password="narrow-pw")
-    assert "can't access" in str(denied.value) and "narrow-pw" not in str(denied.value)
+        auth_apply(server, 3, with_(D1, pos="1.0"), username="narrow", password="narrow-pw")
+    assert "narrow-pw" not in str(denied.value)
     assert dump(admin) == before
 
 
@@ -221,13 +199,14 @@ def test_absent_keys_take_the_inventory_value(seed, r):
 
 def test_second_run_with_same_input_writes_nothing(seed, r, updates):
     seed(D1)
-    assert len(updates.collect()) == 1
+    keys, summaries = updates.collect()
+    assert keys == sorted(dotted(k) for k in D1) and len(summaries) == 1
     before = dump(r)
     result = seed(D1)
     assert result == {**result, "changed": False, "would_change": False, "changed_keys": [],
                       "drift": {}, "version": 1}
     assert dump(r) == before
-    assert updates.collect() == []
+    assert updates.collect() == NOTHING
 
 
 def test_key_unchanged_since_seed_follows_the_inventory(seed, r):
@@ -250,7 +229,7 @@ def test_operator_override_is_kept_and_reported_until_resolved(seed, r, updates)
     assert r.hget(SEEDED, HZ) == "5.0"                     # record untouched ...
     again = seed(with_(D1, hz="2.5"))                      # ... so it keeps being reported
     assert again["drift"] == result["drift"] and again["changed"] is False
-    assert r.get(VERSION) == "1" and updates.collect() == []
+    assert r.get(VERSION) == "1" and updates.collect() == NOTHING
 
     # Same inventory as last seeded: still an override, still kept.
     assert seed(D1)["drift"] == {HZ: {"runtime": "1.5", "inventory": "5.0"}}
@@ -276,7 +255,8 @@ def test_enforce_overwrites_overrides(seed, r, updates):
     assert result["changed_keys"] == sorted([HZ, CONF]) and result["version"] == 2
     assert r.get(HZ) == "2.5" and r.get(CONF) == "0.7"
     assert r.hget(SEEDED, HZ) == "2.5" and r.hget(SEEDED, CONF) == "0.7"
-    assert updates.collect() == [{"version": 2, "changed": sorted([HZ, CONF]), "source": "deploy"}]
+    assert updates.collect() == (sorted(dotted(k) for k in (HZ, CONF)),
+                                 [{"version": 2, "changed": sorted([HZ, CONF]), "source": "deploy"}])
     assert seed(with_(D1, hz="2.5"))["changed"] is False
 
 
@@ -289,7 +269,7 @@ def test_override_equal_to_the_new_inventory_value_converges(seed, r, updates):
     assert result["recorded"] == [HZ]
     assert result["changed"] is True                       # the seeded record was written
     assert r.hget(SEEDED, HZ) == "2.5" and r.get(VERSION) == "1"
-    assert updates.collect() == []                         # no config key changed
+    assert updates.collect() == NOTHING                    # no config key changed
     assert seed(with_(D1, hz="2.5"))["changed"] is False
 
 
@@ -315,7 +295,8 @@ def test_no_longer_desired_key_unchanged_since_seed_is_deleted(seed, r, updates)
     result = seed(smaller)
     assert result["changed_keys"] == [ALERT] and result["after"] == {ALERT: None}
     assert r.exists(ALERT) == 0 and r.hgetall(SEEDED) == smaller
-    assert updates.collect() == [{"version": 2, "changed": [ALERT], "source": "deploy"}]
+    assert updates.collect() == ([dotted(ALERT)],
+                                 [{"version": 2, "changed": [ALERT], "source": "deploy"}])
     assert seed(smaller)["changed"] is False
 
 
@@ -339,7 +320,7 @@ def test_no_longer_desired_key_already_gone_only_drops_its_record(seed, r, updat
     result = seed(smaller)
     assert result["forgotten"] == [ALERT] and result["changed_keys"] == []
     assert result["changed"] is True and r.hgetall(SEEDED) == smaller
-    assert r.get(VERSION) == "1" and updates.collect() == []
+    assert r.get(VERSION) == "1" and updates.collect() == NOTHING
 
 
 # ---- version and PUBLISH ---------------------------------------------------------------------
@@ -351,13 +332,12 @@ def test_version_and_one_message_per_changing_run(seed, r, updates):
     for desired in runs:
         result = seed(desired)
         got.append((result["version"], updates.collect()))
-    assert got == [
-        (1, [{"version": 1, "changed": sorted(D1), "source": "deploy"}]),
-        (1, []),
-        (2, [{"version": 2, "changed": sorted([POS, HZ, CONF]), "source": "deploy"}]),
-        (2, []),
-        (3, [{"version": 3, "changed": [POS], "source": "deploy"}]),
-    ]
+    def message(version, keys):
+        return (version, (sorted(dotted(k) for k in keys),
+                          [{"version": version, "changed": sorted(keys), "source": "deploy"}]))
+
+    assert got == [message(1, D1), (1, NOTHING), message(2, [POS, HZ, CONF]), (2, NOTHING),
+                   message(3, [POS])]
     assert r.get(VERSION) == "3"
 
 
@@ -366,25 +346,11 @@ def test_version_continues_from_an_existing_counter(seed, r):
     assert seed(D1)["version"] == 42 and r.get(VERSION) == "42"
 
 
-def test_secret_values_never_reach_the_message_or_the_result(redis_server, redis_db, r, updates):
-    secret_key = "flashmm:config:security:some_token"
-    desired = {**D1, secret_key: json.dumps("tok-AAAA-1111")}
-    script = render_script(desired, [secret_key])
-    apply(redis_server.host, redis_server.port, redis_db, script)
-    r.set(secret_key, json.dumps("tok-BBBB-2222"))                     # operator override
-    kept = apply(redis_server.host, redis_server.port, redis_db, script)
-    enforced = apply(redis_server.host, redis_server.port, redis_db, script, mode="enforce")
-    assert kept["drift"] == {secret_key: {"runtime": "<redacted>", "inventory": "<redacted>"}}
-    assert enforced["after"] == {secret_key: "<redacted>"}
-    # given at apply time instead of render time (ARGV), a prune of the secret key
-    pruned = apply(redis_server.host, redis_server.port, redis_db, render_script(D1),
-                   secret_keys=[secret_key])
-    assert pruned["changed_keys"] == [secret_key] and pruned["before"] == {secret_key: "<redacted>"}
-    messages = updates.collect()
-    assert [m["changed"] for m in messages] == [sorted(desired), [secret_key], [secret_key]]
-    text = json.dumps([kept, enforced, pruned, messages])
-    assert "tok-" not in text
-    assert "2000.0" not in json.dumps(messages)                         # keys only, never values
+def test_messages_carry_key_names_never_values(seed, updates):
+    seed(with_(D1, pos="1234.5"))
+    keys, summaries = updates.collect()
+    assert keys == sorted(dotted(k) for k in D1)        # what the seed's listener reloads
+    assert "1234.5" not in json.dumps([keys, summaries])
 
 
 # ---- check mode ------------------------------------------------------------------------------
@@ -401,7 +367,7 @@ def test_check_mode_writes_nothing_and_predicts_the_apply(seed, r, updates):
     before = dump(r)
     check = seed(target, check=True)
     assert dump(r) == before
-    assert updates.collect() == []
+    assert updates.collect() == NOTHING
     assert check["check"] is True and check["changed"] is False and check["would_change"] is True
     assert check["version"] == 1                                        # nothing written
     applied = seed(target)
@@ -410,7 +376,7 @@ def test_check_mode_writes_nothing_and_predicts_the_apply(seed, r, updates):
         assert check[field] == applied[field], field
     assert check["changed_keys"] == sorted([POS, ALERT, "flashmm:config:old:kept"])
     assert check["drift"] == {CONF: {"runtime": "0.9", "inventory": "0.7"}}
-    assert len(updates.collect()) == 1
+    assert len(updates.collect()[1]) == 1
 
 
 def test_check_mode_on_an_empty_database(seed, r):
@@ -431,6 +397,10 @@ def test_check_mode_after_convergence_reports_nothing(seed, r):
     lambda r: r.hset(HZ, "x", "1"),                      # a config key of the wrong type
     lambda r: r.set(SEEDED, "oops"),                     # the record is not a hash
     lambda r: r.set(VERSION, "not-a-number"),
+    lambda r: r.set(VERSION, "-1"),
+    lambda r: r.set(VERSION, "9223372036854775807"),     # the next INCR would overflow
+    lambda r: r.set(VERSION, "99999999999999999999"),
+    lambda r: r.hset(VERSION, "x", "1"),
     lambda r: (r.hset(SEEDED, "flashmm:config:old:k", "1"), r.rpush("flashmm:config:old:k", "x")),
 ])
 def test_bad_state_fails_before_any_write(seed, r, setup):
@@ -443,24 +413,26 @@ def test_bad_state_fails_before_any_write(seed, r, setup):
     assert dump(r) == before
 
 
+def test_the_largest_version_the_counter_can_take_is_reached_then_refused(seed, r):
+    r.set(VERSION, "9223372036854775806")
+    assert seed(D1)["version"] == 9223372036854775807         # exact: never through a double
+    before = dump(r)
+    with pytest.raises(SeedError, match="increment"):
+        seed(with_(D1, pos="3.0"))
+    assert dump(r) == before
+
+
 def test_bad_arguments_are_refused():
-    with pytest.raises(SeedError, match="mode"):
-        apply("127.0.0.1", 1, 0, render_script(D1), mode="force")
-    with pytest.raises(SeedError, match="username needs a password"):
-        apply("127.0.0.1", 1, 0, render_script(D1), username="u")
-    for bad in ({"other:key": "1"}, {VERSION: "1"}, {SEEDED: "1"}, {POS: "not json"},
-                {POS: 1.0}):
-        with pytest.raises(SeedError) as err:
-            render_script(bad)
-        assert err.value.kind == "input"
+    with pytest.raises(SeedError, match="mode") as err:
+        apply(Endpoint(port=1), render_script(D1), mode="force")
+    assert err.value.kind == "input"
 
 
 def test_script_refuses_bad_mode_and_action(redis_server, redis_db):
-    with RespConnection(redis_server.host, redis_server.port) as conn:
-        conn.call("SELECT", redis_db)
+    with Connection(Endpoint(host=redis_server.host, port=redis_server.port, db=redis_db)) as conn:
         for argv in (("force", "apply"), ("keep", "maybe")):
             reply = conn.pipeline(("EVAL", render_script(D1), 0, *argv))[0]
-            assert isinstance(reply, RedisReplyError) and "flashmm seed" in str(reply)
+            assert isinstance(reply, ReplyError) and "flashmm seed" in str(reply)
         assert conn.call("DBSIZE") == 0
 
 
@@ -472,22 +444,6 @@ NASTY = {
     CONF: '"\\u0000\\n"',
     ALERT: "  true\n",
 }
-
-
-def test_rendering_is_deterministic():
-    a = render_script(D1)
-    b = render_script(dict(reversed(list(D1.items()))))
-    assert a.encode() == b.encode()
-    assert render_script(NASTY, [HZ]) == render_script(dict(NASTY), (HZ, HZ))
-    assert render_script(with_(D1, hz="5.5")) != a
-    assert a.endswith(SEED_LUA_BODY.lstrip("\n"))
-    assert a.index(f'{{"{CONF}", "0.7"}}') < a.index(f'{{"{POS}", "2000.0"}}')   # sorted
-
-
-def test_rendered_script_is_inert_to_jinja2():
-    script = render_script(NASTY, [HZ])
-    for marker in ("{{", "{%", "{#", "}}", "%}", "#}"):
-        assert marker not in script
 
 
 def test_nasty_values_round_trip_exactly(seed, redis_server, redis_db):
@@ -506,12 +462,12 @@ def test_lua_string_literal_round_trips_every_character(redis_server):
     text = "".join(chr(c) for c in range(0, 256)) + "]]\"'\\\n漢🚀\U0010ffff"
     literal = lua_string(text)
     assert literal.isascii() and "\n" not in literal and "\r" not in literal
-    with RespConnection(redis_server.host, redis_server.port) as conn:
+    with Connection(Endpoint(host=redis_server.host, port=redis_server.port)) as conn:
         assert conn.call("EVAL", f"return {literal}", 0) == text.encode("utf-8")
 
 
 def test_runtime_keys_of_a_real_inventory_seed_and_read_back(seed, r):
-    inv = host_validation.load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "local")
+    inv = host_validation.load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "development")
     validated = host_validation.validate_host(inv, inv.hosts[0])
     assert validated.errors == []
     desired = effective.runtime_keys(effective.effective(validated.config))
@@ -529,13 +485,14 @@ def monitored(server, action) -> list[dict]:
                          socket_timeout=10)
     with client.monitor() as mon:
         action()
-        with RespConnection(server.host, server.port) as conn:     # sends nothing else
+        with Connection(Endpoint(host=server.host, port=server.port)) as conn:
             conn.call("ECHO", "monitor-sentinel")
         seen = []
         for _ in range(10000):
             cmd = mon.next_command()
             if cmd["command"] == "ECHO monitor-sentinel":
-                return seen
+                # drop what the sentinel's own connection sent before it
+                return [c for c in seen if c["client_port"] != cmd["client_port"]]
             seen.append(cmd)
     raise AssertionError("sentinel never seen")
 
@@ -547,14 +504,14 @@ def test_one_apply_is_one_script_execution(tmp_path):
         sha = script_sha(script)
 
         def run():
-            apply(server.host, server.port, 5, script)
+            apply(Endpoint(host=server.host, port=server.port, db=5), script)
 
         cold = monitored(server, run)                  # not cached yet: EVALSHA, then EVAL
         client_cmds = [c["command"].split(" ", 1)[0] for c in cold if c["client_type"] != "lua"]
         assert client_cmds == ["SELECT", "EVALSHA", "EVAL"]
         lua_cmds = [c["command"].split(" ", 1)[0] for c in cold if c["client_type"] == "lua"]
         assert lua_cmds.count("SET") == 4 and lua_cmds.count("INCR") == 1
-        assert lua_cmds.count("PUBLISH") == 1
+        assert lua_cmds.count("PUBLISH") == 5          # one per changed key, one summary
         # every write happened inside the EVAL, after it in the log, nothing after the script
         eval_at = next(i for i, c in enumerate(cold) if c["command"].startswith("EVAL "))
         assert all(c["client_type"] == "lua" for c in cold[eval_at + 1:])
@@ -583,10 +540,11 @@ def test_one_apply_is_one_script_execution(tmp_path):
 def test_authenticated_apply_sends_only_auth_select_and_the_script(auth_server):
     server = auth_server
     script = render_script(D1)
-    apply(server.host, server.port, 4, script, password=DEFAULT_PW)
+    endpoint = Endpoint(host=server.host, port=server.port, db=4, password=DEFAULT_PW)
+    apply(endpoint, script)
     admin = server.client(password=DEFAULT_PW)
     admin.config_resetstat()
-    apply(server.host, server.port, 4, script, password=DEFAULT_PW)
+    apply(endpoint, script)
     stats = admin.info("commandstats")
     calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
     # the no-change run reads inside the script (HGETALL, GETs) and writes nothing
@@ -597,20 +555,31 @@ def test_authenticated_apply_sends_only_auth_select_and_the_script(auth_server):
 
 # ---- shipped to hosts: stdlib only -----------------------------------------------------------
 
-def test_module_runs_with_the_standard_library_alone(redis_server, redis_db, r):
-    """Loaded by path in an interpreter without site-packages (no redis-py, no package), as
-    the Ansible module ships it through module_utils."""
-    path = Path(__file__).resolve().parents[2] / "module_utils" / "flashmm_redis_seed.py"
-    assert path.is_symlink() and not Path(os.readlink(path)).is_absolute()
+def test_shipped_module_utils_run_with_the_standard_library_alone(tmp_path, redis_server,
+                                                                  redis_db, r):
+    """The three module_utils files the modules import, laid out as AnsiballZ ships them
+    (ansible/module_utils/), in an interpreter without site-packages: no redis-py, no
+    package, no ansible but that skeleton."""
+    root = Path(__file__).resolve().parents[2] / "module_utils"
+    pkg = tmp_path / "ansible" / "module_utils"
+    pkg.mkdir(parents=True)
+    for init in (tmp_path / "ansible" / "__init__.py", pkg / "__init__.py"):
+        init.write_text("")
+    for name in ("flashmm_redis_client.py", "flashmm_seed_script.py", "flashmm_seed_apply.py"):
+        link = root / name
+        assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()
+        (pkg / name).write_text(link.read_text())
     code = (
         "import importlib.util, json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
         "assert importlib.util.find_spec('redis') is None\n"
-        "spec = importlib.util.spec_from_file_location('seedmod', sys.argv[1])\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-        "script = m.render_script(json.loads(sys.argv[2]))\n"
-        "print(json.dumps(m.apply('127.0.0.1', int(sys.argv[3]), int(sys.argv[4]), script)))\n")
+        "assert importlib.util.find_spec('flashmm_deploy') is None\n"
+        "from ansible.module_utils.flashmm_seed_apply import apply, Endpoint\n"
+        "from ansible.module_utils.flashmm_seed_script import render_script\n"
+        "script = render_script(json.loads(sys.argv[2]))\n"
+        "print(json.dumps(apply(Endpoint(port=int(sys.argv[3]), db=int(sys.argv[4])), script)))\n")
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code, str(path), json.dumps(D1),
+        [sys.executable, "-I", "-S", "-c", code, str(tmp_path), json.dumps(D1),
          str(redis_server.port), str(redis_db)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["changed_keys"] == sorted(D1)
