@@ -352,3 +352,29 @@ def test_served_bodies_scrub_a_secret_that_slipped_into_a_value(tmp_path):
                            "app canary-token-Rw81"})
     assert "canary-token-Rw81" in json.dumps(build(h.app, "/config"))
     assert "canary-token-Rw81" not in respond(h.app, "/config")[1].decode()
+
+
+def test_log_lines_are_single_flushed_events_with_secrets_masked():
+    class Stream(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            Stream.flushes += 1
+
+    stream = Stream()
+    log = EventLog(stream)
+    log.add_secrets(["canary-log-secret-51", "short", None, ""])
+    log("two\nlines with canary-log-secret-51 and short")
+    log.once("tag", "first")
+    log.once("tag", "second")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and Stream.flushes == 2
+    assert lines[0].endswith("INFO two\\nlines with *** and short")
+    assert lines[1].endswith("WARNING first")
+
+
+def test_a_wrongtype_version_key_counts_as_a_failure_but_keeps_the_link(harness):
+    harness.redis.store["flashmm:meta:version"] = {"not": "a string"}
+    harness.app.link.connect_once()
+    assert harness.app.link.failures == 1 and harness.app.link.connected
+    assert "workload GET flashmm:meta:version failed: WRONGTYPE" in harness.log

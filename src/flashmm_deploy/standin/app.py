@@ -84,7 +84,7 @@ class StandIn:
         except RedisError as exc:
             return ["redis URL %s: %s" % (mask_url(self.redis_url), exc)]
         self.log.add_secrets([endpoint.password])
-        self.link = RedisLink(endpoint, self.log, on_connect=lambda link: self.rescan(),
+        self.link = RedisLink(endpoint, self.log, on_connect=self.rescan,
                               connect=self._connect, clock=self._clock)
         self.subscriber = Subscriber(endpoint, self.log, self.on_message, self.rescan,
                                      connect=self._connect)

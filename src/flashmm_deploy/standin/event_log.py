@@ -47,7 +47,7 @@ class EventLog:
     def __call__(self, message: str, level: str = "INFO") -> None:
         text = self.scrub(str(message)).replace("\r", "\\r").replace("\n", "\\n")
         line = "%s %s %s\n" % (utc_now(), level, text)
-        stream = self._stream or sys.stdout
+        stream = sys.stdout if self._stream is None else self._stream
         with self._lock:
             try:
                 stream.write(line)

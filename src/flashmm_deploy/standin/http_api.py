@@ -10,7 +10,8 @@ place).  The unit tests call both.
 * ``GET /config``  ``{"environment", "config_version", "values": {dotted key: {"value",
   "layer"}}}`` for every non-secret key; a URL's password shows as ``***``.
 * ``GET /stats``   ``{"redis_ops", "redis_failures", "reconnects", "updates_received",
-  "started_at"}``.
+  "started_at"}``: the workload's successful and failed GETs, connections re-established after
+  a failure, messages received on ``flashmm:config:updates``, start time (ISO 8601 UTC).
 * ``GET /secure``  ``{"records", "readable", "unreadable", "readable_with_old_key_only",
   "key_problem"}`` (see ``secure_records``), 503 ``{"error"}`` while Redis is unavailable.
 * anything else: 404 ``{"error": "not found"}``; another method on a known path: 405.

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from flashmm_deploy.redis_client import Connection, Endpoint, RedisError
+from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
 from flashmm_deploy.standin.event_log import EventLog
 
 VERSION_KEY = "flashmm:meta:version"
@@ -38,7 +38,7 @@ def _version(raw: Any) -> Any:
     if raw is None:
         return None
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 class RedisLink:
@@ -46,7 +46,7 @@ class RedisLink:
     unit tests pass a fake); ``clock`` a monotonic clock."""
 
     def __init__(self, endpoint: Endpoint, log: EventLog,
-                 on_connect: Callable[["RedisLink"], None] | None = None,
+                 on_connect: Callable[[], None] | None = None,
                  connect: Callable[[Endpoint], Any] = Connection,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.endpoint = endpoint
@@ -87,7 +87,7 @@ class RedisLink:
         self.tick()
         if self._on_connect is not None and self.connected:
             try:
-                self._on_connect(self)
+                self._on_connect()
             except (RedisError, RedisUnavailable):
                 pass                    # the failure is handled (and logged) by use()
         return self.connected
@@ -138,9 +138,9 @@ class RedisLink:
                 self.failures += 1
                 self._drop(str(exc))
                 return
-            except Exception as exc:       # an error reply (WRONGTYPE): Redis answered
+            except ReplyError as exc:      # e.g. WRONGTYPE: Redis answered, keep the link
                 self.failures += 1
-                self._log.once(("workload", type(exc).__name__),
+                self._log.once(("workload", str(exc)[:40]),
                                "workload GET %s failed: %s" % (VERSION_KEY, exc))
                 return
             self.ops += 1
