@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
-from flashmm_deploy.runtime import public_url
+import pytest
+
+from flashmm_deploy.redis_url import mask_url
 from support import flashmm_config, start_redis, stop_redis
+
+pytestmark = pytest.mark.integration
 
 KEY = "flashmm:config:trading:quote_frequency_hz"
 
@@ -18,8 +22,8 @@ def url(server, db, password=None):
 def test_explain_shows_an_operator_override_winning_over_the_files(redis_server, redis_db):
     client = redis_server.client(redis_db)
     client.set(KEY, "2.5")
-    client.set("flashmm:config:version", "3")                 # bookkeeping: not a config key
-    client.hset("flashmm:config:seeded", KEY, "1.0")
+    client.set("flashmm:meta:version", "3")                   # bookkeeping: outside the prefix
+    client.hset("flashmm:meta:seeded", KEY, "1.0")
     proc = flashmm_config("explain", "inventories/development", "trading.quote_frequency_hz",
                           "--json", "--redis", url(redis_server, redis_db))
     assert proc.returncode == 0, proc.stderr
@@ -61,6 +65,24 @@ def test_a_password_never_appears_in_provenance_or_errors(tmp_path):
         stop_redis(server)
 
 
-def test_public_url_hides_only_the_password():
-    assert public_url("redis://user:s3cret@h:1/2") == "redis://user:***@h:1/2"
-    assert public_url("redis://h:1/2") == "redis://h:1/2"
+def test_secret_or_unknown_paths_never_show_their_runtime_value(redis_server, redis_db):
+    """A value someone put under flashmm:config:secrets:* (or any unknown path, which may be
+    a misplaced secret) is reported by key, never by value, even when it is not JSON."""
+    client = redis_server.client(redis_db)
+    client.set("flashmm:config:secrets:redis_password", "CANARY-runtime-secret")
+    client.set("flashmm:config:secrets:api_auth_token", '"CANARY-json-secret"')
+    client.set("flashmm:config:nowhere:thing", "CANARY-unknown")
+    for command in (("validate", "inventories/development", "-q"),
+                    ("explain", "inventories/development", "secrets.redis_password")):
+        proc = flashmm_config(*command, "--redis", url(redis_server, redis_db))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        out = proc.stdout + proc.stderr
+        assert "CANARY" not in out
+        assert "secrets.redis_password" in out and "nowhere.thing" in out
+
+
+def test_mask_url_hides_only_the_password():
+    assert mask_url("redis://user:s3cret@h:1/2") == "redis://user:***@h:1/2"
+    assert mask_url("redis://h:1/2") == "redis://h:1/2"
+    for password in ("p#ss", "p/ss", "p?ss", "p@ss"):
+        assert password not in mask_url(f"redis://:{password}@h:1/2")

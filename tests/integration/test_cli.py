@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import yaml
 
+import pytest
+
 from support import copy_inventory, flashmm_config
+
+pytestmark = pytest.mark.integration
 
 ALL_FOUR = ["inventories/local", "inventories/development", "inventories/testnet",
             "inventories/production"]

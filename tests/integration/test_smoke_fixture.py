@@ -1,4 +1,8 @@
+import pytest
+
 from support import flashmm_config
+
+pytestmark = pytest.mark.integration
 
 
 def test_redis_fixture_gives_an_empty_database(redis_server, redis_db):
