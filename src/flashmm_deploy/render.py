@@ -55,12 +55,12 @@ def sha256(text: str) -> str:
 
 def acl_file(passwords: Iterable[str]) -> str:
     """The Redis ACL file: the ``default`` user (the one REDIS_URL authenticates as) with every
-    password given (several only while a rotation is switching clients over), or ``nopass``
-    when none; and a health-check user limited to PING."""
+    password given (several only while a rotation is switching clients over), as SHA-256
+    digests, or ``nopass`` when none; and a health-check user limited to PING.  (Redis
+    accepts no comment in an ACL file: what it is says the compose file that mounts it.)"""
     digests = sorted({"#" + sha256(p) for p in passwords})
     auth = " ".join(digests) if digests else "nopass"
-    return (f"# {MANAGED}\n# Passwords are stored as SHA-256 digests.\n"
-            f"user default on {auth} ~* &* +@all\n"
+    return (f"user default on {auth} ~* &* +@all\n"
             f"user {HEALTH_USER} on nopass -@all +ping\n")
 
 
