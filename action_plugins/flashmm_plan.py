@@ -60,7 +60,7 @@ def _tag_runs(tag, run_tags, skip_tags):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("require_secrets", "render"))
+    _VALID_ARGS = frozenset(("require_secrets", "render", "seed_with_files"))
 
     def run(self, tmp=None, task_vars=None):
         from flashmm_deploy import host_validation, plan, render, role_settings
@@ -69,6 +69,8 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         require_secrets = bool(self._task.args.get("require_secrets", False))
         do_render = bool(self._task.args.get("render", True))
+        # deploy.yml seeds hosts without a stack in their write call; a role run alone does not
+        with_files = bool(self._task.args.get("seed_with_files", True))
         role = self._task._role
         roles_dir = (Path(role._role_path).parent if role is not None
                      else Path(self._loader.get_basedir()) / "roles")
@@ -96,8 +98,8 @@ class ActionModule(ActionBase):
         try:
             built = plan.build(inputs, role_specs=specs, templates=templates,
                                require_secrets=require_secrets, seed=seed,
-                               seed_with_files=seed and _tag_runs("flashmm_files", run_tags,
-                                                                  skip_tags))
+                               seed_with_files=with_files and seed
+                               and _tag_runs("flashmm_files", run_tags, skip_tags))
         except FlashmmError as exc:
             raise AnsibleActionFail(str(exc)) from None
         result.update(changed=False, msg=f"{len(inputs)} host(s) valid",

@@ -24,7 +24,8 @@ from .schema import FlashMMConfig
 # Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
 # The roles whose variables the controller pass checks (their meta/argument_specs.yml).
 ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
-INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets", "flashmm_explain"})
+INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
+                           "flashmm_plan_seed_with_files", "flashmm_explain"})
 ENV_FILE = ".env"
 INFLUXDB_ENV_FILE = "influxdb/influxdb.env"
 TEMPLATES = {
@@ -166,8 +167,8 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
             "DOCKER_INFLUXDB_INIT_ORG": i.org, "DOCKER_INFLUXDB_INIT_BUCKET": i.bucket}}
     compose_up = values["flashmm_compose_up"]
     runtime = _strip(values, "flashmm_runtime_")
-    if runtime["redis_port"] is None:
-        runtime["redis_port"] = stack["redis_port"] if compose_up else redis.port
+    if runtime["redis_port"] is None:       # where the host's stack publishes Redis
+        runtime["redis_port"] = stack["redis_port"]
     if runtime["redis_db"] is None:
         runtime["redis_db"] = redis.db
     return {

@@ -43,6 +43,7 @@ def make_local_inventory(template: Path, dest: Path, *, hosts: int, redis_port: 
         if stack_ports is None:
             group["hosts"] = {name: {} for name in names}
             group["vars"]["flashmm_compose_up"] = False
+            group["vars"]["flashmm_runtime_redis_port"] = redis_port
             group["vars"]["flashmm_redis_databases"] = max(16, first_db + hosts)
         else:
             api, redis = stack_ports

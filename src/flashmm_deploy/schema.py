@@ -9,10 +9,9 @@ the seed's ``DEFAULT_CONFIG``; ``.env`` names, Redis keys, the reference docs an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
-from typing_extensions import Annotated
 
 ENVIRONMENTS = ("local", "development", "testnet", "production")
 Environment = Literal["local", "development", "testnet", "production"]

@@ -1,0 +1,103 @@
+"""Contracts between the project's parts that nothing else would catch: role defaults agree with
+their argument specs, modules document exactly their options, the package depends on what it
+imports, and the module_utils symlinks point into the package."""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flashmm_deploy import plan
+from flashmm_deploy.seed_apply import RUNTIME_OPTIONS
+from support import ROOT
+
+ROLES = ROOT / "roles"
+
+
+def spec_options(role: str) -> dict:
+    data = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+    return data["argument_specs"]["main"]["options"]
+
+
+@pytest.mark.parametrize("role", plan.ROLES)
+def test_role_defaults_equal_their_argument_spec_defaults(role):
+    """defaults/main.yml is what Ansible uses; the spec's defaults are what the controller pass
+    applies for every host: they must be the same values, for the same variables."""
+    defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
+    options = spec_options(role)
+    assert set(defaults) == set(options)
+    for name, option in options.items():
+        assert defaults[name] == option.get("default"), name
+        assert name.startswith(role + "_") or role == "flashmm", name
+        assert option.get("description"), f"{name} has no description"
+
+
+def test_every_role_the_controller_pass_checks_exists_with_a_main_entry_point():
+    assert set(plan.ROLES) == {p.name for p in ROLES.iterdir() if p.is_dir()}
+    for role in plan.ROLES:
+        assert (ROLES / role / "tasks" / "main.yml").is_file()
+
+
+def module_documentation(name: str) -> dict:
+    tree = ast.parse((ROOT / "library" / f"{name}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "DOCUMENTATION":
+            return yaml.safe_load(node.value.value)
+    raise AssertionError(f"library/{name}.py has no DOCUMENTATION")
+
+
+def test_flashmm_runtime_documents_exactly_its_options():
+    documented = module_documentation("flashmm_runtime")["options"]
+    assert set(documented) == set(RUNTIME_OPTIONS)
+    for name, spec in RUNTIME_OPTIONS.items():
+        assert documented[name]["type"] == spec["type"], name
+        assert documented[name].get("default") == spec.get("default"), name
+        assert bool(documented[name].get("required")) == bool(spec.get("required")), name
+
+
+def test_flashmm_files_documents_its_options():
+    doc = module_documentation("flashmm_files")
+    assert set(doc["options"]) == {"root", "files", "secret_files", "owner", "group",
+                                   "directory_mode", "runtime"}
+    assert doc["options"]["secret_files"]["suboptions"].keys() == {"path", "content", "mode",
+                                                                    "mask_keys"}
+
+
+def third_party_imports(directory: Path) -> set[str]:
+    names = set()
+    for path in directory.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names
+            and n not in ("flashmm_deploy", "redis_client", "redis_url")}
+
+
+# import name -> distribution name
+DISTRIBUTIONS = {"yaml": "PyYAML", "jinja2": "Jinja2", "ansible": "ansible-core",
+                 "pydantic": "pydantic", "cryptography": "cryptography"}
+
+
+def test_runtime_dependencies_are_exactly_what_src_imports():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {d.split(">")[0].split("<")[0].split("=")[0].strip().lower()
+                for d in project["dependencies"]}
+    imported = {DISTRIBUTIONS.get(n, n).lower()
+                for n in third_party_imports(ROOT / "src" / "flashmm_deploy")}
+    assert declared == imported
+
+
+def test_module_utils_are_relative_symlinks_into_the_package():
+    for link in (ROOT / "module_utils").glob("flashmm_*.py"):
+        assert link.is_symlink(), link
+        target = Path(os.readlink(link))
+        assert not target.is_absolute() and target.parts[:2] == ("..", "src"), link
+        assert link.resolve().is_file(), link
