@@ -1,4 +1,4 @@
-"""Time one ``redis_seed.apply`` (connect, SELECT, EVALSHA, close) for 4 and for 400 keys.
+"""Time one ``seed_apply.apply`` (connect, SELECT, EVALSHA, close) for 4 and for 400 keys.
 
 Starts its own redis-server on a free loopback port and stops it at the end.  Prints, per size,
 best and median of 50 applies, for a run that changes nothing (the steady state of a rerun) and
@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from flashmm_deploy.redis_seed import RespConnection, SeedError, apply, render_script  # noqa: E402
+from flashmm_deploy.redis_client import Connection, Endpoint, RedisError  # noqa: E402
+from flashmm_deploy.seed_apply import apply  # noqa: E402
+from flashmm_deploy.seed_script import render_script  # noqa: E402
 
 RUNS = 50
 
@@ -42,10 +44,10 @@ def start(tmp: str) -> tuple[subprocess.Popen, int]:
     deadline = time.monotonic() + 10
     while True:
         try:
-            with RespConnection("127.0.0.1", port, 1) as conn:
+            with Connection(Endpoint(port=port, timeout=1)) as conn:
                 conn.call("PING")
             return proc, port
-        except SeedError:
+        except RedisError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 sys.exit("redis-server did not start")
@@ -62,7 +64,7 @@ def timed(port: int, db: int, script: str, before=None) -> list[float]:
         if before:
             before()
         t0 = time.perf_counter()
-        apply("127.0.0.1", port, db, script)
+        apply(Endpoint(port=port, db=db), script)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -71,18 +73,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start(tmp)
         try:
-            print(f"redis_seed.apply, {RUNS} runs each, ms (best / median)")
+            print(f"seed_apply.apply, {RUNS} runs each, ms (best / median)")
             for db, n in ((1, 4), (2, 400)):
                 keys = desired(n)
                 script = render_script(keys)
                 first = next(iter(keys))
                 t0 = time.perf_counter()
-                apply("127.0.0.1", port, db, script)            # first seed: EVALSHA + EVAL
+                apply(Endpoint(port=port, db=db), script)      # first seed: EVALSHA + EVAL
                 cold = time.perf_counter() - t0
 
                 def drop_one(db=db, key=first):
-                    with RespConnection("127.0.0.1", port) as conn:
-                        conn.pipeline(("SELECT", db), ("DEL", key))
+                    with Connection(Endpoint(port=port, db=db)) as conn:
+                        conn.call("DEL", key)
 
                 unchanged = timed(port, db, script)
                 changing = timed(port, db, script, drop_one)
