@@ -107,16 +107,6 @@ def _vault_secret(password_file: str | None):
     return VaultLib([("default", VaultSecret(Path(path).read_bytes().strip()))])
 
 
-def _templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, dict):
-        return any(_templated(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_templated(v) for v in value)
-    return False
-
-
 class Inventory:
     def __init__(self, path: str | os.PathLike, vault_password_file: str | None = None):
         self.path = Path(path)
@@ -270,11 +260,6 @@ class Inventory:
                     issues.append(Issue(var, f"must be defined in {allowed}, not "
                                         f"{_PLACE_HINT[place]} (Ansible would replace the whole "
                                         "layer instead of merging it)", Origin(LAYER_VARS[var], source)))
-                    continue
-                if _templated(value):
-                    issues.append(Issue(var, "must hold literal values, not Jinja templates, so "
-                                        "that flashmm-config and the playbook agree",
-                                        Origin(LAYER_VARS[var], source)))
                     continue
                 if any(isinstance(v, _Vaulted) for v in _flat_values(value)):
                     if var == "flashmm_secrets":

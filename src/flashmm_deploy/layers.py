@@ -22,10 +22,13 @@ from typing import Any
 
 from . import env_strings
 from .errors import Issue, Origin
-from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS
+from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS, FieldSpec
 from .values import plain
 
 LAYER_ORDER = ("defaults", "environment", "vault", "group", "host", "env", "runtime")
+# Jinja2's delimiters: a layer holds literal values, and Ansible would template (or choke on,
+# printing the lines around it) a value holding one, unclosed ones included.
+TEMPLATE_MARKS = ("{{", "{%", "{#")
 SECRET_LAYERS = ("vault", "env")
 REDACTED = "<redacted>"
 
@@ -98,6 +101,21 @@ def did_you_mean_env(name: str) -> str:
 
 
 
+def _templated(path: str, value: Any, layer: LayerInput, issues: list[Issue],
+               spec: FieldSpec | None = None) -> bool:
+    """Record an issue when ``value`` (a string, or strings in a list) holds a Jinja2
+    delimiter; the message names the delimiter, never the value."""
+    spec = spec or FIELDS[path]
+    strings = value if isinstance(value, list) else [value]
+    marks = sorted({m for s in strings if isinstance(s, str) for m in TEMPLATE_MARKS if m in s})
+    if marks:
+        issues.append(Issue(path, f"holds {' and '.join(repr(m) for m in marks)}, a Jinja2 "
+                            "delimiter: layer values are literal and Ansible would template "
+                            "them; remove it" + (" (value hidden)" if spec.secret else ""),
+                            layer.origin))
+    return bool(marks)
+
+
 def _leaves(layer: LayerInput, issues: list[Issue]):
     """Yield (path, value) for each leaf a YAML layer sets; record unknown keys and misplaced
     secrets as issues."""
@@ -122,6 +140,8 @@ def _leaves(layer: LayerInput, issues: list[Issue]):
                                         f"environment override ({spec.env}); value hidden",
                                         layer.origin))
                     continue
+                if _templated(path, value, layer, issues):
+                    continue
                 yield path, value
             elif path in SECTIONS:
                 yield from walk(value, path + ".")
@@ -145,6 +165,8 @@ def _env_leaves(layer: LayerInput, issues: list[Issue]):
         if not isinstance(raw, str):
             issues.append(Issue(f"{spec.path} ({name})", "an environment override must be a string",
                                 layer.origin))
+            continue
+        if _templated(f"{spec.path} ({name})", raw, layer, issues, spec):
             continue
         try:
             yield spec.path, env_strings.parse(spec, raw)
@@ -199,7 +221,12 @@ def resolve(layers: list[LayerInput]) -> Resolution:
 
 
 def shown(path: str, value: Any) -> Any:
-    """A value fit for display: secrets become ``<redacted>`` (unset stays None)."""
+    """A value fit for display: secrets become ``<redacted>`` (unset stays None), and a URL
+    never shows a password someone put in it (validation refuses such a URL, but explain shows
+    invalid values too)."""
     if FIELDS[path].secret and value is not None:
         return REDACTED
+    if isinstance(value, str) and "://" in value:
+        from .redis_url import mask_url
+        return mask_url(value)
     return value

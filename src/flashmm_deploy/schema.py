@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
+import re
+
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic_core import PydanticCustomError
 
 ENVIRONMENTS = ("local", "development", "testnet", "production")
 Environment = Literal["local", "development", "testnet", "production"]
@@ -23,12 +26,28 @@ SEI_CHAIN_IDS = {"mainnet": "pacific-1", "testnet": "atlantic-2", "devnet": "arc
 LOG_LEVEL_ORDER = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+_HOST = re.compile(r"[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]")
+# The type of the error a URL with credentials raises: validate.py never shows its value.
+URL_CREDENTIALS = "url_credentials"
+
+
 def _scheme_check(*schemes: str):
     def check(value: Optional[str]) -> Optional[str]:
-        if value is not None and not value.startswith(tuple(f"{s}://" for s in schemes)):
+        if value is None:
+            return value
+        if not value.startswith(tuple(f"{s}://" for s in schemes)):
             raise ValueError("must start with " + " or ".join(f"{s}://" for s in schemes))
-        if value is not None and value.split("://", 1)[1].strip() == "":
-            raise ValueError("has no host after the scheme")
+        rest = value.split("://", 1)[1]
+        if "@" in rest:       # user:password@; a password may hold '/', '?', '#': anywhere
+            raise PydanticCustomError(
+                URL_CREDENTIALS, "must not carry credentials (user:password@); put the "
+                "password in the vault (e.g. flashmm_secrets.redis_password: deploy adds it to "
+                "REDIS_URL in .env only)")
+        authority = rest.split("?", 1)[0].split("#", 1)[0].split("/", 1)[0]
+        host = authority.rsplit(":", 1)[0] if not authority.startswith("[") else \
+            authority.split("]", 1)[0] + "]"
+        if not _HOST.fullmatch(host):
+            raise ValueError("has no valid host after the scheme")
         return value
 
     return check
@@ -50,8 +69,9 @@ def fld(default: Any, env: str, doc: str, *, runtime: bool = False, secret: bool
 
 class Section(BaseModel):
     # strict: no silent coercion ("100" is not a float, true is not an int); ints are accepted
-    # for floats.  No NaN or infinity anywhere.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    # for floats.  No NaN or infinity anywhere, no string longer than any sane value.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
+                              str_max_length=4096)
 
 
 class App(Section):
@@ -71,14 +91,17 @@ class Trading(Section):
     quote_frequency_hz: float = fld(
         5.0, "TRADING_QUOTE_FREQUENCY_HZ", "Quote updates per second, in (0, 10]",
         runtime=True, gt=0, le=10)
-    max_quote_levels: int = fld(3, "TRADING_MAX_QUOTE_LEVELS", "Quote levels per side", gt=0)
-    spread_buffer_bps: float = fld(5.0, "TRADING_SPREAD_BUFFER_BPS", "Spread buffer (bps)", ge=0)
-    risk_multiplier: float = fld(1.0, "TRADING_RISK_MULTIPLIER", "Risk multiplier", gt=0)
+    max_quote_levels: int = fld(3, "TRADING_MAX_QUOTE_LEVELS", "Quote levels per side", gt=0,
+                                le=100)
+    spread_buffer_bps: float = fld(5.0, "TRADING_SPREAD_BUFFER_BPS", "Spread buffer (bps)", ge=0,
+                                   le=10000)
+    risk_multiplier: float = fld(1.0, "TRADING_RISK_MULTIPLIER", "Risk multiplier", gt=0, le=100)
 
 
 class ML(Section):
-    inference_timeout_ms: int = fld(5, "ML_INFERENCE_TIMEOUT_MS", "Inference timeout (ms)", gt=0)
-    batch_size: int = fld(1, "ML_BATCH_SIZE", "Inference batch size", gt=0)
+    inference_timeout_ms: int = fld(5, "ML_INFERENCE_TIMEOUT_MS", "Inference timeout (ms)", gt=0,
+                                    le=60000)
+    batch_size: int = fld(1, "ML_BATCH_SIZE", "Inference batch size", gt=0, le=100000)
     confidence_threshold: float = fld(
         0.6, "ML_CONFIDENCE_THRESHOLD", "Minimum model confidence, in [0, 1]",
         runtime=True, ge=0, le=1)
@@ -88,8 +111,10 @@ class ML(Section):
 class API(Section):
     host: str = fld("0.0.0.0", "API_HOST", "Bind address of the API")
     port: Port = fld(8000, "API_PORT", "API port, 1-65535")
-    cors_origins: list[str] = fld(["*"], "API_CORS_ORIGINS", "Allowed CORS origins (env: JSON array)")
-    rate_limit_per_minute: int = fld(60, "API_RATE_LIMIT_PER_MINUTE", "Requests per minute", gt=0)
+    cors_origins: list[str] = fld(["*"], "API_CORS_ORIGINS", "Allowed CORS origins (env: JSON array)",
+                                  max_length=100)
+    rate_limit_per_minute: int = fld(60, "API_RATE_LIMIT_PER_MINUTE", "Requests per minute", gt=0,
+                                     le=10**7)
 
 
 class Sei(Section):
@@ -106,7 +131,8 @@ class Cambrian(Section):
 class Redis(Section):
     host: str = fld("localhost", "REDIS_HOST", "Redis host as the app sees it")
     port: Port = fld(6379, "REDIS_PORT", "Redis port")
-    db: int = fld(0, "REDIS_DB", "Redis database number", ge=0)
+    db: int = fld(0, "REDIS_DB", "Redis database number (below flashmm_redis_databases)", ge=0,
+                  le=100000)
     password_required: bool = fld(False, "REDIS_PASSWORD_REQUIRED", "Require secrets.redis_password")
     url: Optional[RedisUrl] = fld(
         None, "REDIS_URL", "redis(s):// URL; unset means redis://host:port/db")
@@ -140,9 +166,9 @@ class Monitoring(Section):
     twitter_enabled: bool = fld(False, "MONITORING_TWITTER_ENABLED", "Post to Twitter")
     alert_enabled: bool = fld(True, "MONITORING_ALERT_ENABLED", "Send alerts", runtime=True)
     health_check_interval_seconds: int = fld(
-        30, "HEALTH_CHECK_INTERVAL_SECONDS", "Health check interval (s)", gt=0)
+        30, "HEALTH_CHECK_INTERVAL_SECONDS", "Health check interval (s)", gt=0, le=86400)
     metrics_collection_interval_seconds: int = fld(
-        10, "METRICS_COLLECTION_INTERVAL_SECONDS", "Metrics interval (s)", gt=0)
+        10, "METRICS_COLLECTION_INTERVAL_SECONDS", "Metrics interval (s)", gt=0, le=86400)
     alert_thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from . import dotenv_file, env_strings
 from .errors import Issue, Origin
 from .layers import LayerInput, Resolution, resolve
-from .schema import FIELDS, LOG_LEVEL_ORDER, SEI_CHAIN_IDS, FlashMMConfig
+from .schema import FIELDS, LOG_LEVEL_ORDER, SEI_CHAIN_IDS, URL_CREDENTIALS, FlashMMConfig
 
 PLACEHOLDER_PREFIX = "__PLACEHOLDER__"
 # When each secret is needed: path -> (reason shown to the operator, predicate over values).
@@ -76,6 +76,12 @@ def is_placeholder(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX)
 
 
+def _got(value: Any, limit: int = 80) -> str:
+    """A non-secret value for a message: its repr, cut short (a value may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def _schema_issues(res: Resolution) -> tuple[FlashMMConfig | None, list[Issue], set[str]]:
     try:
         return FlashMMConfig.model_validate(res.nested()), [], set()
@@ -96,8 +102,10 @@ def _schema_issues(res: Resolution) -> tuple[FlashMMConfig | None, list[Issue], 
                                     where))
                 continue
             msg = err["msg"].removeprefix("Value error, ")
-            if spec is not None and not spec.secret:
-                msg += f" (got {res.values.get(leaf)!r})"
+            if err["type"] == URL_CREDENTIALS:        # the value holds a password
+                msg += " (value hidden)"
+            elif spec is not None and not spec.secret:
+                msg += f" (got {_got(res.values.get(leaf))})"
             elif spec is not None:
                 msg += " (value hidden)"
             if spec is not None:

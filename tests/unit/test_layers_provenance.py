@@ -263,9 +263,10 @@ def test_jinja_in_a_layer_variable_is_an_error(tmp_path, template):
     root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
         "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": template}}}}))
     result = host_validation.validate_host(Inventory(root), "h1")
-    hits = [i for i in result.errors if i.path == "flashmm_host_config"]
+    hits = [i for i in result.errors if i.path == "app.name"]
     assert hits, [i.render() for i in result.errors]
     assert "host_vars/h1.yml" in hits[0].render() and "literal" in hits[0].message
+    assert "Jinja2 delimiter" in hits[0].message and template not in hits[0].message
     assert result.config is None
 
 
@@ -274,7 +275,18 @@ def test_jinja_in_a_nested_list_is_an_error(tmp_path):
         "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
             "api": {"cors_origins": ["https://a.example", "{{ origin }}"]}}}}))
     result = host_validation.validate_host(Inventory(root), "h2")
-    assert any(i.path == "flashmm_group_config" for i in result.errors)
+    assert any(i.path == "api.cors_origins" and "'{{'" in i.message for i in result.errors)
+
+
+@pytest.mark.parametrize("secret", ["{# c #}", "abc{#", "{{x", "a{%b"])
+def test_jinja_delimiters_in_a_secret_are_refused_without_showing_it(secret):
+    from flashmm_deploy.validate import validate_layers
+    result = validate_layers([LayerInput("vault", "v.yml", {"secrets": {"secret_key": secret * 10}}),
+                              LayerInput("env", "e", {"API_AUTH_TOKEN": "x" * 40 + secret})])
+    texts = [i.render() for i in result.errors]
+    assert any(t.startswith("secrets.secret_key: holds") and "(value hidden)" in t for t in texts)
+    assert any(t.startswith("secrets.api_auth_token (API_AUTH_TOKEN): holds") for t in texts)
+    assert all(secret not in t for t in texts)
 
 
 # ---- vault -------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def third_party_imports(directory: Path) -> set[str]:
 
 # import name -> distribution name
 DISTRIBUTIONS = {"yaml": "PyYAML", "jinja2": "Jinja2", "ansible": "ansible-core",
+                 "pydantic_core": "pydantic",   # installed with (and by) pydantic
                  "pydantic": "pydantic", "cryptography": "cryptography"}
 
 

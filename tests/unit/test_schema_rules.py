@@ -632,3 +632,36 @@ def cli_rejects(inventory: Path, path: str, file: Path):
     assert path in proc.stderr
     assert str(file) in proc.stderr, proc.stderr
     return proc
+
+
+# ---- URLs never carry credentials, and always name a host -----------------------------------
+
+@pytest.mark.parametrize("path,url", [
+    ("storage.redis.url", "redis://:Pw-CANARY-9f@redis:6379/0"),
+    ("storage.redis.url", "redis://user:Pw/CANARY#x?y@redis:6379/0"),   # '/', '#', '?' inside
+    ("sei.rpc_url", "https://user:CANARY-rpc@rpc.example"),
+    ("storage.influxdb.url", "http://token-CANARY@influxdb:8086"),
+])
+def test_a_url_with_credentials_is_refused_and_never_shown(path, url):
+    result = check(with_value(dev_config(), path, url))
+    text = rendered(result.errors)
+    assert f"{path}: must not carry credentials" in text and "(value hidden)" in text
+    assert "CANARY" not in text
+
+
+def test_explain_of_a_url_with_credentials_masks_them():
+    from flashmm_deploy import effective
+    result = check(with_value(dev_config(), "storage.redis.url", "redis://:CANARY-x@redis:1/0"))
+    assert "CANARY" not in str(effective.explain(result.resolution, "storage.redis.url"))
+
+
+@pytest.mark.parametrize("url", ["https://", "https:// ", "https://:8080", "https://a b.example",
+                                 "https:///path"])
+def test_a_url_without_a_valid_host_is_refused(url):
+    assert_rejected(check(with_value(dev_config(), "sei.rpc_url", url)), "sei.rpc_url")
+
+
+def test_a_huge_string_is_refused_and_not_echoed_whole():
+    result = check(with_value(dev_config(), "app.name", "x" * 100000))
+    text = rendered(result.errors)
+    assert "app.name" in text and len(text) < 2000
