@@ -46,7 +46,10 @@ class ActionModule(ActionBase):
         module_args = {
             "root": plan["root"], "files": plan["files"], "secret_files": written,
             "owner": plan["owner"], "group": plan["group"],
-            "directory_mode": plan["directory_mode"],
+            "directory_mode": plan["directory_mode"], "run_id": self._task.args.get("run_id"),
+            "lock_timeout": plan["lock_timeout"],
+            # a seed call of this run follows: it checks that no other run wrote in between
+            "record_run": bool(plan["runtime"]) and not plan["runtime_with_files"],
         }
         if plan["runtime_with_files"]:
             module_args["runtime"] = secret_files.runtime_module_args(plan["runtime"], secrets)

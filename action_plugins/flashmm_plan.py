@@ -60,7 +60,7 @@ def _tag_runs(tag, run_tags, skip_tags):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("require_secrets", "render", "seed_with_files"))
+    _VALID_ARGS = frozenset(("require_secrets", "render", "steps"))
 
     def run(self, tmp=None, task_vars=None):
         from flashmm_deploy import host_validation, plan, render, role_settings
@@ -69,8 +69,8 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         require_secrets = bool(self._task.args.get("require_secrets", False))
         do_render = bool(self._task.args.get("render", True))
-        # deploy.yml seeds hosts without a stack in their write call; a role run alone does not
-        with_files = bool(self._task.args.get("seed_with_files", True))
+        # what this run does: deploy.yml all three, a role run alone its own; tags may skip some
+        steps = set(self._task.args.get("steps") or plan.STEPS)
         role = self._task._role
         roles_dir = (Path(role._role_path).parent if role is not None
                      else Path(self._loader.get_basedir()) / "roles")
@@ -89,7 +89,7 @@ class ActionModule(ActionBase):
                 machine=self._machine(variables, host))
         run_tags = set(task_vars.get("ansible_run_tags") or ["all"])
         skip_tags = set(task_vars.get("ansible_skip_tags") or [])
-        seed = _tag_runs("flashmm_runtime", run_tags, skip_tags)
+        steps = {s for s in steps if _tag_runs(f"flashmm_{s}", run_tags, skip_tags)}
         templates = None
         if do_render:
             templates = render.Templates({
@@ -97,9 +97,7 @@ class ActionModule(ActionBase):
                 for name, (role, src) in plan.TEMPLATES.items()})
         try:
             built = plan.build(inputs, role_specs=specs, templates=templates,
-                               require_secrets=require_secrets, seed=seed,
-                               seed_with_files=with_files and seed
-                               and _tag_runs("flashmm_files", run_tags, skip_tags))
+                               require_secrets=require_secrets, steps=frozenset(steps))
         except FlashmmError as exc:
             raise AnsibleActionFail(str(exc)) from None
         result.update(changed=False, msg=f"{len(inputs)} host(s) valid",

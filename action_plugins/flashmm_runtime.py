@@ -28,6 +28,9 @@ class ActionModule(ActionBase):
         except ValueError as exc:
             raise AnsibleActionFail(str(exc)) from None
         module_args = secret_files.runtime_module_args(self._task.args["runtime"], secrets)
+        if self._task.args.get("run_id"):       # hold the host's lock; refuse a stale seed
+            module_args.update(root=self._task.args["root"], run_id=self._task.args["run_id"],
+                               lock_timeout=self._task.args.get("lock_timeout", 60))
         result.update(self._execute_module(module_name="flashmm_runtime",
                                            module_args=module_args, task_vars=task_vars))
         result.pop("invocation", None)

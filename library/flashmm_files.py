@@ -15,9 +15,15 @@ description:
   - Each change gets a diff. In O(secret_files) the values of C(mask_keys) show as
     C('<redacted>') (C('<redacted, changed>') where they change), as does every line that is
     not a known non-secret assignment; a file with C(mask=all) shows no content at all.
-  - With O(runtime), the Redis runtime layer is applied after the files, in the same module
-    call (see the flashmm_runtime module). Deploy does this on hosts where no compose stack
-    must start first, because one module call is most of a host's deploy time.
+  - Every path is checked before the first write (no file where a directory goes, nothing
+    resolving outside O(root), no symlink where a file goes); a failure after that puts every
+    file back. Files the previous run wrote and this one does not are removed
+    (C(.flashmm/state.json) lists them). The call holds an exclusive lock on
+    C(.flashmm/lock), waiting at most O(lock_timeout) for another run.
+  - With O(runtime), the Redis runtime layer is checked (reachable, authenticated, keys of the
+    right types) before any file is written and applied after them, in the same module call
+    (see the flashmm_runtime module); if it fails, the files are put back. Deploy does this on
+    hosts where no compose stack must start first: one module call is most of a host's cost.
   - Supports check mode, in which nothing is written anywhere and the result says what would
     change.
 options:
@@ -51,6 +57,12 @@ options:
   owner: {description: Owner of the files (default, the connecting user)., type: str}
   group: {description: Group of the files., type: str}
   directory_mode: {description: Mode of O(root) and the directories created below it., type: str, default: "0755"}
+  run_id: {description: The deploy run this call belongs to (recorded with the lock and the files)., type: str}
+  record_run:
+    description: Record O(run_id) as the host's last writer even when nothing changed, so a later seed of the same run can tell whether another run wrote the files since.
+    type: bool
+    default: false
+  lock_timeout: {description: Seconds to wait for another run's lock on the host before failing., type: float, default: 60}
   runtime:
     description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.
     type: dict
@@ -69,7 +81,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files: {description: path -> created, updated, mode or unchanged., type: dict, returned: always}
-changed_files: {description: Paths that were (or in check mode would be) changed., type: list, elements: str, returned: always}
+changed_files: {description: Paths that were (or in check mode would be) changed or removed., type: list, elements: str, returned: always}
+removed_files: {description: Paths the previous run wrote that were (or would be) removed., type: list, elements: str, returned: always}
 created_directories: {description: Directories created (or that would be)., type: list, elements: str, returned: always}
 runtime:
   description: The runtime layer's result (see flashmm_runtime), when O(runtime) was given.
@@ -78,7 +91,7 @@ runtime:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.flashmm_filesync import SyncError, sync  # noqa: E402
+from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
 from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
@@ -99,28 +112,39 @@ def main():
             group=dict(type="str"),
             directory_mode=dict(type="str", default="0755"),
             runtime=dict(type="dict", options=RUNTIME_OPTIONS),
+            run_id=dict(type="str"),
+            record_run=dict(type="bool", default=False),
+            lock_timeout=dict(type="float", default=60.0),
         ),
         supports_check_mode=True,
     )
     p = module.params
     specs = p["files"] + [dict(f, mask="env") for f in p["secret_files"]]
+    seeded = {}
+
+    def seed():
+        """Checked before any file is written (check mode: the whole seed), applied after."""
+        from ansible.module_utils.flashmm_seed_apply import apply_for_module
+        seeded["result"] = apply_for_module(p["runtime"], module.check_mode)
+
     try:
+        if p["runtime"]:
+            from ansible.module_utils.flashmm_seed_apply import apply_for_module
+            seeded["result"] = apply_for_module(p["runtime"], True)     # the preflight
         synced = sync(p["root"], [dict(f, mode=int(f["mode"], 8)) for f in specs],
                       check=module.check_mode, owner=p["owner"], group=p["group"],
-                      directory_mode=int(p["directory_mode"], 8))
-    except (SyncError, OSError, KeyError, ValueError) as exc:
-        module.fail_json(msg="flashmm_files: %s" % exc)
+                      directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
+                      record_run=p["record_run"], lock_timeout=p["lock_timeout"],
+                      after_write=seed if p["runtime"] and not module.check_mode else None)
+    except Exception as exc:        # SyncError, SeedError, OSError: nothing left half-written
+        what = "runtime layer" if getattr(exc, "kind", None) else "files"
+        module.fail_json(msg="flashmm_files: %s; no file changed (%s)" % (exc, what),
+                         kind=getattr(exc, "kind", "files"))
     result = dict(changed=synced["changed"], files=synced["files"],
-                  changed_files=synced["changed_files"], diff=synced["diff"],
-                  created_directories=synced["created_directories"])
+                  changed_files=synced["changed_files"], removed_files=synced["removed_files"],
+                  diff=synced["diff"], created_directories=synced["created_directories"])
     if p["runtime"]:
-        from ansible.module_utils.flashmm_seed_apply import SeedError, apply_for_module
-
-        try:
-            applied, diff, warnings = apply_for_module(p["runtime"], module.check_mode)
-        except SeedError as exc:
-            module.fail_json(msg="flashmm_files: files written; runtime layer not applied: %s"
-                             % exc, kind=exc.kind, **result)
+        applied, diff, warnings = seeded["result"]
         for warning in warnings:
             module.warn(warning)
         result["runtime"] = applied

@@ -37,6 +37,11 @@ options:
     choices: [keep, enforce]
     default: keep
   timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
+  root:
+    description: The host's FlashMM directory; with O(run_id), the seed holds the host's lock and refuses to apply when another run wrote the files since O(run_id) did.
+    type: path
+  run_id: {description: The deploy run whose files this seed goes with., type: str}
+  lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
 author: flashmm-deploy
 """
 
@@ -61,12 +66,24 @@ from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
 
 
 def main():
-    module = AnsibleModule(argument_spec=RUNTIME_OPTIONS, supports_check_mode=True,
-                           required_by={"username": ("password",)})
+    module = AnsibleModule(
+        argument_spec=dict(RUNTIME_OPTIONS, root=dict(type="path"), run_id=dict(type="str"),
+                           lock_timeout=dict(type="float", default=60.0)),
+        supports_check_mode=True, required_by={"username": ("password",)},
+        required_together=[("root", "run_id")])
+    p = module.params
     try:
-        result, diff, warnings = apply_for_module(module.params, module.check_mode)
+        if p["root"] and not module.check_mode:
+            from ansible.module_utils.flashmm_filesync import HostLock, check_run
+            with HostLock(p["root"], p["run_id"], p["lock_timeout"]):
+                check_run(p["root"], p["run_id"])
+                result, diff, warnings = apply_for_module(p, module.check_mode)
+        else:
+            result, diff, warnings = apply_for_module(p, module.check_mode)
     except SeedError as exc:
         module.fail_json(msg="flashmm_runtime: %s" % exc, kind=exc.kind)
+    except Exception as exc:        # the lock or the run check (SyncError), or the host's disk
+        module.fail_json(msg="flashmm_runtime: %s" % exc, kind="host")
     for warning in warnings:
         module.warn(warning)
     if result["changed"]:

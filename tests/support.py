@@ -159,11 +159,12 @@ def copy_inventory(name: str, dest: Path) -> Path:
 
 
 def snapshot_files(root: Path) -> dict[str, tuple[int, bytes]]:
-    """relative path -> (mode, content) of every file below ``root``."""
+    """relative path -> (mode, content) of every file below ``root``, but the lock files:
+    each call that takes a host's lock notes who holds it there."""
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): (p.stat().st_mode & 0o7777, p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "lock"}
 
 
 def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:

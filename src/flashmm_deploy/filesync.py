@@ -1,16 +1,27 @@
 """Converge a set of files under one root in a single pass: atomic writes, stated modes, a
 per-file diff with secret values masked, and a check mode that writes nothing.
 
+Nothing half-written: every path is checked before the first write (no file where a directory
+must be, nothing that resolves outside the root, no symlink where a file goes), and a failure
+after the first write, in this module or in the caller's ``after_write`` (the seed), puts every
+file back as it was.  Files a previous run wrote and this one no longer does are removed
+(``.flashmm/state.json`` lists them).  One run at a time per host: the call holds an exclusive
+lock on ``.flashmm/lock`` (released when the process ends, however it ends) and waits for
+another run's call at most ``lock_timeout`` seconds.
+
 Stdlib only, no relative imports: Ansible ships this file to target hosts as
 ``module_utils/flashmm_filesync.py`` (a symlink) for ``library/flashmm_files.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
 
 # An assignment as a hand-edited .env may hold it: an optional comment mark, "export", spaces
 # around "=".  Groups: the prefix up to and including "=", the key, the raw value.
@@ -18,6 +29,7 @@ _ASSIGNMENT = re.compile(r"(\s*(?:#\s*)?(?:export\s+)?([^=\s#]+)\s*=)\s*(.*)")
 MASK = "'<redacted>'"
 MASK_CHANGED = "'<redacted, changed>'"
 UNPARSED = "# <line redacted: not a KEY=value assignment>"
+COMMENT = "# <comment redacted>"
 HIDDEN = "# <content hidden: holds secrets>\n"
 HIDDEN_CHANGED = "# <content hidden: holds secrets; changed>\n"
 
@@ -36,12 +48,15 @@ def _values(text: str) -> dict[str, str]:
     return out
 
 
-def mask_env(text: str, names, other: str | None = None, reveal=None) -> str:
+def mask_env(text: str, names, other: str | None = None, reveal=None,
+             comments=frozenset()) -> str:
     """``text`` with secret values replaced by ``'<redacted>'``: those of ``names`` and, when
     ``reveal`` is given, of every key not in it (in a hand-edited file an unknown key may be a
-    secret too, and a line that is no assignment is redacted whole).  A quoted value spanning
-    lines is masked whole.  With ``other``, a masked value that differs from the same key's
-    value there is marked ``'<redacted, changed>'``, so a diff still says *that* it changed."""
+    secret too, a line that is no assignment is redacted whole, and so is every comment but
+    the ``comments`` we write ourselves: ``# old SECRET_KEY was ...`` must not show).  A quoted
+    value spanning lines is masked whole.  With ``other``, a masked value that differs from the
+    same key's value there is marked ``'<redacted, changed>'``, so a diff still says *that* it
+    changed."""
     hidden = set(names)
     theirs = _values(other) if other is not None else None
     out, quote = [], None            # quote: the one still open on a multi-line masked value
@@ -51,9 +66,11 @@ def mask_env(text: str, names, other: str | None = None, reveal=None) -> str:
                 quote = None
             continue
         m = _ASSIGNMENT.match(line)
+        if reveal is not None and line.lstrip().startswith("#"):
+            out.append(line if line in comments else COMMENT)
+            continue
         if m is None:
-            unparsed = reveal is not None and line.strip() and not line.lstrip().startswith("#")
-            out.append(UNPARSED if unparsed else line)
+            out.append(UNPARSED if reveal is not None and line.strip() else line)
             continue
         key, value = m.group(2), m.group(3)
         if key not in hidden and (reveal is None or key in reveal):
@@ -66,14 +83,24 @@ def mask_env(text: str, names, other: str | None = None, reveal=None) -> str:
     return "\n".join(out)
 
 
+STATE_DIR = ".flashmm"
+STATE_FILE = STATE_DIR + "/state.json"   # the files the last run wrote, and that run's id
+LOCK_FILE = STATE_DIR + "/lock"
+
+
 def _resolve_owner(owner, group) -> tuple[int, int]:
-    uid = gid = -1
-    if owner not in (None, ""):
-        import pwd
-        uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
-    if group not in (None, ""):
-        import grp
-        gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    """The uid/gid the files must have: the given ones, else the connecting user's (an
+    existing file with a foreign owner is rewritten, which makes it ours)."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        if owner not in (None, ""):
+            import pwd
+            uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+        if group not in (None, ""):
+            import grp
+            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise SyncError("no such user or group: %s" % (owner if owner else group)) from None
     return uid, gid
 
 
@@ -84,7 +111,7 @@ def write_atomic(path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> 
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
     try:
         os.fchmod(fd, mode)             # restrictive before the first byte is written
-        if uid != -1 or gid != -1:
+        if (uid, gid) != (-1, -1) and (uid, gid) != (os.geteuid(), os.getegid()):
             os.fchown(fd, uid, gid)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -95,6 +122,71 @@ def write_atomic(path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class HostLock:
+    """An exclusive ``flock`` on ``<root>/.flashmm/lock`` for one call: released by the kernel
+    when this process ends, so a killed run never leaves a stale lock.  While waiting, the
+    holder's note (run id, time, process) says who has it."""
+
+    def __init__(self, root: str, run_id, timeout: float):
+        self.path = os.path.join(root, LOCK_FILE)
+        self.run_id, self.timeout, self.fd = run_id, timeout, None
+
+    def __enter__(self) -> "HostLock":
+        import fcntl
+        _ensure_dir(os.path.dirname(self.path), 0o700, False, [])
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    holder = self._holder()
+                    os.close(self.fd)
+                    raise SyncError("another deploy holds the lock on %s since %s (run %s, "
+                                    "process %s on %s); waited %gs (flashmm_lock_timeout)"
+                                    % (os.path.dirname(os.path.dirname(self.path)),
+                                       holder.get("since", "?"), holder.get("run_id", "?"),
+                                       holder.get("pid", "?"), holder.get("host", "?"),
+                                       self.timeout)) from None
+                time.sleep(0.1)
+        note = json.dumps({"run_id": self.run_id, "pid": os.getpid(),
+                           "host": socket.gethostname(),
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, note.encode(), 0)
+        return self
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(os.pread(self.fd, 4096, 0) or b"{}")
+        except ValueError:
+            return {}
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)               # closing releases the flock
+
+
+def read_state(root: str) -> dict:
+    try:
+        with open(os.path.join(root, STATE_FILE), "rb") as fh:
+            data = json.loads(fh.read(1 << 20))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_run(root: str, run_id: str) -> None:
+    """Refuse to seed when another run wrote this host's files after ``run_id`` did: seeding
+    then would leave the host with one run's files and another's runtime layer."""
+    state = read_state(root)
+    if state.get("run_id") not in (None, run_id):
+        raise SyncError("another deploy (run %s, %s) wrote this host's files after this run did: "
+                        "not applying this run's runtime layer over them"
+                        % (state.get("run_id"), state.get("written_at", "?")))
 
 
 def _ensure_dir(path: str, mode: int, check: bool, created: list[str]) -> None:
@@ -114,62 +206,171 @@ def _ensure_dir(path: str, mode: int, check: bool, created: list[str]) -> None:
     os.chmod(path, mode)                # mkdir's mode is filtered by the umask
 
 
+def _inside(root: str, path: str) -> bool:
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def _preflight(root: str, rel: str) -> str:
+    """The absolute path of ``rel``, once every component was checked: a directory where a
+    directory must be, nothing resolving outside the root, a regular file (or nothing) at the
+    end.  Raises SyncError naming the path."""
+    norm = os.path.normpath(rel)
+    if norm.startswith("..") or os.path.isabs(norm) or norm == ".":
+        raise SyncError(f"{rel}: must be a relative path inside {root}")
+    path = os.path.join(root, norm)
+    parent = root
+    for part in norm.split(os.sep)[:-1]:
+        parent = os.path.join(parent, part)
+        if not os.path.lexists(parent):
+            break
+        if not os.path.isdir(parent):
+            raise SyncError(f"{parent}: is not a directory, but {rel} goes inside it")
+        if not _inside(root, parent):
+            raise SyncError(f"{parent}: resolves outside {root}")
+    parent = os.path.dirname(path)
+    if os.path.lexists(path):
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise SyncError(f"{path}: is a symbolic link; deploy writes a regular file there "
+                            "(remove the link)")
+        if not stat.S_ISREG(st.st_mode):
+            raise SyncError(f"{path}: exists and is not a regular file")
+    existing = parent
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SyncError(f"{existing}: not writable by this user, so {rel} cannot be written")
+    return path
+
+
+def _read(path: str):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None, None
+    with open(path, "rb") as fh:
+        return st, fh.read()
+
+
+def _diff(path, st, before, data, spec, mode) -> dict:
+    old_text = before.decode("utf-8", "replace") if before is not None else ""
+    new_text = data.decode("utf-8") if data is not None else ""
+    # mask_keys alone means a secret KEY=value file too: never show a secret by omission
+    mask = spec.get("mask") or ("env" if "mask_keys" in spec else None)
+    if mask == "env":     # a secret file: show only values of known non-secret keys
+        keys = spec.get("mask_keys") or []
+        reveal = set(_values(new_text)) - set(keys)
+        ours = {line for line in new_text.split("\n") if line.lstrip().startswith("#")}
+        old_text, new_text = (mask_env(old_text, keys, reveal=reveal, comments=ours),
+                              mask_env(new_text, keys, old_text, reveal, ours))
+    elif mask == "all":   # nothing of it is shown, only that it changed
+        old_text = HIDDEN if before is not None else ""
+        new_text = "" if data is None else (HIDDEN if before == data else HIDDEN_CHANGED)
+    return {"before_header": path if st is not None else "(absent)",
+            "after_header": f"{path} (mode {mode:04o})" if data is not None else "(removed)",
+            "before": old_text, "after": new_text}
+
+
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
-         directory_mode: int = 0o755) -> dict:
+         directory_mode: int = 0o755, run_id=None, record_run: bool = False,
+         lock_timeout: float = 0.0, after_write=None) -> dict:
     """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
-    with ``mask_keys``, or "all") under ``root``.  Returns ``changed``, ``files`` (path ->
-    created|updated|mode|unchanged),
-    ``changed_files`` and ``diff`` (a list of before/after dicts, secret values masked)."""
+    with ``mask_keys``, or "all") under ``root``, removing files the previous run wrote and
+    this one does not.  ``record_run`` records ``run_id`` as the host's last writer even when
+    nothing changed (a later call of the same run checks it: ``check_run``).  ``after_write``
+    runs after the writes, still under the lock: if it raises, the files are put back.
+
+    Returns ``changed``, ``files`` (path -> created|updated|mode|owner|removed|unchanged),
+    ``changed_files``, ``removed_files``, ``created_directories`` and ``diff`` (before/after
+    per changed file, secret values masked)."""
     root = os.path.abspath(root)
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise SyncError(f"{root}: exists and is not a directory")
     uid, gid = _resolve_owner(owner, group)
-    states, diffs, created_dirs = {}, [], []
-    for spec in sorted(files, key=lambda f: f["path"]):
-        rel = os.path.normpath(spec["path"])
-        if rel.startswith("..") or os.path.isabs(rel):
-            raise SyncError(f"{spec['path']}: must be a relative path inside {root}")
-        path = os.path.join(root, rel)
-        data = spec["content"].encode("utf-8")
-        mode = spec["mode"]
-        before = None
-        try:
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode):
-                raise SyncError(f"{path}: exists and is not a regular file")
-            with open(path, "rb") as fh:
-                before = fh.read()
-        except FileNotFoundError:
-            st = None
-        owner_ok = st is not None and (uid in (-1, st.st_uid)) and (gid in (-1, st.st_gid))
-        if before == data and st is not None and stat.S_IMODE(st.st_mode) == mode and owner_ok:
+    lock = HostLock(root, run_id, lock_timeout) if not check else None
+    if lock is not None:
+        _ensure_dir(root, directory_mode, False, [])
+        lock.__enter__()
+    try:
+        return _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
+                            after_write)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
+                 after_write) -> dict:
+    state = read_state(root)
+    wanted = {}
+    for spec in files:                  # every check before the first write
+        wanted[os.path.normpath(spec["path"])] = (_preflight(root, spec["path"]), spec)
+    stale = sorted(p for p in state.get("files", []) if isinstance(p, str) and p not in wanted)
+    stale = [(p, path) for p in stale
+             if os.path.isfile(path := _preflight(root, p)) and not os.path.islink(path)]
+
+    states, diffs, created_dirs, writes = {}, [], [], []
+    for rel, (path, spec) in sorted(wanted.items()):
+        data, mode = spec["content"].encode("utf-8"), spec["mode"]
+        st, before = _read(path)
+        same_owner = st is not None and (st.st_uid, st.st_gid) == (uid, gid)
+        if before == data and stat.S_IMODE(st.st_mode) == mode and same_owner:
             states[rel] = "unchanged"
             continue
-        states[rel] = "created" if st is None else ("updated" if before != data else "mode")
-        _ensure_dir(os.path.dirname(path), directory_mode, check, created_dirs)
-        if not check:
-            if before == data:
+        states[rel] = ("created" if st is None else "updated" if before != data else
+                       "mode" if same_owner else "owner")
+        writes.append((path, data, mode, st, before))
+        diffs.append(_diff(path, st, before, data, spec, mode))
+    for rel, path in stale:
+        st, before = _read(path)
+        states[rel] = "removed"
+        diffs.append(_diff(path, st, before, None, {"mask": "all"}, 0))
+    for path, *_ in writes:
+        _ensure_dir(os.path.dirname(path), directory_mode, True, created_dirs)
+
+    changed_files = sorted(p for p, s in states.items() if s != "unchanged")
+    result = {"changed": bool(changed_files), "files": states, "changed_files": changed_files,
+              "removed_files": [rel for rel, _ in stale],
+              "created_directories": created_dirs, "diff": diffs}
+    if check:
+        return result
+
+    done = []                           # (path, st, before) of what was written or removed
+    try:
+        for path, data, mode, st, before in writes:
+            _ensure_dir(os.path.dirname(path), directory_mode, False, [])
+            done.append((path, st, before))
+            if before == data:          # mode or owner only: a rename makes the owner ours
                 os.chmod(path, mode)
-                if uid != -1 or gid != -1:
-                    os.chown(path, uid, gid)
+                if (st.st_uid, st.st_gid) != (uid, gid):
+                    write_atomic(path, data, mode, uid, gid)
             else:
                 write_atomic(path, data, mode, uid, gid)
-        old_text = before.decode("utf-8", "replace") if before is not None else ""
-        new_text = spec["content"]
-        # mask_keys alone means a secret KEY=value file too: never show a secret by omission
-        mask = spec.get("mask") or ("env" if "mask_keys" in spec else None)
-        if mask == "env":     # a secret file: show only values of known non-secret keys
-            keys = spec.get("mask_keys") or []
-            reveal = set(_values(new_text)) - set(keys)
-            old_text, new_text = (mask_env(old_text, keys, reveal=reveal),
-                                  mask_env(new_text, keys, old_text, reveal))
-        elif mask == "all":   # nothing of it is shown, only that it changed
-            old_text = HIDDEN if before is not None else ""
-            new_text = HIDDEN if before == data else HIDDEN_CHANGED
-        diffs.append({
-            "before_header": path if st is not None else "(absent)",
-            "after_header": f"{path} (mode {mode:04o})",
-            "before": old_text,
-            "after": new_text,
-        })
-    changed_files = sorted(p for p, s in states.items() if s != "unchanged")
-    return {"changed": bool(changed_files), "files": states, "changed_files": changed_files,
-            "created_directories": created_dirs, "diff": diffs}
+        for _, path in stale:
+            st, before = _read(path)
+            done.append((path, st, before))
+            os.unlink(path)
+        if changed_files or record_run or state.get("files") != sorted(wanted):
+            record = {"files": sorted(wanted), "run_id": run_id,
+                      "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _ensure_dir(os.path.join(root, STATE_DIR), 0o700, False, [])
+            write_atomic(os.path.join(root, STATE_FILE), json.dumps(record).encode(), 0o600)
+        if after_write is not None:
+            after_write()
+    except BaseException:
+        _roll_back(done)
+        raise
+    return result
+
+
+def _roll_back(done) -> None:
+    """Put back what a failed call wrote or removed, newest first; best effort."""
+    for path, st, before in reversed(done):
+        try:
+            if before is None:
+                os.unlink(path)
+            else:
+                write_atomic(path, before, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        except OSError:
+            pass

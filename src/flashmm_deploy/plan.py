@@ -13,7 +13,8 @@ Every problem of every host is collected and raised together (``ConfigInvalid``)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import effective, host_validation, render, role_settings
@@ -25,7 +26,9 @@ from .schema import FlashMMConfig
 # The roles whose variables the controller pass checks (their meta/argument_specs.yml).
 ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
-                           "flashmm_plan_seed_with_files", "flashmm_explain"})
+                           "flashmm_plan_steps", "flashmm_explain"})
+# What a run may do to a host, each the work of one role (and a tag of the same name).
+STEPS = ("files", "stack", "runtime")
 ENV_FILE = ".env"
 INFLUXDB_ENV_FILE = "influxdb/influxdb.env"
 TEMPLATES = {
@@ -48,10 +51,13 @@ class HostInput:
 class Plan:
     hosts: dict[str, dict[str, Any]]
     warnings: list[str]
+    # names this run on the hosts (their lock and their last writer)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def fact(self) -> dict[str, Any]:
         """The ``flashmm_plan`` fact."""
         return {
+            "run_id": self.run_id,
             "hosts": self.hosts,
             "secret_env": dict(effective.SECRET_ENV),
             "stack_hosts": sorted(h for h, p in self.hosts.items() if p["stack"]),
@@ -62,7 +68,7 @@ class Plan:
 
 def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[str, Any]],
           templates: render.Templates | None, require_secrets: bool,
-          seed_with_files: bool = True, seed: bool = True) -> Plan:
+          steps: frozenset[str] = frozenset(STEPS)) -> Plan:
     """Validate every host (configuration, role variables, hosts against each other) and,
     when ``templates`` is given, render each host's plan.  Raises ConfigInvalid with every
     problem of every host."""
@@ -84,7 +90,7 @@ def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[s
     if templates is None:
         return Plan({}, warnings)
     return Plan({h: _host_plan(h, results[h].config, settings[h], templates,
-                               seed_with_files=seed_with_files, seed=seed)
+                               steps=steps)
                  for h in inputs}, warnings)
 
 
@@ -133,7 +139,7 @@ def _strip(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
-               templates: render.Templates, *, seed_with_files: bool, seed: bool) -> dict:
+               templates: render.Templates, *, steps: frozenset[str]) -> dict:
     public = effective.environment_file_layer(config)
     env_name = config.app.environment
     redis = config.storage.redis
@@ -195,8 +201,11 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
             "mode": runtime["mode"], "timeout": runtime["timeout"],
             # the write/seed task picks this secret from the host's own variables
             "password_env": "REDIS_PASSWORD" if protected else None,
-        } if seed else None,
-        "runtime_with_files": seed and seed_with_files and not compose_up,
+        } if "runtime" in steps else None,
+        # Where nothing must start first, the write call seeds too (one module call per host)
+        "runtime_with_files": {"files", "runtime"} <= steps and not compose_up,
+        # this run writes the host's files, so its seed checks no other run wrote since
+        "files_this_run": "files" in steps,
     }
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from flashmm_deploy.filesync import SyncError, mask_env, sync
+from flashmm_deploy.filesync import HostLock, SyncError, check_run, mask_env, read_state, sync
 
 ENV = "A='1'\nTOKEN='s3cret-old'\nZ='z'\n"
 
@@ -68,7 +68,8 @@ def test_mask_marks_unchanged_secrets_plainly():
 def test_no_temporary_file_is_left_behind(tmp_path):
     sync(str(tmp_path), [spec("a.yml", "x\n")])
     sync(str(tmp_path), [spec("a.yml", "y\n")])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".flashmm", "a.yml"]
+    assert sorted(p.name for p in (tmp_path / ".flashmm").iterdir()) == ["lock", "state.json"]
 
 
 @pytest.mark.parametrize("path", ["../escape.yml", "/etc/passwd", "a/../../b"])
@@ -103,3 +104,103 @@ def test_a_hand_edited_env_file_leaks_nothing_into_the_diff(tmp_path):
     assert "A='1'" in diff["before"] and "A='2'" in diff["after"]      # non-secrets readable
     assert "MY_OWN_API_KEY='<redacted>'" in diff["before"]
     assert "TOKEN='<redacted, changed>'" in diff["after"]
+
+
+# ---- nothing half-written ----------------------------------------------------------------------
+
+def tree(root):
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode & 0o777)
+            for p in sorted(root.rglob("*")) if p.is_file() and ".flashmm" not in p.parts}
+
+
+@pytest.mark.parametrize("setup,needle", [
+    (lambda r: (r / "config").write_text("a file where a directory goes"), "is not a directory"),
+    (lambda r: (r / ".env").mkdir(), "is not a regular file"),
+    (lambda r: (r / ".env").symlink_to("/etc/hostname"), "symbolic link"),
+    (lambda r: (r / "config").symlink_to("/tmp"), "resolves outside"),
+])
+def test_a_bad_path_is_refused_before_anything_is_written(tmp_path, setup, needle):
+    root = tmp_path / "root"
+    sync(str(root), [spec("a.yml", "old\n")])
+    setup(root)
+    before = tree(root)
+    with pytest.raises(SyncError, match=needle):
+        sync(str(root), [spec("a.yml", "new\n"), spec(".env", "A='1'\n", 0o600),
+                         spec("config/environments/x.yml", "b\n")])
+    assert tree(root) == before
+
+
+def test_a_failure_after_writing_puts_every_file_back(tmp_path):
+    root = tmp_path / "root"
+    sync(str(root), [spec("a.yml", "old\n"), spec(".env", "A='old'\n", 0o600)])
+    before = tree(root)
+
+    def seed_fails():
+        raise RuntimeError("redis said no")
+
+    with pytest.raises(RuntimeError):
+        sync(str(root), [spec("a.yml", "new\n"), spec(".env", "A='new'\n", 0o600),
+                         spec("b/new.yml", "created\n")], after_write=seed_fails)
+    assert tree(root) == before
+    assert not (root / "b" / "new.yml").exists()
+
+
+def test_files_the_last_run_wrote_and_this_one_does_not_are_removed(tmp_path):
+    sync(str(tmp_path), [spec("config/environments/testnet.yml", "a\n"), spec("keep.yml", "k\n")])
+    (tmp_path / "operator-notes.txt").write_text("not ours")
+    result = sync(str(tmp_path), [spec("config/environments/production.yml", "a\n"),
+                                  spec("keep.yml", "k\n")])
+    assert result["removed_files"] == ["config/environments/testnet.yml"]
+    assert result["files"]["config/environments/testnet.yml"] == "removed"
+    assert not (tmp_path / "config/environments/testnet.yml").exists()
+    assert (tmp_path / "operator-notes.txt").exists()            # never ours: left alone
+    check = sync(str(tmp_path), [spec("keep.yml", "k\n")], check=True)
+    assert check["removed_files"] == ["config/environments/production.yml"]
+    assert (tmp_path / "config/environments/production.yml").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
+def test_a_secret_file_with_a_foreign_owner_is_given_back_to_the_deploying_user(tmp_path):
+    sync(str(tmp_path), [spec(".env", ENV, 0o600)])
+    os.chown(tmp_path / ".env", 4242, 4242)
+    result = sync(str(tmp_path), [spec(".env", ENV, 0o600)])
+    assert result["files"] == {".env": "owner"}
+    st = (tmp_path / ".env").stat()
+    assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
+
+
+def test_a_hand_written_comment_in_a_secret_file_never_shows_in_the_diff(tmp_path):
+    ours = "# Written by flashmm-deploy\nA='1'\nTOKEN='new'\n"
+    (tmp_path / ".env").write_text("# old TOKEN was hunter2-CANARY\n#TOKEN=also-CANARY\n"
+                                   "A='1'\n")
+    diff = sync(str(tmp_path), [spec(".env", ours, 0o600, mask_keys=["TOKEN"])])["diff"][0]
+    assert "CANARY" not in diff["before"] + diff["after"]
+    assert "# Written by flashmm-deploy" in diff["after"]
+
+
+# ---- one run at a time ---------------------------------------------------------------------------
+
+def test_a_second_run_waits_for_the_lock_then_says_who_holds_it(tmp_path):
+    with HostLock(str(tmp_path), "run-A", 0):
+        with pytest.raises(SyncError) as err:
+            sync(str(tmp_path), [spec("a.yml", "x\n")], run_id="run-B", lock_timeout=0.3)
+    assert "another deploy holds the lock" in str(err.value) and "run-A" in str(err.value)
+    assert not (tmp_path / "a.yml").exists()
+    sync(str(tmp_path), [spec("a.yml", "x\n")], run_id="run-B", lock_timeout=0.3)
+
+
+def test_the_seed_refuses_when_another_run_wrote_the_files_since(tmp_path):
+    sync(str(tmp_path), [spec("a.yml", "x\n")], run_id="run-A", record_run=True)
+    check_run(str(tmp_path), "run-A")
+    sync(str(tmp_path), [spec("a.yml", "x\n")], run_id="run-B", record_run=True)
+    assert read_state(str(tmp_path))["run_id"] == "run-B"
+    with pytest.raises(SyncError, match="another deploy .run run-B"):
+        check_run(str(tmp_path), "run-A")
+
+
+def test_a_rerun_without_record_run_writes_no_bookkeeping(tmp_path):
+    files = [spec("a.yml", "x\n")]
+    sync(str(tmp_path), files, run_id="r1")
+    mtime = (tmp_path / ".flashmm" / "state.json").stat().st_mtime_ns
+    assert sync(str(tmp_path), files, run_id="r2")["changed"] is False
+    assert (tmp_path / ".flashmm" / "state.json").stat().st_mtime_ns == mtime
