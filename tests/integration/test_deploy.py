@@ -21,6 +21,7 @@ from dotenv import dotenv_values
 from flashmm_deploy import host_validation, effective
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.sandbox import make_local_inventory
+from engine_support import free_port
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, recap, snapshot_files,
                      snapshot_redis, start_redis, stop_redis, tool_env)
 
@@ -373,3 +374,93 @@ def test_password_protected_redis_is_seeded_and_the_password_never_printed(tmp_p
         assert sorted(holders) == ["sandbox-01/.env", "sandbox-02/.env"]
     finally:
         stop_redis(server)
+
+
+# ---- nothing half-written, nothing stale, one run at a time --------------------------------
+
+def test_a_dead_redis_fails_the_host_before_any_file_is_written(deployed):
+    """No stack: the write call checks the seed first; with Redis gone nothing changes."""
+    deployed.edit_env_layer(lambda c: c["trading"].update(spread_buffer_bps=7.5))
+    before = deployed.snapshot()
+    dead = free_port()
+    proc = deployed.deploy("-e", f"flashmm_runtime_redis_port={dead}")
+    assert proc.returncode != 0
+    assert f"127.0.0.1:{dead}" in proc.stdout and "no file changed" in proc.stdout
+    assert deployed.snapshot() == before
+
+
+def test_a_changed_environment_removes_the_previous_environment_file(deployed):
+    root = deployed.root("sandbox-01")
+    assert (root / "config/environments/local.yml").exists()
+    deployed.edit_env_layer(lambda c: c["app"].update(environment="development"))
+    proc = ok(deployed.deploy("--diff"))
+    assert (root / "config/environments/development.yml").exists()
+    assert not (root / "config/environments/local.yml").exists()
+    assert "config/environments/local.yml" in proc.stdout and "(removed)" in proc.stdout
+    assert all(c["changed"] == 0 for c in recap(ok(deployed.deploy()).stdout).values())
+
+
+def test_two_deploys_at_once_serialise_and_leave_one_consistent_state(deployed):
+    """Two runs of different configurations started together: each host's lock makes them
+    take turns; every host ends with one run's files and the same run's runtime layer."""
+    import threading
+    second = deployed.inventory.parent / "inventory-b"
+    shutil.copytree(deployed.inventory, second)
+    path = second / "group_vars" / "all" / "flashmm.yml"
+    data = yaml.safe_load(path.read_text())
+    data["flashmm_config"]["trading"]["max_position_usdc"] = 321.0
+    path.write_text(yaml.safe_dump(data))
+    results = {}
+
+    def run(name, inv):
+        results[name] = ansible_playbook("deploy.yml", inv, env=deployed.env)
+
+    threads = [threading.Thread(target=run, args=("a", deployed.inventory)),
+               threading.Thread(target=run, args=("b", second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    for proc in results.values():
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 or "another deploy" in out, out[-3000:]
+    for host, db in zip(HOSTS, deployed.dbs):
+        file_value = yaml.safe_load((deployed.root(host) / "config/environments/local.yml")
+                                    .read_text())["trading"]["max_position_usdc"]
+        redis_value = json.loads(deployed.server.client(db).get(
+            "flashmm:config:trading:max_position_usdc"))
+        assert file_value == redis_value, (host, file_value, redis_value)
+
+
+def test_a_full_disk_leaves_the_previous_files_and_a_clear_error(deployed, tmp_path):
+    """A tiny tmpfs as one host's root (when this machine lets us mount one)."""
+    import subprocess as sp
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+              capture_output=True).returncode != 0:
+        pytest.fail("cannot mount a tmpfs here: run the suite as root (CI does)")
+    try:
+        shutil.copytree(deployed.root("sandbox-01"), mount / "sandbox-01")
+        inv = deployed.inventory
+        hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+        hosts["all"]["children"]["flashmm"]["hosts"]["sandbox-01"]["flashmm_root"] = \
+            str(mount / "sandbox-01")
+        (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+        ok(deployed.deploy("--limit", "sandbox-01"))
+        before = snapshot_files(mount)
+        try:                                                    # fill the disk up
+            with open(mount / "filler", "wb", buffering=0) as filler:
+                for _ in range(64):
+                    filler.write(b"x" * 1024)
+        except OSError:
+            pass
+        deployed.edit_env_layer(lambda c: c["app"].update(name="N" * 3000))
+        proc = deployed.deploy("--limit", "sandbox-01")
+        assert proc.returncode != 0
+        assert "No space left on device" in proc.stdout and "no file changed" in proc.stdout
+        after = snapshot_files(mount)
+        after.pop("filler")
+        assert after == before
+    finally:
+        sp.run(["umount", str(mount)], capture_output=True)
