@@ -23,7 +23,7 @@ description:
   - With O(runtime), the Redis runtime layer is checked (reachable, authenticated, keys of the
     right types) before any file is written and applied after them, in the same module call
     (see the flashmm_runtime module); if it fails, the files are put back. Deploy does this on
-    hosts where no compose stack must start first: one module call is most of a host's cost.
+    hosts where no compose stack must start first, since one module call is most of a host's cost.
   - Supports check mode, in which nothing is written anywhere and the result says what would
     change.
 options:

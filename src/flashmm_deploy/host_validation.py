@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigInvalid, Issue
+from .errors import ConfigInvalid, InventoryError, Issue
 from .inventory import LAYER_VARS, Inventory, layer_input
 from .layers import LayerInput
-from .values import native, plain
+from .values import TooLarge, check_size, native, plain
 from .validate import Validated, validate_layers
 
 EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
@@ -120,6 +120,14 @@ def validate_host_layers(layer_vars: Mapping[str, Mapping[str, Any]], *,
 
 def layer_vars(raw_vars: Mapping[str, Any]) -> dict[str, Any]:
     """The layer variables (and ``inventory_dir``) of a host's raw, untemplated variables, as
-    plain values: what ``validate_host_layers`` reads."""
-    return {name: native(raw_vars[name]) for name in (*LAYER_VARS, "inventory_dir")
-            if name in raw_vars}
+    plain values: what ``validate_host_layers`` reads.  A variable too large to walk (an
+    alias bomb Ansible parsed happily) is refused by name before anything walks it."""
+    out = {}
+    for name in (*LAYER_VARS, "inventory_dir"):
+        if name in raw_vars:
+            try:
+                check_size(raw_vars[name])
+            except TooLarge as exc:
+                raise InventoryError(f"{name}: {exc}") from None
+            out[name] = native(raw_vars[name])
+    return out

@@ -29,6 +29,7 @@ import yaml
 
 from .errors import InventoryError, Issue, Origin
 from .layers import LayerInput
+from .values import TooLarge, check_size
 
 LAYER_VARS = {
     "flashmm_config": "environment",
@@ -73,8 +74,30 @@ class _Vaulted:
         self.ciphertext = ciphertext
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: 10x faster
+MAX_FILE_BYTES = 1 << 20        # an inventory file of more than 1 MiB is a mistake
+# Where Ansible looks for group_vars/<name> and host_vars/<name>: the first that exists wins,
+# a directory is read recursively (sorted; hidden and backup~ entries skipped).
+VAR_FILE_EXTENSIONS = ("", ".yml", ".yaml", ".json")
+
+
+class DuplicateKey(yaml.MarkedYAMLError):
     pass
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: 10x faster
+    def construct_mapping(self, node, deep=False):
+        """Refuse a key given twice in one mapping: YAML would keep the last one silently."""
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:            # an unhashable key: SafeLoader says so itself
+                break
+            if duplicate:
+                raise DuplicateKey(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_constructor("!vault", lambda loader, node: _Vaulted(loader.construct_scalar(node)))
@@ -108,15 +131,31 @@ def _vault_secret(password_file: str | None):
 
 
 class Inventory:
+    """A YAML inventory directory (``hosts.yml`` or ``hosts.yaml``, group_vars/, host_vars/),
+    read the way Ansible reads it.  Anything else (an INI or script inventory) is refused by
+    name rather than read differently."""
+
     def __init__(self, path: str | os.PathLike, vault_password_file: str | None = None):
         self.path = Path(path)
         if self.path.is_file():
             self.hosts_file, self.path = self.path, self.path.parent
+            if self.hosts_file.suffix not in (".yml", ".yaml"):
+                raise InventoryError(f"{display_path(self.hosts_file)}: flashmm-config reads "
+                                     "YAML inventories only (hosts.yml); use ansible-inventory "
+                                     "for INI or script inventories")
         else:
             candidates = [self.path / n for n in ("hosts.yml", "hosts.yaml")]
             found = [c for c in candidates if c.is_file()]
             if not found:
-                raise InventoryError(f"{display_path(self.path)}: no hosts.yml inventory found")
+                others = sorted(p.name for p in self.path.glob("hosts*") if p.is_file()) \
+                    if self.path.is_dir() else []
+                hint = (f" ({', '.join(others)}: flashmm-config reads YAML inventories only)"
+                        if others else "")
+                raise InventoryError(f"{display_path(self.path)}: no hosts.yml inventory found"
+                                     + hint)
+            if len(found) > 1:
+                raise InventoryError(f"{display_path(self.path)}: both hosts.yml and hosts.yaml; "
+                                     "Ansible would read both as one inventory: keep one")
             self.hosts_file = found[0]
         self._vault = _vault_secret(vault_password_file)
         self._var_files_cache: dict[tuple[str, str], tuple[VarFile, ...]] = {}
@@ -125,19 +164,24 @@ class Inventory:
         self.host_vars_inline: dict[str, dict] = {}
         self.host_groups: dict[str, set[str]] = {}
         raw = self._load(self.hosts_file).data or {}
-        if not isinstance(raw, dict):
-            raise InventoryError(f"{display_path(self.hosts_file)}: expected a YAML inventory mapping")
         for group, body in raw.items():
-            self._walk_group(group, body or {}, parent=None)
+            self._walk_group(str(group), body, parent=None)
         self.hosts = sorted(self.host_groups)
 
     # ---- reading -------------------------------------------------------------------------
 
     def _load(self, path: Path) -> VarFile:
+        where = display_path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise InventoryError(f"{where}: larger than {MAX_FILE_BYTES} bytes; an "
+                                     "inventory file this size is a mistake")
+            text = path.read_bytes().decode("utf-8")
         except OSError as exc:
-            raise InventoryError(f"{display_path(path)}: cannot read ({exc.strerror})") from None
+            raise InventoryError(f"{where}: cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise InventoryError(f"{where}: not UTF-8 text (byte {exc.start} is not valid)") \
+                from None
         if text.startswith(VAULT_HEADER):
             if self._vault is None:
                 return VarFile(path, {}, encrypted_unreadable=True)
@@ -148,13 +192,20 @@ class Inventory:
                                      "password") from None
         try:
             data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            check_size(data)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise InventoryError(f"{display_path(path)}:{where}: invalid YAML "
-                                 f"({getattr(exc, 'problem', 'parse error')})") from None
+            line = f" line {mark.line + 1}:" if mark else ""
+            raise InventoryError(f"{where}:{line} invalid YAML "
+                                 f"({getattr(exc, 'problem', None) or 'parse error'})") from None
+        except (TooLarge, RecursionError) as exc:
+            raise InventoryError(f"{where}: {exc if isinstance(exc, TooLarge) else 'nests too deeply'}") \
+                from None
         if data is not None and not isinstance(data, dict):
-            raise InventoryError(f"{display_path(path)}: expected a mapping of variables")
+            raise InventoryError(f"{where}: expected a mapping of variables, not a "
+                                 f"{type(data).__name__}")
+        if any(not isinstance(k, str) for k in (data or {})):
+            raise InventoryError(f"{where}: variable names must be strings")
         return VarFile(path, self._decrypt_inline(data or {}))
 
     def _decrypt_inline(self, data: Any) -> Any:
@@ -163,23 +214,47 @@ class Inventory:
         if isinstance(data, list):
             return [self._decrypt_inline(v) for v in data]
         if isinstance(data, _Vaulted) and self._vault is not None:
-            return self._vault.decrypt(data.ciphertext.encode()).decode("utf-8")
+            try:
+                return self._vault.decrypt(data.ciphertext.encode()).decode("utf-8")
+            except Exception:  # noqa: BLE001 - ansible raises several types; never chain them
+                raise InventoryError("an inline !vault value cannot be decrypted with the given "
+                                     "vault password") from None
         return data
 
-    def _walk_group(self, group: str, body: dict, parent: str | None):
+    def _shape(self, what: str, value: Any, want: type) -> Any:
+        if value is None:
+            return want()
+        if not isinstance(value, want):
+            raise InventoryError(f"{display_path(self.hosts_file)}: {what} must be a "
+                                 f"{'mapping' if want is dict else want.__name__}, not a "
+                                 f"{type(value).__name__}")
+        return value
+
+    def _walk_group(self, group: str, body: Any, parent: str | None, depth: int = 0):
+        if depth > 50:
+            raise InventoryError(f"{display_path(self.hosts_file)}: groups nest more than 50 deep")
+        body = self._shape(f"group {group!r}", body, dict)
         g = self.groups.setdefault(group, {"parents": set(), "vars": {}})
         if parent:
             g["parents"].add(parent)
-        g["vars"].update(body.get("vars") or {})
-        for host, hvars in (body.get("hosts") or {}).items():
-            self.host_groups.setdefault(host, set()).add(group)
-            self.host_vars_inline.setdefault(host, {}).update(hvars or {})
-        for child, child_body in (body.get("children") or {}).items():
-            self._walk_group(child, child_body or {}, parent=group)
+        g["vars"].update(self._shape(f"the vars of group {group!r}", body.get("vars"), dict))
+        hosts = self._shape(f"the hosts of group {group!r}", body.get("hosts"), dict)
+        for host, hvars in hosts.items():
+            self.host_groups.setdefault(str(host), set()).add(group)
+            self.host_vars_inline.setdefault(str(host), {}).update(
+                self._shape(f"the vars of host {host!r}", hvars, dict))
+        children = self._shape(f"the children of group {group!r}", body.get("children"), dict)
+        for child, child_body in children.items():
+            self._walk_group(str(child), child_body, parent=group, depth=depth + 1)
 
     def _depth(self, group: str) -> int:
         parents = self.groups.get(group, {}).get("parents") or set()
         return 0 if group == "all" else 1 + max((self._depth(p) for p in parents), default=0)
+
+    def _priority(self, group: str) -> int:
+        """``ansible_group_priority``: orders groups of the same depth (inventory file only)."""
+        value = self.groups.get(group, {}).get("vars", {}).get("ansible_group_priority", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
     def groups_of(self, host: str) -> list[str]:
         """The host's groups with their ancestors, in Ansible's precedence order (low first)."""
@@ -190,7 +265,7 @@ class Inventory:
             if g not in seen:
                 seen.add(g)
                 todo.extend(self.groups.get(g, {}).get("parents", ()))
-        return sorted(seen, key=lambda g: (self._depth(g), g))
+        return sorted(seen, key=lambda g: (self._depth(g), self._priority(g), g))
 
     def _var_files(self, kind: str, name: str) -> tuple[VarFile, ...]:
         """The var files of a group or host, read once per Inventory."""
@@ -200,17 +275,16 @@ class Inventory:
         return self._var_files_cache[key]
 
     def _read_var_files(self, kind: str, name: str) -> tuple[VarFile, ...]:
+        """As Ansible's host_group_vars plugin: the first of name, name.yml, name.yaml,
+        name.json that exists; a directory read recursively, sorted, hidden and backup~
+        entries skipped, files with one of those extensions or none."""
         base = self.path / kind
-        files = []
-        for ext in ("", ".yml", ".yaml"):
+        for ext in VAR_FILE_EXTENSIONS:
             p = base / f"{name}{ext}"
-            if p.is_file():
-                files.append(p)
-        d = base / name
-        if d.is_dir():
-            files.extend(sorted(f for f in d.iterdir()
-                                if f.is_file() and f.suffix in (".yml", ".yaml", "")))
-        return tuple(self._load(f) for f in files)
+            if p.exists():
+                files = _dir_files(p) if p.is_dir() else [p]
+                return tuple(self._load(f) for f in files)
+        return ()
 
     # ---- layers ----------------------------------------------------------------------------
 
@@ -244,6 +318,7 @@ class Inventory:
                                  f"(hosts: {', '.join(self.hosts)})")
         issues: list[Issue] = []
         chosen: dict[str, tuple[str, Any]] = {}
+        defined_in: dict[str, list[str]] = {}
         unreadable_secret_files = False
         sources: dict[str, str] = {}
         for place, source, data, unreadable in self._definitions(host):
@@ -270,11 +345,31 @@ class Inventory:
                                         Origin(LAYER_VARS[var], source)))
                     continue
                 chosen[var] = (source, value)
+                defined_in.setdefault(var, []).append(source)
+        for var, places in defined_in.items():
+            if len(places) > 1:
+                # Ansible keeps one and drops the other whole: a layer would vanish silently
+                issues.append(Issue(var, "is defined in more than one place for this host ("
+                                    + " and ".join(places) + "); Ansible would keep only the "
+                                    "last, dropping the others whole: define it once",
+                                    Origin(LAYER_VARS[var], places[-1])))
         layers = [layer_input(var, source, value) for var, (source, value) in chosen.items()]
         vault_available = "flashmm_secrets" in chosen and not unreadable_secret_files
         sources.update({var: source for var, (source, _) in chosen.items()})
         return HostLayers(host, layers, issues, vault_available, sources,
                           {var: value for var, (_, value) in chosen.items()})
+
+
+def _dir_files(directory: Path) -> list[Path]:
+    out = []
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        if entry.is_dir() and not entry.suffix:
+            out.extend(_dir_files(entry))
+        elif entry.is_file() and entry.suffix in VAR_FILE_EXTENSIONS:
+            out.append(entry)
+    return out
 
 
 def layer_input(var: str, source: str, value: Any) -> LayerInput:

@@ -34,3 +34,37 @@ def native(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [native(v) for v in value]
     return plain(value)
+
+
+# A FlashMM inventory holds a few hundred values: far more is a mistake or a YAML alias bomb,
+# whose shared references expand exponentially when walked.  Refused before anything walks it.
+MAX_VALUES = 100_000
+
+
+class TooLarge(ValueError):
+    """A structure that expands to more than MAX_VALUES values, or nests too deeply."""
+
+
+def check_size(value: Any, limit: int = MAX_VALUES) -> int:
+    """The number of values ``value`` expands to (shared references counted once per use, as
+    a walk would meet them), computed in time linear in its distinct nodes; raises TooLarge
+    past ``limit`` or past a nesting depth of 100."""
+    memo: dict[int, int] = {}
+
+    def size(v: Any, depth: int) -> int:
+        if not isinstance(v, (Mapping, list, tuple)):
+            return 1
+        if depth > 100:
+            raise TooLarge("nests more than 100 levels deep")
+        if id(v) in memo:
+            return memo[id(v)]
+        items = list(v.items()) if isinstance(v, Mapping) else [(None, x) for x in v]
+        n = 1
+        for key, x in items:
+            n += size(x, depth + 1) + (key is not None)
+            if n > limit:
+                raise TooLarge(f"expands to more than {limit} values (a YAML alias bomb?)")
+        memo[id(v)] = n
+        return n
+
+    return size(value, 0)

@@ -201,7 +201,8 @@ def test_host_vars_override_group_vars_all(tmp_path):
         assert prov.shadowed[-1][1] == 0
 
 
-def test_child_group_config_wins_over_its_parents(tmp_path):
+def test_a_group_layer_in_a_parent_and_a_child_group_is_an_error_naming_both(tmp_path):
+    """Ansible would keep the child's flashmm_group_config and drop the parent's whole."""
     root = write_inventory(tmp_path / "inv", NESTED_HOSTS, base_files(**{
         "group_vars/flashmm/flashmm.yml": {"flashmm_group_config": {
             "trading": {"quote_frequency_hz": 2.0}}},
@@ -209,19 +210,20 @@ def test_child_group_config_wins_over_its_parents(tmp_path):
             "trading": {"quote_frequency_hz": 3.0}}},
     }))
     res = host_validation.validate_host(Inventory(root), "h1")
-    assert res.ok, [i.render() for i in res.errors]
-    prov = res.resolution.provenance["trading.quote_frequency_hz"]
-    assert res.resolution.values["trading.quote_frequency_hz"] == 3.0
-    assert prov.origin.layer == "group" and prov.origin.source.endswith("group_vars/flashmm_eu.yml")
+    [issue] = [i for i in res.errors if i.path == "flashmm_group_config"]
+    assert "more than one place" in issue.message
+    assert "group_vars/flashmm/flashmm.yml" in issue.message
+    assert "group_vars/flashmm_eu.yml" in issue.message
+    assert res.config is None
 
 
-def test_host_vars_file_wins_over_inline_host_vars(tmp_path):
+def test_a_host_layer_both_inline_and_in_host_vars_is_an_error_naming_both(tmp_path):
     hosts = {"all": {"hosts": {"h1": {"flashmm_host_config": {"app": {"name": "inline"}}}}}}
     root = write_inventory(tmp_path / "inv", hosts, base_files(**{
         "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": "file"}}}}))
-    res = host_validation.validate_host(Inventory(root), "h1").resolution
-    assert res.values["app.name"] == "file"
-    assert res.origin("app.name").source.endswith("host_vars/h1.yml")
+    issues = [i for i in host_validation.validate_host(Inventory(root), "h1").errors
+              if i.path == "flashmm_host_config"]
+    assert issues and "hosts.yml" in issues[0].message and "host_vars/h1.yml" in issues[0].message
 
 
 MISPLACED = [

@@ -54,7 +54,8 @@ def module_documentation(name: str) -> dict:
 
 def test_flashmm_runtime_documents_exactly_its_options():
     documented = module_documentation("flashmm_runtime")["options"]
-    assert set(documented) == set(RUNTIME_OPTIONS)
+    # the seed's options, shared with flashmm_files' runtime option, and the host's lock
+    assert set(documented) == set(RUNTIME_OPTIONS) | {"root", "run_id", "lock_timeout"}
     for name, spec in RUNTIME_OPTIONS.items():
         assert documented[name]["type"] == spec["type"], name
         assert documented[name].get("default") == spec.get("default"), name
@@ -64,7 +65,8 @@ def test_flashmm_runtime_documents_exactly_its_options():
 def test_flashmm_files_documents_its_options():
     doc = module_documentation("flashmm_files")
     assert set(doc["options"]) == {"root", "files", "secret_files", "owner", "group",
-                                   "directory_mode", "runtime"}
+                                   "directory_mode", "runtime", "run_id", "record_run",
+                                   "lock_timeout"}
     assert doc["options"]["secret_files"]["suboptions"].keys() == {"path", "content", "mode",
                                                                     "mask_keys"}
 
