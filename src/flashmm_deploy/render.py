@@ -20,6 +20,7 @@ import yaml
 
 from . import seed_script
 from .effective import runtime_keys
+from .schema import RUNTIME_FIELDS
 
 MANAGED = "Managed by flashmm-deploy: changes here are overwritten on the next deploy."
 ACL_PATH = "redis/users.acl"
@@ -65,7 +66,11 @@ def acl_file(passwords: Iterable[str]) -> str:
 
 
 def seed_lua(public_config: Mapping[str, Any]) -> str:
-    return seed_script.render_script(runtime_keys(public_config))
+    """The seed script, with the schema's rule for each runtime key (an operator's override
+    that breaks it fails the seed instead of being kept)."""
+    rules = {spec.redis_key: {"kind": "boolean" if spec.kind == "bool" else "number",
+                              **dict(spec.bounds)} for spec in RUNTIME_FIELDS}
+    return seed_script.render_script(runtime_keys(public_config), rules)
 
 
 class Templates:

@@ -230,6 +230,7 @@ class FieldSpec:
     secret: bool
     runtime: bool
     doc: str
+    bounds: tuple = ()   # ((name, limit), ...): gt, ge, lt, le as the field constrains it
 
     @property
     def section(self) -> str:
@@ -273,10 +274,13 @@ def _walk(model: type[BaseModel], prefix: str = ""):
             continue
         extra = info.json_schema_extra or {}
         kind, choices, optional = _kind(ann)
+        bounds = tuple((name, getattr(m, name)) for m in info.metadata
+                       for name in ("gt", "ge", "lt", "le") if hasattr(m, name))
         yield FieldSpec(
             path=path, env=extra["env"], kind=kind, choices=choices, optional=optional,
             required=info.is_required(), default=None if info.is_required() else info.get_default(),
             secret=extra["secret"], runtime=extra["runtime"], doc=info.description or "",
+            bounds=bounds,
         )
 
 

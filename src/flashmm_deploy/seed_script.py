@@ -43,7 +43,8 @@ MODES = ("keep", "enforce")
 ACTIONS = ("check", "apply")
 
 # The generic part of every rendered script.  It expects DESIRED, a list of {key, json_value}
-# pairs sorted by key, defined before it.  ARGV[1] = keep|enforce, ARGV[2] = check|apply.
+# pairs sorted by key, and RULES, key -> {kind = "number"|"boolean", gt/ge/lt/le = limit}, the
+# schema's rule for each key, defined before it.  ARGV[1] = keep|enforce, ARGV[2] = check|apply.
 # Returns a JSON report.  (No double braces, brace-percent or brace-hash in here: the script
 # passes through Jinja2 unharmed, and lua_string() escapes those characters in values.)
 SEED_LUA_BODY = r"""
@@ -98,6 +99,31 @@ for _, kv in ipairs(DESIRED) do
   desired[k] = kv[2]
 end
 
+-- A runtime override deploy keeps must be valid for its key: the app would load it.
+local function invalid(k, v)
+  local rule = RULES[k]
+  if rule == nil then return nil end
+  local ok, x = pcall(cjson.decode, v)
+  if not ok then return 'not JSON' end
+  if rule.kind == 'boolean' then
+    if type(x) ~= 'boolean' then return 'not true or false' end
+    return nil
+  end
+  if type(x) ~= 'number' or x ~= x or x == math.huge or x == -math.huge then
+    return 'not a finite number'
+  end
+  if rule.gt ~= nil and not (x > rule.gt) then return 'must be greater than ' .. rule.gt end
+  if rule.ge ~= nil and not (x >= rule.ge) then return 'must be at least ' .. rule.ge end
+  if rule.lt ~= nil and not (x < rule.lt) then return 'must be less than ' .. rule.lt end
+  if rule.le ~= nil and not (x <= rule.le) then return 'must be at most ' .. rule.le end
+  return nil
+end
+
+local function cut(v)
+  if #v > 80 then return string.sub(v, 1, 80) .. '...' end
+  return v
+end
+
 local sets, records, dels, forgets = {}, {}, {}, {}
 local changed_keys, drift, enforced = {}, {}, {}
 local before, after = {}, {}
@@ -126,6 +152,12 @@ for _, kv in ipairs(DESIRED) do
     enforced[k] = {runtime = cur, inventory = want}
     nenforced = nenforced + 1
   else
+    local why = invalid(k, cur)
+    if why then
+      return fail('the runtime override of ' .. k .. ' (' .. cut(cur) .. ') is invalid: ' ..
+                  why .. '; set a valid value in Redis, or deploy with ' ..
+                  'flashmm_runtime_mode=enforce to replace it')
+    end
     drift[k] = {runtime = cur, inventory = want}
     ndrift = ndrift + 1
   end
@@ -242,9 +274,28 @@ def _pairs(desired: Mapping[str, str]) -> list:
     return sorted(pairs)
 
 
-def render_script(desired: Mapping[str, str]) -> str:
+def _lua_number(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SeedInputError("a rule's limit must be a number")
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def _rules(rules: Mapping[str, Mapping]) -> list:
+    lines = []
+    for key in sorted(rules):
+        rule = rules[key]
+        parts = ['kind = "%s"' % ("boolean" if rule.get("kind") == "boolean" else "number")]
+        parts += ["%s = %s" % (name, _lua_number(rule[name]))
+                  for name in ("gt", "ge", "lt", "le") if name in rule]
+        lines.append("  [%s] = { %s }," % (lua_string(key), ", ".join(parts)))
+    return lines
+
+
+def render_script(desired: Mapping[str, str], rules: Mapping[str, Mapping] | None = None) -> str:
     """The per-host seed script: a header comment, the desired pairs as a Lua table literal
-    (sorted by key), then ``SEED_LUA_BODY``.  Byte-identical for identical input."""
+    (sorted by key), each key's rule (``{"kind": "number"|"boolean", "gt": 0, ...}``, checked
+    against a runtime override before it is kept), then ``SEED_LUA_BODY``.  Byte-identical for
+    identical input."""
     pairs = _pairs(desired)
     digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode("utf-8")).hexdigest()
     lines = [
@@ -254,6 +305,9 @@ def render_script(desired: Mapping[str, str]) -> str:
         "local DESIRED = {",
     ]
     lines += ["  {%s, %s}," % (lua_string(k), lua_string(v)) for k, v in pairs]
+    lines.append("}")
+    lines.append("local RULES = {")
+    lines += _rules(rules or {})
     lines.append("}")
     return "\n".join(lines) + "\n" + SEED_LUA_BODY.lstrip("\n")
 

@@ -584,3 +584,39 @@ def test_shipped_module_utils_run_with_the_standard_library_alone(tmp_path, redi
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["changed_keys"] == sorted(D1)
     assert r.hgetall(SEEDED) == D1
+
+
+# ---- an operator's override is kept only when valid for its key -----------------------------
+
+RULES = {HZ: {"kind": "number", "gt": 0, "le": 10}, CONF: {"kind": "number", "ge": 0, "le": 1},
+         ALERT: {"kind": "boolean"}}
+
+
+@pytest.mark.parametrize("key,value,why", [
+    (HZ, "1000", "must be at most 10"),
+    (HZ, "0", "must be greater than 0"),
+    (HZ, "abc", "not JSON"),
+    (HZ, '"5"', "not a finite number"),
+    (CONF, "-0.5", "must be at least 0"),
+    (ALERT, "1", "not true or false"),
+])
+def test_an_invalid_runtime_override_fails_the_seed_and_changes_nothing(redis_server, redis_db,
+                                                                        r, key, value, why):
+    endpoint = Endpoint(host=redis_server.host, port=redis_server.port, db=redis_db)
+    apply(endpoint, render_script(D1, RULES))
+    r.set(key, value)                                       # an operator, at runtime
+    before = dump(r)
+    with pytest.raises(SeedError) as err:
+        apply(endpoint, render_script(with_(D1, pos="3.0"), RULES))
+    assert why in str(err.value) and key in str(err.value) and "enforce" in str(err.value)
+    assert dump(r) == before
+    enforced = apply(endpoint, render_script(D1, RULES), mode="enforce")
+    assert key in enforced["enforced"] and r.get(key) == D1[key]
+
+
+def test_a_valid_runtime_override_is_kept(redis_server, redis_db, r):
+    endpoint = Endpoint(host=redis_server.host, port=redis_server.port, db=redis_db)
+    apply(endpoint, render_script(D1, RULES))
+    r.set(HZ, "10")                                         # the bound itself is valid
+    assert apply(endpoint, render_script(D1, RULES))["drift"] == {
+        HZ: {"runtime": "10", "inventory": "5.0"}}

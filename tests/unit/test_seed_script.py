@@ -59,3 +59,30 @@ def test_lua_string_is_ascii_on_one_line():
     literal = lua_string("".join(chr(c) for c in range(256)) + "漢🚀")
     assert literal.isascii() and "\n" not in literal and "\r" not in literal
     assert literal.startswith('"') and literal.endswith('"')
+
+
+def test_rules_are_rendered_and_the_script_stays_inert_to_jinja2():
+    script = render_script(D1, {HZ: {"kind": "number", "gt": 0, "le": 10.0},
+                                ALERT: {"kind": "boolean"}})
+    assert f'[{lua_string(HZ)}] = {{ kind = "number", gt = 0, le = 10.0 }},' in script
+    for marker in ("{{", "{%", "{#", "}}"):
+        assert marker not in script
+    with pytest.raises(SeedInputError):
+        render_script(D1, {HZ: {"kind": "number", "le": "10"}})
+
+
+def test_the_schema_gives_every_runtime_key_its_rule():
+    from flashmm_deploy.render import seed_lua
+    from flashmm_deploy.schema import FIELDS
+    from flashmm_deploy.effective import effective
+    from flashmm_deploy.validate import validate_layers
+    from flashmm_deploy.layers import LayerInput
+    from support import valid_secrets
+    result = validate_layers([LayerInput("environment", "e", {"sei": {
+        "network": "testnet", "rpc_url": "https://r.example", "ws_url": "wss://r.example",
+        "chain_id": "atlantic-2"}}), LayerInput("vault", "v", {"secrets": valid_secrets()})])
+    assert result.ok, [i.render() for i in result.errors]
+    script = seed_lua(effective(result.config))
+    assert '= { kind = "number", gt = 0, le = 10 },' in script          # quote_frequency_hz
+    assert f'[{lua_string(FIELDS["monitoring.alert_enabled"].redis_key)}] = {{ kind = "boolean" }}' \
+        in script
