@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ def _inventory(args, path: str):
 
 def _hosts(inv, host: str | None) -> list[str]:
     if host is None:
+        if not inv.hosts:
+            raise UsageError(f"{inv.hosts_file}: the inventory has no hosts")
         return inv.hosts
     if host not in inv.hosts:
         raise UsageError(f"host {host!r} is not in {inv.path} (hosts: {', '.join(inv.hosts)})")
@@ -40,6 +43,10 @@ def cmd_validate(args) -> int:
     status = EXIT_OK
     for path in args.inventory:
         inv = _inventory(args, path)
+        if not inv.hosts:
+            print(f"{path}: INVALID: the inventory has no hosts", file=sys.stderr)
+            status = EXIT_INVALID
+            continue
         results = host_validation.validate_inventory(inv, _hosts(inv, args.host),
                                          require_secrets=args.require_secrets,
                                          runtime_url=args.redis)
@@ -194,6 +201,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 invalid, 2 usage or unreadable input; never a traceback.  An
+    error we did not foresee is named by its type only: its text could hold a value."""
     try:
         args = parser().parse_args(argv)
     except SystemExit as exc:            # argparse: 2 on usage errors, 0 on --help
@@ -203,6 +212,26 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, FlashmmError) as exc:
         print(f"flashmm-config: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:              # `flashmm-config explain ... | head`: not an error
+        _quiet_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get("FLASHMM_DEBUG"):
+            raise
+        print(f"flashmm-config: internal error ({type(exc).__name__}); run again with "
+              "FLASHMM_DEBUG=1 for the traceback, and report it", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so Python's final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

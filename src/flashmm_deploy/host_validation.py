@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import role_settings
 from .errors import ConfigInvalid, InventoryError, Issue
 from .inventory import LAYER_VARS, Inventory, layer_input
 from .layers import LayerInput
@@ -55,6 +56,12 @@ def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False,
     layer in that Redis database is part of the resolution."""
     hl = inv.host_layers(host)
     layers, issues = list(hl.layers), list(hl.issues)
+    role_vars = role_settings.project_role_variables()
+    if role_vars is not None:           # a checkout: typos of variable names are errors here too
+        from .plan import INTERNAL_VARS
+        issues += role_settings.unknown_variables(
+            inv.variable_names(host), role_vars | set(LAYER_VARS) | INTERNAL_VARS,
+            lambda var: inv.var_source(host, var) or "inventory")
     if runtime_url:
         from .runtime import read_layer   # redis-py only when asked for
         layer, runtime_issues = read_layer(runtime_url)

@@ -123,8 +123,11 @@ class HostLayers:
 
 def _vault_secret(password_file: str | None):
     path = password_file or os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
-    if not path or not Path(path).is_file():
+    if not path:
         return None
+    if not Path(path).is_file():
+        given = "--vault-password-file" if password_file else "ANSIBLE_VAULT_PASSWORD_FILE"
+        raise InventoryError(f"{given} {path}: no such file")
     from ansible.parsing.vault import VaultLib, VaultSecret  # heavy import: only when needed
 
     return VaultLib([("default", VaultSecret(Path(path).read_bytes().strip()))])
@@ -303,6 +306,10 @@ class Inventory:
             yield "host_inline", display_path(self.hosts_file), self.host_vars_inline[host], False
         for vf in self._var_files("host_vars", host):
             yield "host_file", display_path(vf.path), vf.data, vf.encrypted_unreadable
+
+    def variable_names(self, host: str) -> set[str]:
+        """Every variable the inventory sets for ``host``."""
+        return {var for _, _, data, _ in self._definitions(host) for var in data}
 
     def var_source(self, host: str, var: str) -> str | None:
         """The file that sets ``var`` for ``host`` (its highest-precedence definition)."""

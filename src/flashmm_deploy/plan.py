@@ -13,6 +13,7 @@ Every problem of every host is collected and raised together (``ConfigInvalid``)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from .schema import FlashMMConfig
 ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
                            "flashmm_plan_steps", "flashmm_explain"})
+_SAFE_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 # What a run may do to a host, each the work of one role (and a tag of the same name).
 STEPS = ("files", "stack", "runtime")
 ENV_FILE = ".env"
@@ -84,6 +86,11 @@ def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[s
         if results[host].config is not None and not problems:
             issues[host] += _cross_checks(results[host], values, given.source_of)
     _shared_roots(inputs, settings, issues)
+    for host in inputs:
+        if not _SAFE_HOST.fullmatch(host) or host in (".", ".."):
+            issues[host].append(Issue("inventory_hostname", f"{host!r} is not a host name that "
+                                      "is safe in paths and project names (letters, digits, "
+                                      "'.', '-', '_', ':')", Origin("inventory", "hosts")))
     if any(issues.values()):
         raise ConfigInvalid({h: i for h, i in issues.items() if i})
     warnings = [f"host {h}: {w.render()}" for h, r in sorted(results.items()) for w in r.warnings]

@@ -15,6 +15,7 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +154,30 @@ def resolve(specs: Mapping[str, Mapping[str, Any]], host_vars: Mapping[str, Any]
             problem = rule(values[name])
             if problem:
                 issues.append(Issue(name, problem, Origin(ROLE_VARS_LAYER, source_of(name))))
-    known = set(values) | other_known
-    for name in sorted(host_vars):
-        if isinstance(name, str) and name.startswith("flashmm_") and name not in known:
+    issues += unknown_variables(host_vars, set(values) | other_known, source_of)
+    return values, issues
+
+
+def unknown_variables(names, known, source_of: Callable[[str], str]) -> list[Issue]:
+    """A ``flashmm_*`` variable nobody declares: a typo that would leave a layer or a setting
+    at its default without a word.  Each one an issue with a did-you-mean."""
+    out = []
+    for name in sorted(n for n in names if isinstance(n, str)):
+        if name.startswith("flashmm_") and name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
             hint = f"; did you mean {close[0]}?" if close else ""
-            issues.append(Issue(name, "unknown FlashMM variable: no role or layer uses it" + hint,
-                                Origin(ROLE_VARS_LAYER, source_of(name))))
-    return values, issues
+            out.append(Issue(name, "unknown FlashMM variable: no role or layer uses it" + hint,
+                             Origin(ROLE_VARS_LAYER, source_of(name))))
+    return out
+
+
+@lru_cache(maxsize=1)
+def project_role_variables() -> frozenset[str] | None:
+    """Every variable the project's roles declare, when the roles are where a checkout keeps
+    them (the CLI then checks names too); None elsewhere."""
+    from .plan import ROLES
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    if not all((roles / r / "meta" / "argument_specs.yml").is_file() for r in ROLES):
+        return None
+    return frozenset(name for options in load_specs({r: roles / r for r in ROLES}).values()
+                     for name in options)
