@@ -215,7 +215,7 @@ class Stack:
         def down(project: str) -> None:
             proc = self.engine.docker("compose", "-p", project, "down", "-v",
                                       "--remove-orphans", "--timeout", "5", check=False,
-                                      timeout=120, cwd=self.sandbox.parent)
+                                      timeout=120, cwd=self.inventory)
             if proc.returncode != 0:
                 warnings.warn(f"compose down of {project} failed: {proc.stderr}", stacklevel=1)
         with ThreadPoolExecutor(len(projects)) as pool:
