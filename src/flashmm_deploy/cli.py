@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import host_validation, docs, effective, secret_gen
+from . import docs, effective, host_validation, plan, role_settings, secret_gen
 from .errors import FlashmmError, format_issues
+from .inventory import display_path
 from .layers import did_you_mean, shown
 from .schema import FIELDS
 
@@ -44,12 +45,14 @@ def cmd_validate(args) -> int:
     for path in args.inventory:
         inv = _inventory(args, path)
         if not inv.hosts:
-            print(f"{path}: INVALID: the inventory has no hosts", file=sys.stderr)
+            print(f"{path}: INVALID: the inventory has no hosts "
+                  f"({display_path(inv.hosts_file)})", file=sys.stderr)
             status = EXIT_INVALID
             continue
         results = host_validation.validate_inventory(inv, _hosts(inv, args.host),
                                          require_secrets=args.require_secrets,
                                          runtime_url=args.redis)
+        _check_settings(inv, results)
         warnings = {h: r.warnings for h, r in results.items() if r.warnings}
         errors = {h: r.errors for h, r in results.items() if r.errors}
         if warnings and not args.quiet:
@@ -61,6 +64,20 @@ def cmd_validate(args) -> int:
             print(f"{path}: {len(results)} host(s) valid"
                   + (f" ({sum(map(len, warnings.values()))} warning(s))" if warnings else ""))
     return status
+
+
+def _check_settings(inv, results) -> None:
+    """A deploy's checks of role variables, roots and host names, added to ``results``."""
+    specs = role_settings.project_specs()
+    if specs is None:
+        return
+    issues: dict[str, list] = {}
+    all_results = {h: results.get(h) or host_validation.validate_host(inv, h) for h in inv.hosts}
+    plan.check_settings(plan.inputs_from_inventory(inv), all_results, specs, issues)
+    for host, result in results.items():
+        if issues.get(host):
+            result.errors.extend(issues[host])
+            result.config = None
 
 
 def cmd_explain(args) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,15 +23,27 @@ def _leaf(config: FlashMMConfig, path: str) -> Any:
     return node
 
 
+# The URL keys built from their section's other keys when unset.
+DERIVED_URLS = {
+    "storage.redis.url": "redis://{storage.redis.host}:{storage.redis.port}/{storage.redis.db}",
+    "storage.influxdb.url": "http://{storage.influxdb.host}:{storage.influxdb.port}",
+}
+
+
+def _derive(path: str, values: Mapping[str, Any]) -> str:
+    return DERIVED_URLS[path].replace("{", "{0[").replace("}", "]}").format(values)
+
+
 def derived_urls(config: FlashMMConfig) -> dict[str, str]:
     """REDIS_URL / INFLUXDB_URL: the explicit value, else built from host, port (and db).
     Never with a password: validation refuses credentials in URL fields, and the Redis password
     is added to REDIS_URL only in ``.env`` (``secret_files.redis_url_with_password``)."""
     r, i = config.storage.redis, config.storage.influxdb
-    return {
-        "storage.redis.url": r.url or f"redis://{r.host}:{r.port}/{r.db}",
-        "storage.influxdb.url": i.url or f"http://{i.host}:{i.port}",
-    }
+    values = {"storage.redis.host": r.host, "storage.redis.port": r.port,
+              "storage.redis.db": r.db, "storage.influxdb.host": i.host,
+              "storage.influxdb.port": i.port}
+    return {"storage.redis.url": r.url or _derive("storage.redis.url", values),
+            "storage.influxdb.url": i.url or _derive("storage.influxdb.url", values)}
 
 
 def effective(config: FlashMMConfig, *, redact: bool = True) -> dict[str, Any]:
@@ -91,6 +104,17 @@ def explain(res: Resolution, path: str) -> dict[str, Any]:
     """Winning value, layer, file and shadowed values of one key; secrets redacted."""
     spec = FIELDS[path]
     prov = res.provenance.get(path)
+    if path in DERIVED_URLS and res.values.get(path) is None:
+        try:                            # what deploy writes when the key is unset
+            value = _derive(path, res.values)
+        except KeyError:
+            value = None
+        parts = ", ".join(re.findall(r"\{([^}]+)\}", DERIVED_URLS[path]))
+        note = " (the Redis password is added to it in .env only)" if "redis" in path else ""
+        return {"key": path, "env": spec.env, "secret": False, "runtime_overridable": False,
+                "value": value, "layer": "derived",
+                "source": f"built from {parts}{note}",
+                "shadowed": [{"layer": "defaults", "source": "schema default", "value": None}]}
     return {
         "key": path,
         "env": spec.env,

@@ -19,7 +19,9 @@ Values must be literal (no Jinja): the CLI and the playbook must give the same a
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -75,6 +77,7 @@ class _Vaulted:
 
 
 MAX_FILE_BYTES = 1 << 20        # an inventory file of more than 1 MiB is a mistake
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Where Ansible looks for group_vars/<name> and host_vars/<name>: the first that exists wins,
 # a directory is read recursively (sorted; hidden and backup~ entries skipped).
 VAR_FILE_EXTENSIONS = ("", ".yml", ".yaml", ".json")
@@ -162,6 +165,7 @@ class Inventory:
             self.hosts_file = found[0]
         self._vault = _vault_secret(vault_password_file)
         self._var_files_cache: dict[tuple[str, str], tuple[VarFile, ...]] = {}
+        self._orphans: list[Issue] | None = None
         self.name = self.path.name
         self.groups: dict[str, dict] = {}           # group -> {"parents": set, "vars": dict}
         self.host_vars_inline: dict[str, dict] = {}
@@ -207,8 +211,10 @@ class Inventory:
         if data is not None and not isinstance(data, dict):
             raise InventoryError(f"{where}: expected a mapping of variables, not a "
                                  f"{type(data).__name__}")
-        if any(not isinstance(k, str) for k in (data or {})):
-            raise InventoryError(f"{where}: variable names must be strings")
+        for name in data or {}:
+            if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+                raise InventoryError(f"{where}: {name!r} is not a variable name (letters, digits "
+                                     "and '_', not starting with a digit; an invisible character?)")
         return VarFile(path, self._decrypt_inline(data or {}))
 
     def _decrypt_inline(self, data: Any) -> Any:
@@ -240,12 +246,21 @@ class Inventory:
         g = self.groups.setdefault(group, {"parents": set(), "vars": {}})
         if parent:
             g["parents"].add(parent)
-        g["vars"].update(self._shape(f"the vars of group {group!r}", body.get("vars"), dict))
+        gvars = self._shape(f"the vars of group {group!r}", body.get("vars"), dict)
+        for name in gvars:
+            if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+                raise InventoryError(f"{display_path(self.hosts_file)}: {name!r} (group "
+                                     f"{group!r}) is not a variable name")
+        g["vars"].update(gvars)
         hosts = self._shape(f"the hosts of group {group!r}", body.get("hosts"), dict)
         for host, hvars in hosts.items():
             self.host_groups.setdefault(str(host), set()).add(group)
-            self.host_vars_inline.setdefault(str(host), {}).update(
-                self._shape(f"the vars of host {host!r}", hvars, dict))
+            hvars = self._shape(f"the vars of host {host!r}", hvars, dict)
+            for name in hvars:
+                if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+                    raise InventoryError(f"{display_path(self.hosts_file)}: {name!r} (host "
+                                         f"{host!r}) is not a variable name")
+            self.host_vars_inline.setdefault(str(host), {}).update(hvars)
         children = self._shape(f"the children of group {group!r}", body.get("children"), dict)
         for child, child_body in children.items():
             self._walk_group(str(child), child_body, parent=group, depth=depth + 1)
@@ -309,7 +324,15 @@ class Inventory:
 
     def variable_names(self, host: str) -> set[str]:
         """Every variable the inventory sets for ``host``."""
-        return {var for _, _, data, _ in self._definitions(host) for var in data}
+        return set(self.host_variables(host))
+
+    def host_variables(self, host: str) -> dict[str, Any]:
+        """The host's variables as Ansible merges them (a later definition replaces an earlier
+        one whole), as read: templates are not evaluated."""
+        merged: dict[str, Any] = {}
+        for _, _, data, _ in self._definitions(host):
+            merged.update(data)
+        return merged
 
     def var_source(self, host: str, var: str) -> str | None:
         """The file that sets ``var`` for ``host`` (its highest-precedence definition)."""
@@ -319,11 +342,40 @@ class Inventory:
                 found = source
         return found
 
+    def orphan_var_files(self) -> list[Issue]:
+        """group_vars/<name> and host_vars/<name> for a group or host the inventory does not
+        have: Ansible ignores them, so the layer they hold would vanish without a word."""
+        out = []
+        for kind, known in (("group_vars", set(self.groups) | {"all", "ungrouped"}),
+                            ("host_vars", set(self.host_groups))):
+            base = self.path / kind
+            if not base.is_dir():
+                continue
+            for entry in sorted(base.iterdir()):
+                if entry.name.startswith(".") or entry.name.endswith("~"):
+                    continue
+                name = entry.name if entry.is_dir() else entry.stem \
+                    if entry.suffix in VAR_FILE_EXTENSIONS else None
+                if name is None or name in known:
+                    continue
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+                what = "group" if kind == "group_vars" else "host"
+                for path in (_dir_files(entry) if entry.is_dir() else [entry]):
+                    held = sorted(v for v in self._load(path).data if v.startswith("flashmm_"))
+                    out.append(Issue(display_path(path), f"no {what} named {name!r} in "
+                                     f"{display_path(self.hosts_file)}: Ansible ignores this file"
+                                     + (f" and the {', '.join(held)} it holds" if held else "")
+                                     + (f"; did you mean {close[0]}?" if close else ""),
+                                     Origin("inventory", display_path(path))))
+        return out
+
     def host_layers(self, host: str) -> HostLayers:
         if host not in self.host_groups:
             raise InventoryError(f"host {host!r} is not in {display_path(self.hosts_file)} "
                                  f"(hosts: {', '.join(self.hosts)})")
-        issues: list[Issue] = []
+        if self._orphans is None:
+            self._orphans = self.orphan_var_files()
+        issues: list[Issue] = list(self._orphans)
         chosen: dict[str, tuple[str, Any]] = {}
         defined_in: dict[str, list[str]] = {}
         unreadable_secret_files = False
@@ -382,8 +434,8 @@ def _dir_files(directory: Path) -> list[Path]:
 def layer_input(var: str, source: str, value: Any) -> LayerInput:
     """The LayerInput for one layer variable (the vault's flat dict is the secrets section)."""
     if var == "flashmm_secrets":
-        value = {"secrets": value}
-    return LayerInput(LAYER_VARS[var], source, value)
+        value = {"secrets": value} if isinstance(value, dict) or value is None else value
+    return LayerInput(LAYER_VARS[var], source, value, variable=var)
 
 
 def _flat_values(value: Any):

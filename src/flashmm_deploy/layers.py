@@ -16,6 +16,7 @@ Secrets may only come from ``vault`` or ``env``: a secret in a plain-text layer 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ LAYER_ORDER = ("defaults", "environment", "vault", "group", "host", "env", "runt
 # Jinja2's delimiters: a layer holds literal values, and Ansible would template (or choke on,
 # printing the lines around it) a value holding one, unclosed ones included.
 TEMPLATE_MARKS = ("{{", "{%", "{#")
+# scheme://user:password@ anywhere in a plain value: a password typed into the wrong field
+_CREDENTIAL_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@]*:[^\s@]*@")
 SECRET_LAYERS = ("vault", "env")
 REDACTED = "<redacted>"
 
@@ -41,6 +44,7 @@ class LayerInput:
     name: str
     source: str
     data: Mapping[str, Any]
+    variable: str = ""          # the Ansible variable that holds it, when there is one
 
     @property
     def origin(self) -> Origin:
@@ -106,14 +110,19 @@ def _templated(path: str, value: Any, layer: LayerInput, issues: list[Issue],
     """Record an issue when ``value`` (a string, or strings in a list) holds a Jinja2
     delimiter; the message names the delimiter, never the value."""
     spec = spec or FIELDS[path]
-    strings = value if isinstance(value, list) else [value]
-    marks = sorted({m for s in strings if isinstance(s, str) for m in TEMPLATE_MARKS if m in s})
+    strings = [s for s in (value if isinstance(value, list) else [value]) if isinstance(s, str)]
+    marks = sorted({m for s in strings for m in TEMPLATE_MARKS if m in s})
     if marks:
         issues.append(Issue(path, f"holds {' and '.join(repr(m) for m in marks)}, a Jinja2 "
                             "delimiter: layer values are literal and Ansible would template "
                             "them; remove it" + (" (value hidden)" if spec.secret else ""),
                             layer.origin))
-    return bool(marks)
+        return True
+    if not spec.secret and any(_CREDENTIAL_URL.search(s) for s in strings):
+        issues.append(Issue(path, "must not carry credentials (a URL with user:password@ in "
+                            "it); passwords belong in the vault (value hidden)", layer.origin))
+        return True
+    return False
 
 
 def _leaves(layer: LayerInput, issues: list[Issue]):
@@ -124,7 +133,8 @@ def _leaves(layer: LayerInput, issues: list[Issue]):
         if data is None:            # an empty section (``trading:`` with nothing under it)
             return
         if not isinstance(data, Mapping):
-            issues.append(Issue(prefix.rstrip(".") or "(top level)", "expected a mapping of keys",
+            where = prefix.rstrip(".") or layer.variable or "(top level)"
+            issues.append(Issue(where, f"expected a mapping of keys, not a {type(data).__name__}",
                                 layer.origin))
             return
         for key, value in data.items():
@@ -212,7 +222,9 @@ def resolve(layers: list[LayerInput]) -> Resolution:
     for layer in sorted(layers, key=lambda lay: LAYER_ORDER.index(lay.name)):
         sources[layer.name] = layer.source
         if layer.name in ("env", "runtime") and not isinstance(layer.data, Mapping):
-            issues.append(Issue("(top level)", "expected a mapping", layer.origin))
+            issues.append(Issue(layer.variable or "(top level)",
+                                f"expected a mapping, not a {type(layer.data).__name__}",
+                                layer.origin))
             continue
         walker = {"env": _env_leaves, "runtime": _runtime_leaves}.get(layer.name, _leaves)
         for path, value in walker(layer, issues):
@@ -226,6 +238,8 @@ def shown(path: str, value: Any) -> Any:
     invalid values too)."""
     if FIELDS[path].secret and value is not None:
         return REDACTED
+    if isinstance(value, list):
+        return [shown(path, v) for v in value] if not FIELDS[path].secret else REDACTED
     if isinstance(value, str) and "://" in value:
         from .redis_url import mask_url
         return mask_url(value)

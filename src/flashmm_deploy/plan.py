@@ -20,7 +20,7 @@ from typing import Any
 
 from . import effective, host_validation, render, role_settings
 from .errors import ConfigInvalid, Issue, Origin
-from .inventory import LAYER_VARS
+from .inventory import LAYER_VARS, Inventory
 from .schema import FlashMMConfig
 
 # Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
@@ -47,6 +47,35 @@ class HostInput:
     variables: Mapping[str, Any]       # every variable of the host, templated on access
     source_of: Callable[[str], str]    # where a variable is set (file, or extra vars)
     machine: str                       # the machine it deploys to (two hosts may share one)
+    # variables whose value is a template only Ansible can evaluate (the CLI skips them)
+    unevaluated: frozenset[str] = frozenset()
+
+
+def inputs_from_inventory(inv: Inventory) -> dict[str, HostInput]:
+    """The controller pass's input from our own inventory reader, for ``flashmm-config
+    validate``: the same checks as a deploy, but for values that are Jinja2 templates."""
+    out = {}
+    for host in inv.hosts:
+        variables = inv.host_variables(host)
+        templated = frozenset(k for k, v in variables.items() if _is_template(v))
+        local = variables.get("ansible_connection") == "local"
+        out[host] = HostInput(
+            layer_vars={}, variables={k: v for k, v in variables.items() if k not in templated},
+            source_of=lambda var, host=host: inv.var_source(host, var) or "inventory",
+            machine="the controller (local connection)" if local else
+            f"{variables.get('ansible_host', host)}:{variables.get('ansible_port', 22)}",
+            unevaluated=templated)
+    return out
+
+
+def _is_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(mark in value for mark in ("{{", "{%", "{#"))
+    if isinstance(value, Mapping):
+        return any(_is_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_is_template(v) for v in value)
+    return False
 
 
 @dataclass
@@ -77,20 +106,7 @@ def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[s
     results = host_validation.validate_host_layers(
         {h: i.layer_vars for h, i in inputs.items()}, require_secrets=require_secrets)
     issues: dict[str, list[Issue]] = {h: list(r.errors) for h, r in results.items()}
-    settings: dict[str, dict[str, Any]] = {}
-    for host, given in inputs.items():
-        values, problems = role_settings.resolve(role_specs, given.variables, given.source_of,
-                                                 frozenset(LAYER_VARS) | INTERNAL_VARS)
-        settings[host] = values
-        issues[host] += problems
-        if results[host].config is not None and not problems:
-            issues[host] += _cross_checks(results[host], values, given.source_of)
-    _shared_roots(inputs, settings, issues)
-    for host in inputs:
-        if not _SAFE_HOST.fullmatch(host) or host in (".", ".."):
-            issues[host].append(Issue("inventory_hostname", f"{host!r} is not a host name that "
-                                      "is safe in paths and project names (letters, digits, "
-                                      "'.', '-', '_', ':')", Origin("inventory", "hosts")))
+    settings = check_settings(inputs, results, role_specs, issues)
     if any(issues.values()):
         raise ConfigInvalid({h: i for h, i in issues.items() if i})
     warnings = [f"host {h}: {w.render()}" for h, r in sorted(results.items()) for w in r.warnings]
@@ -101,11 +117,38 @@ def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[s
                  for h in inputs}, warnings)
 
 
+def check_settings(inputs: Mapping[str, HostInput],
+                   results: Mapping[str, host_validation.Validated],
+                   role_specs: Mapping[str, Mapping[str, Any]],
+                   issues: dict[str, list[Issue]]) -> dict[str, dict[str, Any]]:
+    """What a deploy checks beyond each host's configuration: the roles' variables, their
+    rules against the configuration, hosts sharing a root, host names.  Appends to ``issues``
+    and returns each host's role variables.  (``flashmm-config validate`` runs it too.)"""
+    settings: dict[str, dict[str, Any]] = {}
+    for host, given in inputs.items():
+        values, problems = role_settings.resolve(role_specs, given.variables, given.source_of,
+                                                 frozenset(LAYER_VARS) | INTERNAL_VARS,
+                                                 skip=given.unevaluated)
+        settings[host] = values
+        issues.setdefault(host, []).extend(problems)
+        if results[host].config is not None and not problems:
+            issues[host] += _cross_checks(results[host], values, given.source_of)
+    _shared_roots(inputs, settings, issues)
+    for host in inputs:
+        if not _SAFE_HOST.fullmatch(host) or host in (".", ".."):
+            issues[host].append(Issue("inventory_hostname", f"{host!r} is not a host name that "
+                                      "is safe in paths and project names (letters, digits, "
+                                      "'.', '-', '_', ':')", Origin("inventory", "hosts.yml")))
+    return settings
+
+
 def _cross_checks(result: host_validation.Validated, values: Mapping[str, Any],
                   source_of: Callable[[str], str]) -> list[Issue]:
     """Rules between the configuration and the role variables."""
     out = []
     databases = values["flashmm_redis_databases"]
+    if databases is None:               # a template the CLI cannot evaluate
+        return out
 
     def role_var(name: str) -> Origin:
         return Origin(role_settings.ROLE_VARS_LAYER, source_of(name))
@@ -129,8 +172,8 @@ def _shared_roots(inputs: Mapping[str, HostInput], settings: Mapping[str, Mappin
     seen: dict[tuple[str, str], str] = {}
     for host in sorted(inputs):
         root = settings[host].get("flashmm_root")
-        if not isinstance(root, str):
-            continue
+        if not isinstance(root, str) or role_settings.RULES["flashmm_root"](root):
+            continue                    # unknown, or reported as invalid already
         key = (inputs[host].machine, root.rstrip("/"))
         if key in seen:
             issues[host].append(Issue("flashmm_root", f"{root} on {key[0]} is also the root of "
@@ -196,7 +239,8 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
                 "redis_password_in_url": protected},
         "influxdb_env": influx,
         "stack": {"project_name": stack["project_name"],
-                  "wait_timeout": stack["wait_timeout"]} if compose_up else None,
+                  "wait_timeout": stack["wait_timeout"],
+                  "images": _images(stack, config)} if compose_up else None,
         "runtime": {
             "script": seed_lua,
             "host": runtime["redis_host"], "port": runtime["redis_port"],
@@ -214,6 +258,16 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         # this run writes the host's files, so its seed checks no other run wrote since
         "files_this_run": "files" in steps,
     }
+
+
+def _images(stack: Mapping[str, Any], config: FlashMMConfig) -> dict[str, str]:
+    """service -> image, as the compose file runs them (named when `up` fails)."""
+    images = {"flashmm": stack["app_image"], "redis": stack["redis_image"]}
+    if stack["influxdb_enabled"]:
+        images["influxdb"] = stack["influxdb_image"]
+    if config.monitoring.grafana_enabled:
+        images["grafana"] = stack["grafana_image"]
+    return images
 
 
 def redis_password(config: FlashMMConfig) -> str | None:

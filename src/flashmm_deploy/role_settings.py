@@ -127,20 +127,23 @@ _NAMED = re.compile(r"argument '(\w+)'|value of (\w+)")
 
 
 def resolve(specs: Mapping[str, Mapping[str, Any]], host_vars: Mapping[str, Any],
-            source_of: Callable[[str], str],
-            other_known: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[Issue]]:
+            source_of: Callable[[str], str], other_known: frozenset[str] = frozenset(),
+            skip: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[Issue]]:
     """Every role variable of one host -> its checked value; problems as issues naming the
     variable, where it was set (``source_of(var)``) and what is expected.  A ``flashmm_*``
     variable nobody declares (a typo such as ``flashmm_host_confg``) is an error too: left
-    alone it would silently leave a layer or a setting at its default."""
+    alone it would silently leave a layer or a setting at its default.  Variables in ``skip``
+    (templates only Ansible can evaluate) are left unchecked, with the value None."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
     values: dict[str, Any] = {}
     issues: list[Issue] = []
     bad: set[str] = set()
     for options in specs.values():
-        given = {name: plain(host_vars[name]) for name in options if name in host_vars}
-        result = ArgumentSpecValidator(dict(options)).validate(given)
+        given = {name: plain(host_vars[name]) for name in options
+                 if name in host_vars and name not in skip}
+        result = ArgumentSpecValidator({k: v for k, v in options.items() if k not in skip}
+                                       ).validate(given)
         for error in result.error_messages:
             match = _NAMED.search(error)
             name = next((g for g in match.groups() if g), "") if match else ""
@@ -148,13 +151,19 @@ def resolve(specs: Mapping[str, Mapping[str, Any]], host_vars: Mapping[str, Any]
             issues.append(Issue(name or "(role variables)", error,
                                 Origin(ROLE_VARS_LAYER, source_of(name) if name else "")))
         for name in options:
-            values[name] = result.validated_parameters.get(name)
+            values[name] = None if name in skip else result.validated_parameters.get(name)
+            if name.endswith("_mode") and name in given and not isinstance(given[name], str):
+                bad.add(name)       # YAML reads 0600 unquoted as 384: a mode is a quoted string
+                issues.append(Issue(name, "must be a quoted octal string such as \"0600\" (got "
+                                    f"the number {given[name]!r}: YAML reads an unquoted 0600 "
+                                    "as 384)", Origin(ROLE_VARS_LAYER, source_of(name))))
+        bad |= set(skip) & set(options)
     for name, rule in RULES.items():
         if name in values and name not in bad:
             problem = rule(values[name])
             if problem:
                 issues.append(Issue(name, problem, Origin(ROLE_VARS_LAYER, source_of(name))))
-    issues += unknown_variables(host_vars, set(values) | other_known, source_of)
+    issues += unknown_variables(set(host_vars) | set(skip), set(values) | other_known, source_of)
     return values, issues
 
 
@@ -172,12 +181,17 @@ def unknown_variables(names, known, source_of: Callable[[str], str]) -> list[Iss
 
 
 @lru_cache(maxsize=1)
-def project_role_variables() -> frozenset[str] | None:
-    """Every variable the project's roles declare, when the roles are where a checkout keeps
-    them (the CLI then checks names too); None elsewhere."""
+def project_specs() -> dict[str, dict[str, Any]] | None:
+    """The project's roles' argument specs when the roles are where a checkout keeps them (the
+    CLI then checks role variables too); None elsewhere."""
     from .plan import ROLES
     roles = Path(__file__).resolve().parents[2] / "roles"
     if not all((roles / r / "meta" / "argument_specs.yml").is_file() for r in ROLES):
         return None
-    return frozenset(name for options in load_specs({r: roles / r for r in ROLES}).values()
-                     for name in options)
+    return load_specs({r: roles / r for r in ROLES})
+
+
+def project_role_variables() -> frozenset[str] | None:
+    """Every variable the project's roles declare (None outside a checkout)."""
+    specs = project_specs()
+    return None if specs is None else frozenset(n for o in specs.values() for n in o)

@@ -72,6 +72,12 @@ def _is_fernet_key(value: str) -> bool:
         return False
 
 
+def _https_with_host(value: str) -> bool:
+    rest = value[len("https://"):] if value.startswith("https://") else ""
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+    return bool(host.split(":", 1)[0].strip())
+
+
 def is_placeholder(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX)
 
@@ -205,9 +211,9 @@ def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
         if path in FERNET_KEYS and not _is_fernet_key(value):
             errors.append(Issue(path, f"{spec.env} must be a Fernet key (44 characters of url-safe "
                                 "base64 for 32 bytes), value hidden", res.origin(path)))
-        if path == "secrets.alert_webhook_url" and not value.startswith("https://"):
-            errors.append(Issue(path, "ALERT_WEBHOOK_URL must start with https:// (value hidden)",
-                                res.origin(path)))
+        if path == "secrets.alert_webhook_url" and not _https_with_host(value):
+            errors.append(Issue(path, "ALERT_WEBHOOK_URL must be an https:// URL with a host "
+                                "(value hidden)", res.origin(path)))
     return errors, warnings
 
 

@@ -17,32 +17,60 @@ from unit.test_layers_provenance import base_files, encrypted_local, local_secre
 pytestmark = pytest.mark.integration
 
 
-def test_reader_picks_the_same_layer_variables_as_ansible(tmp_path):
+# Inventories Ansible reads in ways a naive reader would not: JSON vars files, hidden and
+# backup files (ignored), a directory beside a same-named file (the directory wins, the file is
+# ignored), nested directories, host vars inline and in files, group priority.  Every layer
+# variable is defined once per host (twice is an error of its own).
+READER_CASES = {
+    "yaml-and-json": {
+        "hosts": {"all": {"vars": {"flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "5"}},
+                          "children": {"flashmm": {"hosts": {"h1": None, "h2": None}}}}},
+        "files": {"group_vars/flashmm.json": {"flashmm_group_config": {
+                      "trading": {"quote_frequency_hz": 2.0}}},
+                  "host_vars/h1.json": {"flashmm_host_config": {"app": {"name": "json"}}}}},
+    "hidden-and-backup-files-are-ignored": {
+        "hosts": {"all": {"children": {"flashmm": {"hosts": {"h1": None}}}}},
+        "files": {"group_vars/all/.old.yml": {"flashmm_group_config": {"app": {"name": "x"}}},
+                  "group_vars/flashmm/flashmm.yml~": {"flashmm_group_config": {
+                      "app": {"name": "backup"}}},
+                  "group_vars/flashmm/live.yml": {"flashmm_group_config": {
+                      "app": {"name": "live"}}}}},
+    "a-directory-wins-over-a-same-named-file": {
+        "hosts": {"all": {"children": {"flashmm": {"hosts": {"h1": None}}}}},
+        "files": {"group_vars/flashmm.yml": {"flashmm_group_config": {"app": {"name": "file"}}},
+                  "group_vars/flashmm/nested/deeper.yml": {"flashmm_group_config": {
+                      "app": {"name": "dir"}}}}},
+    "inline-host-and-group-vars-with-priorities": {
+        "hosts": {"all": {"children": {
+            "eu": {"vars": {"ansible_group_priority": 5}, "hosts": {"h1": {
+                "flashmm_host_config": {"app": {"name": "inline"}}}}},
+            "prod": {"vars": {"ansible_group_priority": 2,
+                              "flashmm_env_overrides": {"API_PORT": "8100"}},
+                     "hosts": {"h1": None, "h2": None}}}}},
+        "files": {"group_vars/eu.yml": {"flashmm_group_config": {"api": {"port": 8200}}}}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(READER_CASES))
+def test_reader_picks_the_same_layer_variables_as_ansible(tmp_path, case):
     """The CLI and the playbook must agree: compare with ansible-inventory's host vars."""
-    hosts = {"all": {
-        "vars": {"flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "5"}},
-        "children": {"flashmm": {
-            "vars": {"flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "6"}},
-            "children": {"flashmm_eu": {"hosts": {
-                "h1": {"flashmm_host_config": {"app": {"name": "inline"}}},
-                "h2": None}}}}}}}
-    root = write_inventory(tmp_path / "inv", hosts, base_files(**{
-        "group_vars/all/vault.yml": {"flashmm_secrets": {"secret_key": "s" * 40}},
-        "group_vars/flashmm/flashmm.yml": {"flashmm_group_config": {
-            "trading": {"quote_frequency_hz": 2.0}},
-            "flashmm_env_overrides": {"TRADING_MAX_QUOTE_LEVELS": "7"}},
-        "group_vars/flashmm_eu.yml": {"flashmm_group_config": {
-            "trading": {"quote_frequency_hz": 3.0}}},
-        "host_vars/h1.yml": {"flashmm_host_config": {"app": {"name": "file"}}},
-    }))
-    proc = run([str(VENV_BIN / "ansible-inventory"), "-i", str(root), "--list"], cwd=tmp_path)
+    spec = READER_CASES[case]
+    files = base_files(**{"group_vars/all/vault.yml": {"flashmm_secrets": {"secret_key": "s" * 40}}})
+    root = write_inventory(tmp_path / "inv", spec["hosts"], files)
+    for rel, data in spec["files"].items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data) if rel.endswith(".json") else yaml.safe_dump(data))
+    proc = run([str(VENV_BIN / "ansible-inventory"), "-i", str(root / "hosts.yml"), "--list"],
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ansible_vars = json.loads(proc.stdout)["_meta"]["hostvars"]
     inv = Inventory(root)
     by_layer = {v: k for k, v in LAYER_VARS.items()}
-    for host in ("h1", "h2"):
+    assert sorted(ansible_vars) == inv.hosts
+    for host in inv.hosts:
         hl = inv.host_layers(host)
-        assert hl.issues == []
+        assert hl.issues == [], [i.render() for i in hl.issues]
         ours = {by_layer[lay.name]: (lay.data["secrets"] if lay.name == "vault" else lay.data)
                 for lay in hl.layers}
         theirs = {k: v for k, v in ansible_vars[host].items() if k in LAYER_VARS}

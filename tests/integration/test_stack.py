@@ -193,12 +193,14 @@ def explain(stack: Stack, host: str, key: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def shown(value):
-    """A value as /config shows it: a URL's password masked (the app's own rule)."""
+def without_password(value):
+    """A URL as explain shows it: REDIS_URL's password exists in .env only, so the app's
+    (masked) userinfo goes; anything else as it is."""
     if isinstance(value, str) and "://" in value:
-        return mask_url(value)
+        scheme, rest = mask_url(value).split("://", 1)
+        return f"{scheme}://{rest.split(':***@', 1)[-1]}"
     if isinstance(value, list):
-        return [shown(v) for v in value]
+        return [without_password(v) for v in value]
     return value
 
 
@@ -218,7 +220,7 @@ def test_app_config_equals_flashmm_config_explain_for_every_public_key(deployed)
         assert set(app) == set(NON_SECRET)          # every public key, no secret one
         for key in checked[host]:
             c, a = cli[(host, key)], app[key]
-            if shown(c["value"]) != a["value"]:
+            if c["value"] != without_password(a["value"]):
                 mismatches.append(f"{host} {key}: app {a['value']!r} (layer {a['layer']}), "
                                   f"flashmm-config {c['value']!r} (layer {c['layer']})")
             if FIELDS[key].runtime and (a["layer"], c["layer"]) != ("runtime", "runtime"):
