@@ -416,6 +416,30 @@ def test_missing_image_fails_naming_it_and_the_running_stack_survives(own_stack)
                                        or "Error" in line)[:3000])
 
 
+def test_a_restart_lost_to_a_failed_run_is_done_by_the_next_one(own_stack):
+    """A config change written by a run whose `up` then failed: the next run writes nothing
+    new, yet recreates flashmm, because the running container's config fingerprint differs
+    from the compose file's."""
+    host = own_stack.hosts[0]
+    ok(own_stack.deploy())
+    before = assert_healthy(own_stack, host)
+    own_stack.edit_env_layer(lambda c: c["trading"].update(spread_buffer_bps=9.75))
+    failed = own_stack.deploy("-e", "flashmm_stack_app_image=localhost/does-not-exist:1")
+    assert failed.returncode != 0
+    assert assert_healthy(own_stack, host)["flashmm"]["id"] == before["flashmm"]["id"]
+    files = deployed_files(own_stack.root(host))
+    proc = ok(own_stack.deploy())
+    assert changed_files(files, deployed_files(own_stack.root(host))) - {"docker-compose.yml"} \
+        == set()                                           # the config file was already there
+    after = assert_healthy(own_stack, host)
+    assert after["flashmm"]["id"] != before["flashmm"]["id"]
+    assert (after["redis"]["id"], after["redis"]["started_at"]) == \
+        (before["redis"]["id"], before["redis"]["started_at"])
+    values = own_stack.get(host, "/config")[1]["values"]
+    assert values["trading.spread_buffer_bps"]["value"] == 9.75
+    assert recap(proc.stdout)[host]["changed"] >= 1
+
+
 # ---- 8. first deploys into a fresh parent directory never race ---------------------------
 
 def test_first_deploy_of_three_hosts_into_a_fresh_directory_never_races(docker_engine,
