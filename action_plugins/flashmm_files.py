@@ -1,11 +1,17 @@
 """Action plugin for ``flashmm_files``: assembles a host's secret files and runs the module in
 one call.
 
-The controller pass (role ``flashmm``) left the host's public files in its plan and no secret
-anywhere.  Here, inside this host's own task, the secret values are picked from the host's own
-variables (``flashmm_secrets``, ``flashmm_env_overrides``: read raw, never templated; validated
-by the controller pass) and reach only the module's ``no_log`` options.  Imports stay light
-(no pydantic): this runs in a forked worker per host.
+The controller pass (role ``flashmm``, task ``plan``) registered its result once for every host
+of the play; ``plan_var`` names that variable.  This host's part of it holds the public files
+and no secret.  Here, inside this host's own task, the secret values are picked from the host's
+own variables (``flashmm_secrets``, ``flashmm_env_overrides``: read raw, never templated;
+validated by the controller pass) and reach only the module's ``no_log`` options.
+
+Why a variable name rather than ``plan: "{{ flashmm_plan.hosts[inventory_hostname] }}"``: each
+templated argument is compiled and its (large) result walked again in every host's forked
+worker, measured at ~25 ms per host (``bench/deploy.py``).  For the same reason the helpers are
+imported at module level: Ansible's strategy loads this class in the parent process before it
+forks the workers, so they inherit the import instead of repeating it per host.
 """
 
 from __future__ import annotations
@@ -13,46 +19,49 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from flashmm_deploy import secret_files
+from flashmm_deploy.errors import FlashmmError
+from flashmm_deploy.values import native
+
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        if "plan" not in self._task.args:     # the module used directly, with its own options
+        if "plan_var" not in self._task.args:     # the module used directly, with its own options
             result.update(self._execute_module(module_name="flashmm_files", task_vars=task_vars))
             return result
         return self._run_planned(result, task_vars)
 
     def _run_planned(self, result, task_vars):
-        from flashmm_deploy import secret_files
-        from flashmm_deploy.errors import FlashmmError
-        from flashmm_deploy.values import native
-
-        plan, secret_env = self._task.args["plan"], self._task.args["secret_env"]
+        plan_var = self._task.args["plan_var"]
         try:
+            plan, host = secret_files.host_part(task_vars.get(plan_var), plan_var,
+                                                task_vars["inventory_hostname"])
+            secret_env = plan["secret_env"]
             secrets = secret_files.pick_secrets(secret_env,
                                                 native(task_vars.get("flashmm_secrets")),
                                                 native(task_vars.get("flashmm_env_overrides")))
-            env_text, env_masked = secret_files.env_file(plan["env"], secret_env, secrets)
-            written = [{"path": plan["env"]["path"], "mode": plan["env"]["mode"],
+            env_text, env_masked = secret_files.env_file(host["env"], secret_env, secrets)
+            written = [{"path": host["env"]["path"], "mode": host["env"]["mode"],
                         "content": env_text, "mask_keys": env_masked}]
-            if plan.get("influxdb_env"):
-                text, masked = secret_files.influxdb_env_file(plan["influxdb_env"], secrets)
-                written.append({"path": plan["influxdb_env"]["path"], "content": text,
-                                "mode": plan["influxdb_env"]["mode"], "mask_keys": masked})
+            if host.get("influxdb_env"):
+                text, masked = secret_files.influxdb_env_file(host["influxdb_env"], secrets)
+                written.append({"path": host["influxdb_env"]["path"], "content": text,
+                                "mode": host["influxdb_env"]["mode"], "mask_keys": masked})
         except (ValueError, FlashmmError) as exc:   # a misshapen secret variable or value
             raise AnsibleActionFail(str(exc)) from None
         module_args = {
-            "root": plan["root"], "files": plan["files"], "secret_files": written,
-            "owner": plan["owner"], "group": plan["group"],
-            "directory_mode": plan["directory_mode"], "run_id": self._task.args.get("run_id"),
-            "lock_timeout": plan["lock_timeout"],
+            "root": host["root"], "files": host["files"], "secret_files": written,
+            "owner": host["owner"], "group": host["group"],
+            "directory_mode": host["directory_mode"], "run_id": plan["run_id"],
+            "lock_timeout": host["lock_timeout"],
             # a seed call of this run follows: it checks that no other run wrote in between
-            "record_run": bool(plan["runtime"]) and not plan["runtime_with_files"],
+            "record_run": bool(host["runtime"]) and not host["runtime_with_files"],
         }
-        if plan["runtime_with_files"]:
-            module_args["runtime"] = secret_files.runtime_module_args(plan["runtime"], secrets)
+        if host["runtime_with_files"]:
+            module_args["runtime"] = secret_files.runtime_module_args(host["runtime"], secrets)
         result.update(self._execute_module(module_name="flashmm_files", module_args=module_args,
                                            task_vars=task_vars))
         result.pop("invocation", None)

@@ -1,10 +1,15 @@
 """Action plugin for ``flashmm_runtime``: adds the Redis password, picked from the host's own
-vault variables (never from a fact), to the plan's seed arguments and runs the module."""
+vault variables (never from a fact), to this host's seed arguments from the controller pass's
+registered plan (``plan_var``, see ``flashmm_files``'s action plugin for why a name) and runs
+the module."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+
+from flashmm_deploy import secret_files
+from flashmm_deploy.values import native
 
 
 class ActionModule(ActionBase):
@@ -12,25 +17,25 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        if "runtime" not in self._task.args:     # the module used directly, with its own options
+        if "plan_var" not in self._task.args:     # the module used directly, with its own options
             result.update(self._execute_module(module_name="flashmm_runtime", task_vars=task_vars))
             return result
         return self._run_planned(result, task_vars)
 
     def _run_planned(self, result, task_vars):
-        from flashmm_deploy import secret_files
-        from flashmm_deploy.values import native
-
+        plan_var = self._task.args["plan_var"]
         try:
-            secrets = secret_files.pick_secrets(self._task.args["secret_env"],
+            plan, host = secret_files.host_part(task_vars.get(plan_var), plan_var,
+                                                task_vars["inventory_hostname"])
+            secrets = secret_files.pick_secrets(plan["secret_env"],
                                                 native(task_vars.get("flashmm_secrets")),
                                                 native(task_vars.get("flashmm_env_overrides")))
         except ValueError as exc:
             raise AnsibleActionFail(str(exc)) from None
-        module_args = secret_files.runtime_module_args(self._task.args["runtime"], secrets)
-        if self._task.args.get("run_id"):       # hold the host's lock; refuse a stale seed
-            module_args.update(root=self._task.args["root"], run_id=self._task.args["run_id"],
-                               lock_timeout=self._task.args.get("lock_timeout", 60))
+        module_args = secret_files.runtime_module_args(host["runtime"], secrets)
+        if host["files_this_run"]:      # hold the host's lock; refuse if another run wrote since
+            module_args.update(root=host["root"], run_id=plan["run_id"],
+                               lock_timeout=host["lock_timeout"])
         result.update(self._execute_module(module_name="flashmm_runtime",
                                            module_args=module_args, task_vars=task_vars))
         result.pop("invocation", None)

@@ -92,7 +92,7 @@ runtime:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
-from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS  # noqa: E402
+from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS, apply_for_module  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
              mode=dict(type="str", required=True), mask=dict(type="str", choices=["all"]))
@@ -123,13 +123,13 @@ def main():
     seeded = {}
 
     def seed():
-        """Checked before any file is written (check mode: the whole seed), applied after."""
-        from ansible.module_utils.flashmm_seed_apply import apply_for_module
-        seeded["result"] = apply_for_module(p["runtime"], module.check_mode)
+        """Checked before any file is written (check mode: the whole seed), applied after,
+        unless the check found nothing to change (a rerun: one Redis call, not two)."""
+        if seeded["result"][0]["changed"]:
+            seeded["result"] = apply_for_module(p["runtime"], False)
 
     try:
         if p["runtime"]:
-            from ansible.module_utils.flashmm_seed_apply import apply_for_module
             seeded["result"] = apply_for_module(p["runtime"], True)     # the preflight
         synced = sync(p["root"], [dict(f, mode=int(f["mode"], 8)) for f in specs],
                       check=module.check_mode, owner=p["owner"], group=p["group"],

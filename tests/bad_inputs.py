@@ -595,13 +595,23 @@ add("no-hosts", "only-ungrouped-empty", write_text(HOSTS, "---\nall:\n  children
     NO_HOSTS, None)
 add("no-hosts", "no-hosts.yml", delete(HOSTS), (), HOSTS)
 
-# -- storage.redis.db beyond flashmm_redis_databases (16 in the base)
+# -- storage.redis.db beyond flashmm_redis_databases.  The base inventory's count depends on
+# the databases the session's redis-server handed out (sandbox.make_local_inventory), so each
+# variant pins it to 16.
 DB_KEYS = ("storage.redis.db", "flashmm_redis_databases")
-add("redis-db", "db-16", config("storage.redis.db", 16, "host"), DB_KEYS, HOST)
-add("redis-db", "db-255", config("storage.redis.db", 255, "host"), DB_KEYS, HOST)
-add("redis-db", "override-db-99", override("REDIS_DB", "99"), DB_KEYS, HOST)
+
+
+def with_16_databases(change: Callable[[Path], None]) -> Callable[[Path], None]:
+    return both(group_var("flashmm_redis_databases", 16), change)
+
+
+add("redis-db", "db-16", with_16_databases(config("storage.redis.db", 16, "host")), DB_KEYS,
+    HOST)
+add("redis-db", "db-255", with_16_databases(config("storage.redis.db", 255, "host")), DB_KEYS,
+    HOST)
+add("redis-db", "override-db-99", with_16_databases(override("REDIS_DB", "99")), DB_KEYS, HOST)
 add("redis-db", "databases-2", group_var("flashmm_redis_databases", 2), DB_KEYS, HOSTS)
-add("redis-db", "runtime-db-16", group_var("flashmm_runtime_redis_db", 16),
+add("redis-db", "runtime-db-16", with_16_databases(group_var("flashmm_runtime_redis_db", 16)),
     ("flashmm_runtime_redis_db",), HOSTS)
 
 

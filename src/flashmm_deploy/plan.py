@@ -86,14 +86,21 @@ class Plan:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def fact(self) -> dict[str, Any]:
-        """The ``flashmm_plan`` fact."""
+        """The ``flashmm_plan`` result the plan task registers."""
+        stack = sorted(h for h, p in self.hosts.items() if p["stack"])
+        runtime = sorted(h for h, p in self.hosts.items()
+                         if p["runtime"] and not p["runtime_with_files"])
         return {
             "run_id": self.run_id,
             "hosts": self.hosts,
             "secret_env": dict(effective.SECRET_ENV),
-            "stack_hosts": sorted(h for h, p in self.hosts.items() if p["stack"]),
-            "runtime_hosts": sorted(h for h, p in self.hosts.items()
-                                    if p["runtime"] and not p["runtime_with_files"]),
+            "stack_hosts": stack,
+            "runtime_hosts": runtime,
+            # the add_host entries of the groups deploy.yml's later plays target
+            "groups": [{"name": h, "groups": [g for g, members in (
+                           ("flashmm_stack_hosts", stack), ("flashmm_runtime_hosts", runtime))
+                           if h in members]}
+                       for h in sorted(set(stack) | set(runtime))],
         }
 
 

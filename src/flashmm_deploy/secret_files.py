@@ -25,6 +25,18 @@ class SecretFileError(ValueError):
     """A secret layer variable has the wrong shape (message never holds a value)."""
 
 
+def host_part(plan: Any, plan_var: str, host: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """(the controller pass's whole result, ``host``'s part of it), as the per-host tasks read
+    them from the variable ``plan_var`` the plan task registered; a clear error otherwise."""
+    if not isinstance(plan, Mapping) or not isinstance(plan.get("hosts"), Mapping):
+        raise SecretFileError(f"{plan_var!r} is not the result of the flashmm role's plan task "
+                              "(run the flashmm role's tasks_from: plan first)")
+    if host not in plan["hosts"]:
+        raise SecretFileError(f"{plan_var!r} holds no plan for host {host!r}: the plan task "
+                              "ran for other hosts")
+    return plan, plan["hosts"][host]
+
+
 def pick_secrets(secret_env: Mapping[str, str], vault: Any, overrides: Any) -> dict[str, str]:
     """env var -> value of each secret that is set.  ``secret_env`` maps env var -> vault key.
     The env layer (``flashmm_env_overrides``) wins over the vault (``flashmm_secrets``), as in
