@@ -120,5 +120,18 @@ PY
     echo "setup: docker compose reports '${got:-nothing}' after installing $COMPOSE_VERSION (is another plugin first in the search path?)" >&2; exit 1; }
 fi
 
+# Vault passwords of the local and development environments: generated once, git-ignored, 0600,
+# named by ansible.cfg's vault_identity_list.  Testnet and production never have one here.
+mkdir -p .state/vault
+chmod 700 .state/vault
+for env in local development; do
+  pass=".state/vault/$env.pass"
+  if [ ! -s "$pass" ]; then
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$pass.tmp")
+    mv "$pass.tmp" "$pass"
+    log "generated the $env vault password ($pass)"
+  fi
+done
+
 log "engine: $(dockerd --version | cut -d, -f1), docker CLI $(docker version --format '{{.Client.Version}}' 2>/dev/null), Docker Compose $(docker compose version --short), $(mmdebstrap --version)"
 log "ready: $(.venv/bin/ansible-playbook --version | sed -n 1p), redis $(redis-server --version | awk '{print $3}')"

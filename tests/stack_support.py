@@ -25,7 +25,7 @@ import yaml
 
 from engine_support import DockerEngine
 from flashmm_deploy.sandbox import make_local_inventory
-from support import INVENTORIES, ansible_playbook, tool_env
+from support import INVENTORIES, ansible_playbook, read_vault, tool_env, write_vault
 
 # Ports other stacks of this project use (inventories/local): never chosen here.
 _FIXED = set(range(18001, 18004)) | set(range(16381, 16384))
@@ -106,15 +106,15 @@ class Stack:
         return self.inventory / "group_vars" / "all" / "vault.yml"
 
     def vault(self) -> dict[str, str]:
-        return yaml.safe_load(self.vault_path.read_text())["flashmm_secrets"]
+        return read_vault(self.vault_path)["flashmm_secrets"]
 
     def password(self) -> str:
         return self.vault()["redis_password"]
 
     def set_secret(self, name: str, value: str) -> None:
-        data = yaml.safe_load(self.vault_path.read_text())
+        data = read_vault(self.vault_path)
         data["flashmm_secrets"][name] = value
-        self.vault_path.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+        write_vault(self.vault_path, data)
 
     def edit_env_layer(self, change: Callable[[dict], None]) -> None:
         data = yaml.safe_load(self.env_layer_path.read_text())

@@ -18,6 +18,7 @@ import secrets as random_tokens
 
 import pytest
 import redis
+import yaml
 from cryptography.fernet import Fernet
 
 from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
@@ -115,6 +116,10 @@ def tool_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "FLASHMM_"))}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    # ansible.cfg's vault_identity_list is relative to the project root: absolute here, for
+    # commands run in other directories
+    env["ANSIBLE_VAULT_IDENTITY_LIST"] = ",".join(
+        f"{e}@{ROOT / '.state' / 'vault' / f'{e}.pass'}" for e in ("local", "development"))
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env.update(extra)
@@ -216,3 +221,44 @@ def build_plan(host_vars: dict[str, dict], *, require_secrets: bool = True, **kw
               for host, variables in host_vars.items()}
     return plan.build(inputs, role_specs=specs, templates=templates,
                       require_secrets=require_secrets, **kw)
+
+
+# ---- vault files -----------------------------------------------------------------------------
+
+def vault_keys():
+    """The vault passwords a shell in the project has: ansible.cfg's vault_identity_list (the
+    local and development passwords set-up generates)."""
+    from flashmm_deploy.vault import VaultKeys
+
+    cwd = os.getcwd()
+    try:                                  # ansible.cfg's relative paths: from the project root
+        os.chdir(ROOT)
+        keys = VaultKeys.given()
+        keys.secrets()
+    finally:
+        os.chdir(cwd)
+    return keys
+
+
+def read_vault(path: Path) -> dict:
+    """The variables of a vault file, decrypted when it is encrypted."""
+    from flashmm_deploy.vault import is_encrypted
+
+    raw = Path(path).read_bytes()
+    if is_encrypted(raw):
+        raw = vault_keys().decrypt(raw, str(path))
+    return yaml.safe_load(raw) or {}
+
+
+def write_vault(path: Path, data: dict) -> None:
+    """Replace a vault file's variables, keeping its form (encrypted with its vault id, or
+    plain)."""
+    from flashmm_deploy.vault import header_vault_id, is_encrypted
+
+    path = Path(path)
+    text = yaml.safe_dump(data).encode()
+    raw = path.read_bytes() if path.exists() else b""
+    if is_encrypted(raw):
+        vault_id = header_vault_id(raw)
+        text = vault_keys().encrypt(text, vault_id, str(path))
+    path.write_bytes(text)

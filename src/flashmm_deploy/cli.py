@@ -17,6 +17,7 @@ from . import docs, effective, host_validation, plan, role_settings, secret_gen
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
+from .vault import VaultKeys
 from .schema import FIELDS
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -26,8 +27,25 @@ class UsageError(Exception):
     pass
 
 
+def _vault_keys(args) -> VaultKeys:
+    """The vault passwords of this run: --vault-id and --vault-password-file (repeatable, as
+    for ansible-playbook) after ansible.cfg's vault_identity_list, read on first use."""
+    if getattr(args, "_vault_keys", None) is None:
+        args._vault_keys = VaultKeys.given(args.vault_id, args.vault_password_file)
+    return args._vault_keys
+
+
 def _inventory(args, path: str):
-    return host_validation.load_inventory(path, getattr(args, "vault_password_file", None))
+    return host_validation.load_inventory(path, _vault_keys(args))
+
+
+def _say_closed_vaults(inv) -> None:
+    """Which vault stayed closed, and the option that opens it (its secrets are then
+    reported as not available)."""
+    for where, vault_id in inv.closed_vaults.items():
+        name = vault_id or "ENV"
+        print(f"{where}: not opened (encrypted{f' for vault id {vault_id!r}' if vault_id else ''}"
+              f"; give --vault-id {name}@FILE or {name}@prompt)", file=sys.stderr)
 
 
 def _hosts(inv, host: str | None) -> list[str]:
@@ -53,6 +71,8 @@ def cmd_validate(args) -> int:
                                          require_secrets=args.require_secrets,
                                          runtime_url=args.redis)
         _check_settings(inv, results)
+        if not args.quiet:
+            _say_closed_vaults(inv)
         warnings = {h: r.warnings for h, r in results.items() if r.warnings}
         errors = {h: r.errors for h, r in results.items() if r.errors}
         if warnings and not args.quiet:
@@ -159,14 +179,14 @@ def cmd_docs(args) -> int:
     return EXIT_OK
 
 
-def cmd_secrets_generate(args) -> int:
+def cmd_secrets(args) -> int:
+    """init: a new encrypted vault (``--replace`` starts an existing one over); generate: add
+    the missing generatable secrets to it.  Names are printed, never values."""
     inv = _inventory(args, args.inventory)
-    envs = {host_validation.validate_host(inv, h).resolution.values.get("app.environment") for h in inv.hosts}
-    if envs & {"testnet", "production"}:
-        raise UsageError(f"{args.inventory} is a {'/'.join(sorted(envs))} inventory: its secrets "
-                         "belong in ansible-vault, not in a generated plain-text file")
-    vault, added = secret_gen.generate_missing(inv)
-    print(f"{vault}: " + (f"generated {', '.join(added)}" if added else "nothing to generate"))
+    create = args.secrets_command == "init"
+    change = secret_gen.update_vault(inv, _vault_keys(args), create=create,
+                                     replace=create and args.replace)
+    print(change.summary())
     return EXIT_OK
 
 
@@ -176,8 +196,11 @@ REDIS_HELP = ("include the live runtime layer (flashmm:config:* keys) of this Re
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flashmm-config", description=__doc__.split("\n")[0])
-    p.add_argument("--vault-password-file", help="to open ansible-vault encrypted inventory files "
-                   "(default: $ANSIBLE_VAULT_PASSWORD_FILE)")
+    p.add_argument("--vault-id", action="append", default=[], metavar="ENV@SOURCE",
+                   help="a vault password as for ansible-playbook: ENV@FILE, ENV@prompt or "
+                   "ENV@CLIENT-SCRIPT (repeatable; added to ansible.cfg's vault_identity_list)")
+    p.add_argument("--vault-password-file", action="append", default=[], metavar="FILE",
+                   help="a vault password file (repeatable; also $ANSIBLE_VAULT_PASSWORD_FILE)")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="validate every host of one or more inventories")
@@ -209,11 +232,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--root", default=".", help="project root (default: .)")
     g.set_defaults(func=cmd_docs)
 
-    s = sub.add_parser("secrets", help="secret generation for local/development inventories")
+    s = sub.add_parser("secrets", help="the environment's vault: group_vars/all/vault.yml, "
+                       "ansible-vault encrypted with the environment's vault id")
     ssub = s.add_subparsers(dest="secrets_command", required=True)
-    sg = ssub.add_parser("generate", help="add missing generatable secrets to vault.yml (0600)")
+    si = ssub.add_parser("init", help="create the vault: generatable secrets generated, "
+                         "placeholders for third-party ones")
+    si.add_argument("inventory")
+    si.add_argument("--replace", action="store_true",
+                    help="start an existing vault over (every secret new; the old password "
+                    "is not needed)")
+    si.set_defaults(func=cmd_secrets)
+    sg = ssub.add_parser("generate", help="add the missing generatable secrets (others kept; "
+                         "a plain-text vault is encrypted)")
     sg.add_argument("inventory")
-    sg.set_defaults(func=cmd_secrets_generate)
+    sg.set_defaults(func=cmd_secrets)
     return p
 
 

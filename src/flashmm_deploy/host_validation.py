@@ -17,16 +17,17 @@ from .inventory import LAYER_VARS, Inventory, layer_input
 from .layers import LayerInput
 from .values import TooLarge, check_size, native, plain
 from .validate import Validated, validate_layers
+from .vault import VaultKeys
 
 EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
-_inventories: dict[tuple[str, str | None], Inventory] = {}
+_inventories: dict[tuple, Inventory] = {}
 
 
-def load_inventory(path: str | Path, vault_password_file: str | None = None) -> Inventory:
+def load_inventory(path: str | Path, vault: VaultKeys | None = None) -> Inventory:
     """An Inventory, cached per process (one ansible-playbook run reads each file once)."""
-    key = (str(Path(path).resolve()), vault_password_file)
+    key = (str(Path(path).resolve()), vault and (tuple(vault.vault_ids), tuple(vault.password_files)))
     if key not in _inventories:
-        _inventories[key] = Inventory(path, vault_password_file)
+        _inventories[key] = Inventory(path, vault)
     return _inventories[key]
 
 

@@ -32,6 +32,7 @@ import yaml
 from .errors import InventoryError, Issue, Origin
 from .layers import LayerInput
 from .values import TooLarge, check_size
+from .vault import VaultError, VaultKeys, header_vault_id, is_encrypted
 
 LAYER_VARS = {
     "flashmm_config": "environment",
@@ -52,7 +53,6 @@ _PLACE_HINT = {
     "host_file": "host_vars/<host>", "host_inline": "the host's vars in hosts.yml",
     "group_inline": "a group's vars in hosts.yml",
 }
-VAULT_HEADER = "$ANSIBLE_VAULT;"
 
 
 def display_path(path: Path) -> str:
@@ -124,24 +124,12 @@ class HostLayers:
     values: dict[str, Any] = field(default_factory=dict)    # layer var -> value read there
 
 
-def _vault_secret(password_file: str | None):
-    path = password_file or os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
-    if not path:
-        return None
-    if not Path(path).is_file():
-        given = "--vault-password-file" if password_file else "ANSIBLE_VAULT_PASSWORD_FILE"
-        raise InventoryError(f"{given} {path}: no such file")
-    from ansible.parsing.vault import VaultLib, VaultSecret  # heavy import: only when needed
-
-    return VaultLib([("default", VaultSecret(Path(path).read_bytes().strip()))])
-
-
 class Inventory:
     """A YAML inventory directory (``hosts.yml`` or ``hosts.yaml``, group_vars/, host_vars/),
     read the way Ansible reads it.  Anything else (an INI or script inventory) is refused by
     name rather than read differently."""
 
-    def __init__(self, path: str | os.PathLike, vault_password_file: str | None = None):
+    def __init__(self, path: str | os.PathLike, vault: VaultKeys | None = None):
         self.path = Path(path)
         if self.path.is_file():
             self.hosts_file, self.path = self.path, self.path.parent
@@ -163,7 +151,8 @@ class Inventory:
                 raise InventoryError(f"{display_path(self.path)}: both hosts.yml and hosts.yaml; "
                                      "Ansible would read both as one inventory: keep one")
             self.hosts_file = found[0]
-        self._vault = _vault_secret(vault_password_file)
+        self._vault = vault if vault is not None else VaultKeys.given()
+        self.closed_vaults: dict[str, str | None] = {}   # file -> vault id no password opened
         self._var_files_cache: dict[tuple[str, str], tuple[VarFile, ...]] = {}
         self._orphans: list[Issue] | None = None
         self.name = self.path.name
@@ -189,14 +178,12 @@ class Inventory:
         except UnicodeDecodeError as exc:
             raise InventoryError(f"{where}: not UTF-8 text (byte {exc.start} is not valid)") \
                 from None
-        if text.startswith(VAULT_HEADER):
-            if self._vault is None:
+        if is_encrypted(text):
+            opened = self._open(text, where)
+            if opened is None:
+                self.closed_vaults[where] = header_vault_id(text)
                 return VarFile(path, {}, encrypted_unreadable=True)
-            try:
-                text = self._vault.decrypt(text.encode()).decode("utf-8")
-            except Exception:  # noqa: BLE001 - ansible raises several types; never chain them
-                raise InventoryError(f"{display_path(path)}: cannot decrypt with the given vault "
-                                     "password") from None
+            text = opened
         try:
             data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
             check_size(data)
@@ -222,13 +209,25 @@ class Inventory:
             return {k: self._decrypt_inline(v) for k, v in data.items()}
         if isinstance(data, list):
             return [self._decrypt_inline(v) for v in data]
-        if isinstance(data, _Vaulted) and self._vault is not None:
-            try:
-                return self._vault.decrypt(data.ciphertext.encode()).decode("utf-8")
-            except Exception:  # noqa: BLE001 - ansible raises several types; never chain them
-                raise InventoryError("an inline !vault value cannot be decrypted with the given "
-                                     "vault password") from None
+        if isinstance(data, _Vaulted):
+            opened = self._open(data.ciphertext, "an inline !vault value")
+            return data if opened is None else opened
         return data
+
+    def _open(self, ciphertext: str, where: str) -> str | None:
+        """The plain text, or None for a vault none of the given passwords is meant for
+        (another environment's: its secrets are "not available", as ansible-playbook without
+        that --vault-id leaves them).  A password given for this vault id that fails is an
+        error."""
+        if not self._vault.secrets():
+            return None
+        try:
+            return self._vault.decrypt(ciphertext.encode(), where).decode("utf-8")
+        except VaultError as exc:
+            wanted = header_vault_id(ciphertext)
+            if wanted is not None and self._vault.secret_for(wanted) is None:
+                return None
+            raise InventoryError(str(exc)) from None
 
     def _shape(self, what: str, value: Any, want: type) -> Any:
         if value is None:
@@ -384,7 +383,7 @@ class Inventory:
             if unreadable:
                 if place == "group_all":   # an encrypted vault.yml we hold no password for
                     unreadable_secret_files = True
-                    sources["flashmm_secrets"] = source + " (encrypted)"
+                    sources["flashmm_secrets"] = source + " (encrypted, not opened)"
                 continue
             for var, value in data.items():
                 if var not in LAYER_VARS:

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from .inventory import Inventory
-from .secret_gen import generate_missing
+from .secret_gen import update_vault
+from .vault import VaultKeys
 
 
 def _edit(path: Path, change) -> None:
@@ -72,5 +73,5 @@ def make_local_inventory(template: Path, dest: Path, *, hosts: int, redis_port: 
             (dest / "host_vars" / f"{name}.yml").write_text("---\n" + yaml.safe_dump(
                 {"flashmm_host_config": {"storage": {"redis": {"db": first_db + i}}}}))
     if with_secrets:
-        generate_missing(Inventory(dest))
+        update_vault(Inventory(dest), VaultKeys.given())    # encrypted: vault id local
     return dest

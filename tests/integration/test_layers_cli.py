@@ -11,7 +11,8 @@ from flashmm_deploy import host_validation
 from flashmm_deploy.errors import InventoryError
 from flashmm_deploy.inventory import LAYER_VARS, Inventory
 from flashmm_deploy.layers import REDACTED
-from support import SANDBOX, VENV_BIN, copy_inventory, flashmm_config, run, valid_secrets
+from flashmm_deploy.vault import VaultKeys
+from support import SANDBOX, VENV_BIN, copy_inventory, flashmm_config, run, tool_env, valid_secrets
 from unit.test_layers_provenance import base_files, encrypted_local, local_secrets, write_inventory
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ def test_encrypted_vault_without_password_makes_the_vault_unavailable(tmp_path, 
     hl = Inventory(inv).host_layers("local-1")
     assert hl.vault_available is False
     assert all(layer.name != "vault" for layer in hl.layers)
-    assert hl.sources["flashmm_secrets"].endswith("vault.yml (encrypted)")
+    assert hl.sources["flashmm_secrets"].endswith("vault.yml (encrypted, not opened)")
     result = host_validation.validate_host(Inventory(inv), "local-1")
     assert result.ok
     assert {"secrets.secret_key", "secrets.api_auth_token"} <= {w.path for w in result.warnings}
@@ -96,7 +97,7 @@ def test_encrypted_vault_is_read_with_the_password_file(tmp_path, monkeypatch):
     monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
     secrets = local_secrets()
     inv, password = encrypted_local(tmp_path, secrets)
-    inventory = Inventory(inv, vault_password_file=str(password))
+    inventory = Inventory(inv, VaultKeys.given(password_files=[str(password)]))
     assert inventory.host_layers("local-1").vault_available is True
     result = host_validation.validate_host(inventory, "local-1", require_secrets=True)
     assert result.ok, [i.render() for i in result.errors]
@@ -107,10 +108,34 @@ def test_encrypted_vault_is_read_with_the_password_file(tmp_path, monkeypatch):
     assert res.origin("secrets.secret_key").source.endswith("sandbox/group_vars/all/vault.yml")
 
 
-def test_vault_password_file_from_the_environment_is_used(tmp_path, monkeypatch):
+def test_vault_password_file_from_the_environment_is_used(tmp_path):
     inv, password = encrypted_local(tmp_path, local_secrets())
-    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(password))
-    assert Inventory(inv).host_layers("local-2").vault_available is True
+    closed = flashmm_config("validate", "--require-secrets", str(inv))
+    assert closed.returncode == 1
+    assert "vault.yml: not opened (encrypted for vault id 'sandbox'; give --vault-id " \
+        "sandbox@FILE or sandbox@prompt)" in closed.stderr
+    proc = flashmm_config("validate", "--require-secrets", str(inv),
+                          env=tool_env(ANSIBLE_VAULT_PASSWORD_FILE=str(password)))
+    assert proc.returncode == 0, proc.stderr
+    assert "not opened" not in proc.stderr
+
+
+def test_vault_ids_open_each_environment_with_its_own_password(tmp_path):
+    inv, password = encrypted_local(tmp_path, local_secrets())
+    proc = flashmm_config("--vault-id", f"sandbox@{password}", "validate", "--require-secrets",
+                          str(inv))
+    assert proc.returncode == 0, proc.stderr
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-it\n")
+    proc = flashmm_config("--vault-id", f"sandbox@{wrong}", "explain", str(inv), "app.name")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("cannot decrypt for vault id 'sandbox' with the vault "
+                                        "passwords given (vault ids given: local, development, "
+                                        "sandbox)")
+    assert "Traceback" not in proc.stderr
+    missing = flashmm_config("--vault-id", f"sandbox@{tmp_path / 'nope'}", "validate", str(inv))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.endswith(f"sandbox@{tmp_path / 'nope'}: {tmp_path / 'nope'}: no such file\n")
 
 
 def test_wrong_vault_password_is_an_inventory_error(tmp_path, monkeypatch):
@@ -119,7 +144,7 @@ def test_wrong_vault_password_is_an_inventory_error(tmp_path, monkeypatch):
     wrong = tmp_path / "wrong.pass"
     wrong.write_text("not-the-password\n", encoding="utf-8")
     with pytest.raises(InventoryError, match="cannot decrypt"):
-        Inventory(inv, vault_password_file=str(wrong)).host_layers("local-1")
+        Inventory(inv, VaultKeys.given(vault_ids=[f"sandbox@{wrong}"])).host_layers("local-1")
 
 
 def test_cli_opens_the_vault_with_vault_password_file(tmp_path):

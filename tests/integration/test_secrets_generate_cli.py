@@ -6,7 +6,10 @@ import pytest
 import yaml
 from flashmm_deploy import host_validation
 from flashmm_deploy.inventory import Inventory
-from support import copy_inventory, flashmm_config
+import secrets
+
+from cryptography.fernet import Fernet
+from support import ROOT, SANDBOX, VENV_BIN, copy_inventory, flashmm_config, run, vault_keys
 from unit.test_secrets_generate import vault_of
 
 pytestmark = pytest.mark.integration
@@ -47,10 +50,129 @@ def test_password_required_environments_get_a_redis_password(tmp_path):
     assert {"redis_password", "influxdb_token", "influxdb_admin_password"} <= set(vault_of(inv)[1])
 
 
-def test_refuses_testnet_and_production(tmp_path):
+def test_testnet_and_production_need_their_own_vault_password(tmp_path):
     for name in ("testnet", "production"):
         inv = copy_inventory(name, tmp_path)
-        before = vault_of(inv)[0].read_bytes()
+        path = vault_of(inv)[0]
+        assert not path.exists()           # never committed: made with the team's password
+        proc = flashmm_config("secrets", "init", str(inv))
+        assert proc.returncode == 2 and not path.exists()
+        assert f"no vault password for vault id {name!r}" in proc.stderr
+        password = tmp_path / f"{name}.pass"
+        password.write_text(secrets.token_urlsafe(20) + "\n")
+        proc = flashmm_config("--vault-id", f"{name}@{password}", "secrets", "init", str(inv))
+        assert proc.returncode == 0, proc.stderr
+        assert "still to set by hand (ansible-vault edit): alert_webhook_url, cambrian_api_key" \
+            in proc.stdout
+        raw = path.read_bytes()
+        assert raw.startswith(f"$ANSIBLE_VAULT;1.2;AES256;{name}\n".encode())
+        view = run([str(VENV_BIN / "ansible-vault"), "view", "--vault-id",
+                    f"{name}@{password}", str(path)])
+        assert view.returncode == 0, view.stderr
+        data = yaml.safe_load(view.stdout)["flashmm_secrets"]
+        assert data["cambrian_api_key"] == "__PLACEHOLDER__"
+        assert len(data["secret_key"]) >= 64 and Fernet(data["encryption_key"].encode())
+        assert not any(v in proc.stdout + proc.stderr for v in data.values() if len(v) > 20)
+        again = flashmm_config("--vault-id", f"{name}@{password}", "secrets", "init", str(inv))
+        assert again.returncode == 2 and "exists" in again.stderr and path.read_bytes() == raw
+
+
+VAULT_WITH_COMMENTS = """\
+---
+# who to ask: the on-call channel
+flashmm_secrets:
+  # the test key, not the live one
+  cambrian_api_key: "k-1"   # rotated 2026-10
+  secret_key: __PLACEHOLDER__
+flashmm_extra_note: kept   # a variable the generator does not own
+"""
+
+
+def test_generate_keeps_comments_other_variables_and_encrypts_plain_text(tmp_path):
+    inv = copy_inventory("sandbox", tmp_path)
+    path = vault_of(inv)[0]
+    path.write_text(VAULT_WITH_COMMENTS)
+    proc = flashmm_config("secrets", "generate", str(inv))
+    assert proc.returncode == 0, proc.stderr
+    assert "generated api_auth_token, encryption_key, secret_key" in proc.stdout
+    assert "encrypted it (vault id local)" in proc.stdout
+    raw = path.read_bytes()
+    assert raw.startswith(b"$ANSIBLE_VAULT;1.2;AES256;local\n")
+    text = vault_keys().decrypt(raw, "vault").decode()
+    for kept in ("# who to ask: the on-call channel", "# the test key, not the live one",
+                 'cambrian_api_key: "k-1"   # rotated 2026-10',
+                 "flashmm_extra_note: kept   # a variable the generator does not own"):
+        assert kept in text
+    assert "__PLACEHOLDER__" not in text
+    assert path.stat().st_mode & 0o777 == 0o600
+    before = path.read_bytes()
+    assert "nothing to generate" in flashmm_config("secrets", "generate", str(inv)).stdout
+    assert path.read_bytes() == before                  # no rewrite, no new ciphertext
+
+
+def test_generate_writes_through_a_symlinked_vault(tmp_path):
+    inv = copy_inventory("sandbox", tmp_path)
+    path = vault_of(inv)[0]
+    elsewhere = tmp_path / "secrets-repo" / "local-vault.yml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(VAULT_WITH_COMMENTS)
+    path.unlink(missing_ok=True)
+    path.symlink_to(elsewhere)
+    assert flashmm_config("secrets", "generate", str(inv)).returncode == 0
+    assert path.is_symlink() and path.resolve() == elsewhere
+    assert "flashmm_extra_note: kept" in vault_keys().decrypt(elsewhere.read_bytes(), "v").decode()
+    assert elsewhere.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["local-vault.yml"]  # no temp
+
+
+def test_inline_vaulted_values_are_kept_as_they_are(tmp_path):
+    inv = copy_inventory("sandbox", tmp_path)
+    path = vault_of(inv)[0]
+    password = ROOT / ".state" / "vault" / "local.pass"
+    enc = run([str(VENV_BIN / "ansible-vault"), "encrypt_string", "--vault-id",
+               f"local@{password}", "--encrypt-vault-id", "local", "s3cr3t-value-of-40-chars-0123456789abcd",
+               "--name", "secret_key"])
+    assert enc.returncode == 0, enc.stderr
+    path.write_text("flashmm_secrets:\n" + "\n".join("  " + line for line in enc.stdout.splitlines()) + "\n")
+    proc = flashmm_config("secrets", "generate", str(inv))
+    assert proc.returncode == 0, proc.stderr
+    assert "generated api_auth_token, encryption_key;" in proc.stdout    # secret_key kept
+    text = vault_keys().decrypt(path.read_bytes(), "v").decode()
+    assert "secret_key: !vault |" in text and "s3cr3t" not in text
+
+
+def test_bad_vault_files_are_one_line_errors_and_stay_untouched(tmp_path):
+    inv = copy_inventory("sandbox", tmp_path)
+    path = vault_of(inv)[0]
+    cases = {
+        "invalid YAML": b"flashmm_secrets: [\n  secret_key: {{ x\n",
+        "not UTF-8 text": b"flashmm_secrets:\n  secret_key: \xff\xfe\n",
+        "expected a mapping": b"- a list\n",
+        "cannot decrypt for vault id 'local'": b"$ANSIBLE_VAULT;1.2;AES256;local\n6162\n",
+    }
+    for expected, content in cases.items():
+        path.write_bytes(content)
         proc = flashmm_config("secrets", "generate", str(inv))
-        assert proc.returncode == 2 and "ansible-vault" in proc.stderr
-        assert vault_of(inv)[0].read_bytes() == before
+        assert proc.returncode == 2, (expected, proc.stdout, proc.stderr)
+        assert expected in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert path.read_bytes() == content
+
+
+def test_an_interrupted_write_leaves_the_previous_vault(tmp_path, monkeypatch):
+    from flashmm_deploy import filesync, secret_gen
+    from flashmm_deploy.inventory import Inventory
+
+    inv = copy_inventory("sandbox", tmp_path)
+    path = vault_of(inv)[0]
+    path.write_text(VAULT_WITH_COMMENTS)
+    before = path.read_bytes()
+
+    def disk_full(*_):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(filesync.os, "replace", disk_full)
+    with pytest.raises(OSError):
+        secret_gen.update_vault(Inventory(inv), vault_keys())
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        p.name for p in (SANDBOX / "group_vars" / "all").iterdir() if p.name != "vault.yml") + ["vault.yml"]

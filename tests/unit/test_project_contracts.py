@@ -86,7 +86,8 @@ def third_party_imports(directory: Path) -> set[str]:
 # import name -> distribution name
 DISTRIBUTIONS = {"yaml": "PyYAML", "jinja2": "Jinja2", "ansible": "ansible-core",
                  "pydantic_core": "pydantic",   # installed with (and by) pydantic
-                 "pydantic": "pydantic", "cryptography": "cryptography"}
+                 "pydantic": "pydantic", "cryptography": "cryptography",
+                 "ruamel": "ruamel.yaml"}
 
 
 def test_runtime_dependencies_are_exactly_what_src_imports():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
+from support import read_vault
 
 
 def vault_of(inv):
     path = inv / "group_vars" / "all" / "vault.yml"
-    return path, (yaml.safe_load(path.read_text())["flashmm_secrets"] if path.exists() else None)
+    return path, (read_vault(path)["flashmm_secrets"] if path.exists() else None)
