@@ -62,6 +62,10 @@ class ActionModule(ActionBase):
         }
         if host["runtime_with_files"]:
             module_args["runtime"] = secret_files.runtime_module_args(host["runtime"], secrets)
+        if host.get("acl_reload"):
+            module_args["acl_reload"] = dict(host["acl_reload"],
+                                             password=secrets.get("REDIS_PASSWORD"),
+                                             previous_password=secrets.get("REDIS_PASSWORD_PREVIOUS"))
         result.update(self._execute_module(module_name="flashmm_files", module_args=module_args,
                                            task_vars=task_vars))
         result.pop("invocation", None)

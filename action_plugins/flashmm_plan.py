@@ -77,7 +77,7 @@ class ActionModule(ActionBase):
         specs = role_settings.load_specs({r: roles_dir / r for r in plan.ROLES})
         hostvars = task_vars["hostvars"]
         inputs = {}
-        for host in task_vars["ansible_play_hosts"]:
+        for host in task_vars["ansible_play_batch"]:     # all active hosts unless serial
             raw = hostvars.raw_get(host)
             inventory = (host_validation.load_inventory(raw["inventory_dir"])
                          if raw.get("inventory_dir") else None)

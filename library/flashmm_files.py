@@ -66,6 +66,16 @@ options:
   runtime:
     description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.
     type: dict
+  acl_reload:
+    description:
+      - The Redis of the host's stack, which reads C(redis/users.acl) of O(files). When it runs
+        and serves other passwords than that file, C(ACL LOAD) makes it serve the file's,
+        without a restart and without dropping a client (check mode says it would). Nothing
+        listening is not an error (the stack starts from the file).
+      - Connection options as for the flashmm_runtime module (host, port, username, tls,
+        ca_file, cert_file, key_file, tls_verify, timeout), plus C(password) and
+        C(previous_password), tried in that order.
+    type: dict
 author: flashmm-deploy
 """
 
@@ -84,6 +94,7 @@ files: {description: path -> created, updated, mode or unchanged., type: dict, r
 changed_files: {description: Paths that were (or in check mode would be) changed or removed., type: list, elements: str, returned: always}
 removed_files: {description: Paths the previous run wrote that were (or would be) removed., type: list, elements: str, returned: always}
 created_directories: {description: Directories created (or that would be)., type: list, elements: str, returned: always}
+acl_reloaded: {description: Whether the running Redis reloaded (or would reload) its ACL file., type: bool, returned: when O(acl_reload) is given}
 runtime:
   description: The runtime layer's result (see flashmm_runtime), when O(runtime) was given.
   type: dict
@@ -92,6 +103,7 @@ runtime:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import AclError, endpoint_args_from, ensure_loaded  # noqa: E402
 from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS, apply_for_module  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
@@ -100,6 +112,13 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     content=dict(type="str", required=True, no_log=True),
                     mode=dict(type="str", required=True),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
+_ACL_RELOAD = dict(host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
+                   username=dict(type="str"), password=dict(type="str", no_log=True),
+                   previous_password=dict(type="str", no_log=True),
+                   tls=dict(type="bool", default=False), ca_file=dict(type="path"),
+                   cert_file=dict(type="path"), key_file=dict(type="path"),
+                   tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0))
+ACL_PATH = "redis/users.acl"
 
 
 def main():
@@ -112,6 +131,7 @@ def main():
             group=dict(type="str"),
             directory_mode=dict(type="str", default="0755"),
             runtime=dict(type="dict", options=RUNTIME_OPTIONS),
+            acl_reload=dict(type="dict", options=_ACL_RELOAD),
             run_id=dict(type="str"),
             record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
@@ -128,21 +148,41 @@ def main():
         if seeded["result"][0]["changed"]:
             seeded["result"] = apply_for_module(p["runtime"], False)
 
+    acl = next((f["content"] for f in p["files"] if f["path"] == ACL_PATH), None)
+    acl_live = {}
+
+    def reload_acl():
+        """The running Redis serves the ACL file before any client can read a new password
+        from .env (written after it); in check mode, whether it would reload."""
+        a = p["acl_reload"]
+        acl_live.update(ensure_loaded(endpoint_args_from(a),
+                                      [a["password"], a["previous_password"]], acl,
+                                      check=module.check_mode))
+
+    with_acl = bool(p["acl_reload"]) and acl is not None
     try:
+        if with_acl and module.check_mode:
+            reload_acl()
         if p["runtime"]:
             seeded["result"] = apply_for_module(p["runtime"], True)     # the preflight
         synced = sync(p["root"], [dict(f, mode=int(f["mode"], 8)) for f in specs],
                       check=module.check_mode, owner=p["owner"], group=p["group"],
                       directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
                       record_run=p["record_run"], lock_timeout=p["lock_timeout"],
-                      after_write=seed if p["runtime"] and not module.check_mode else None)
-    except Exception as exc:        # SyncError, SeedError, OSError: nothing left half-written
-        what = "runtime layer" if getattr(exc, "kind", None) else "files"
+                      after_write=seed if p["runtime"] and not module.check_mode else None,
+                      first=ACL_PATH if with_acl else None,
+                      after_first=reload_acl if with_acl and not module.check_mode else None)
+    except Exception as exc:        # SyncError, SeedError, AclError, OSError: nothing half-written
+        what = ("redis ACL" if isinstance(exc, AclError) else
+                "runtime layer" if getattr(exc, "kind", None) else "files")
         module.fail_json(msg="flashmm_files: %s; no file changed (%s)" % (exc, what),
                          kind=getattr(exc, "kind", "files"))
     result = dict(changed=synced["changed"], files=synced["files"],
                   changed_files=synced["changed_files"], removed_files=synced["removed_files"],
                   diff=synced["diff"], created_directories=synced["created_directories"])
+    if acl_live:
+        result["acl_reloaded"] = acl_live["reloaded"]
+        result["changed"] = result["changed"] or acl_live["reloaded"]
     if p["runtime"]:
         applied, diff, warnings = seeded["result"]
         for warning in warnings:

@@ -274,12 +274,14 @@ def _diff(path, st, before, data, spec, mode) -> dict:
 
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
          directory_mode: int = 0o755, run_id=None, record_run: bool = False,
-         lock_timeout: float = 0.0, after_write=None) -> dict:
+         lock_timeout: float = 0.0, after_write=None, first=None, after_first=None) -> dict:
     """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
     with ``mask_keys``, or "all") under ``root``, removing files the previous run wrote and
     this one does not.  ``record_run`` records ``run_id`` as the host's last writer even when
     nothing changed (a later call of the same run checks it: ``check_run``).  ``after_write``
     runs after the writes, still under the lock: if it raises, the files are put back.
+    ``first`` (a path) is written before the others and ``after_first`` called right after it,
+    changed or not (a running server loads that file before its clients see the rest).
 
     Returns ``changed``, ``files`` (path -> created|updated|mode|owner|removed|unchanged),
     ``changed_files``, ``removed_files``, ``created_directories`` and ``diff`` (before/after
@@ -294,14 +296,14 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
         lock.__enter__()
     try:
         return _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
-                            after_write)
+                            after_write, first, after_first)
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)
 
 
 def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
-                 after_write) -> dict:
+                 after_write, first=None, after_first=None) -> dict:
     state = read_state(root)
     wanted = {}
     for spec in files:                  # every check before the first write
@@ -337,7 +339,11 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
         return result
 
     done = []                           # (path, st, before) of what was written or removed
+    first_path = _preflight(root, first) if first else None
+    writes.sort(key=lambda w: w[0] != first_path)       # stable: the rest keep their order
     try:
+        if after_first is not None and all(w[0] != first_path for w in writes):
+            after_first()               # unchanged: still make sure it is loaded
         for path, data, mode, st, before in writes:
             _ensure_dir(os.path.dirname(path), directory_mode, False, [])
             done.append((path, st, before))
@@ -347,6 +353,8 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
                     write_atomic(path, data, mode, uid, gid)
             else:
                 write_atomic(path, data, mode, uid, gid)
+            if path == first_path and after_first is not None:
+                after_first()
         for _, path in stale:
             st, before = _read(path)
             done.append((path, st, before))

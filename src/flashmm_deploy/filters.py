@@ -29,4 +29,12 @@ def flashmm_explain(hostvars, host, key):
     return effective.explain(results[host].resolution, key), []
 
 
-FILTERS: dict[str, Any] = {"flashmm_explain": flashmm_explain}
+def flashmm_rotation_kinds(selection):
+    """``rotate=`` of the rotation playbook -> the kinds to rotate, in order."""
+    from .rotation import kinds
+
+    return kinds(plain(selection) if selection else ""), []
+
+
+FILTERS: dict[str, Any] = {"flashmm_explain": flashmm_explain,
+                           "flashmm_rotation_kinds": flashmm_rotation_kinds}

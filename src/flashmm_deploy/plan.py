@@ -25,9 +25,13 @@ from .schema import FlashMMConfig
 
 # Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
 # The roles whose variables the controller pass checks (their meta/argument_specs.yml).
-ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime")
+ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashmm_backup",
+         "flashmm_restore")
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
-                           "flashmm_plan_steps", "flashmm_explain"})
+                           "flashmm_plan_steps", "flashmm_explain",
+                           "flashmm_rotations",     # the vault's rotation bookkeeping
+                           "flashmm_stack_up"})     # registered by flashmm_stack (a rotation
+                                                    # plans again after it, batch by batch)
 _SAFE_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 # What a run may do to a host, each the work of one role (and a tag of the same name).
 STEPS = ("files", "stack", "runtime")
@@ -208,12 +212,12 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
     config_mode, secret_mode = values["flashmm_files_config_mode"], values["flashmm_files_secret_mode"]
 
     env_file = templates.render("environment.yml", host=host, config=public)
-    acl = render.acl_file([password] if protected and password else [])
+    previous = redis_password(config, previous=True)
+    acl = render.acl_file([p for p in (password, previous) if p] if protected else [])
     compose = templates.render("docker-compose.yml", host=host, config=public, stack=stack,
                                databases=values["flashmm_redis_databases"],
                                health_user=render.HEALTH_USER,
-                               fingerprints={"config": render.sha256(env_file),
-                                             "acl": render.sha256(acl)})
+                               fingerprints={"config": render.sha256(env_file)})
     seed_lua = render.seed_lua(public)
     files = [
         {"path": f"config/environments/{env_name}.yml", "content": env_file, "mode": config_mode},
@@ -247,24 +251,41 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         "influxdb_env": influx,
         "stack": {"project_name": stack["project_name"],
                   "wait_timeout": stack["wait_timeout"],
-                  "images": _images(stack, config)} if compose_up else None,
+                  "images": _images(stack, config),
+                  # where the host itself reaches the app's /health (None: not published)
+                  "health_url": _health_url(stack)} if compose_up else None,
         "runtime": {
-            "script": seed_lua,
-            "host": runtime["redis_host"], "port": runtime["redis_port"],
-            "db": runtime["redis_db"], "username": runtime["redis_username"] or None,
-            "tls": runtime["redis_tls"], "ca_file": runtime["redis_ca_file"] or None,
-            "cert_file": runtime["redis_cert_file"] or None,
-            "key_file": runtime["redis_key_file"] or None,
-            "tls_verify": runtime["redis_tls_verify"],
-            "mode": runtime["mode"], "timeout": runtime["timeout"],
+            "script": seed_lua, **_connection(runtime), "db": runtime["redis_db"],
+            "mode": runtime["mode"],
             # the write/seed task picks this secret from the host's own variables
             "password_env": "REDIS_PASSWORD" if protected else None,
         } if "runtime" in steps else None,
+        # A running stack's Redis loads a changed ACL file live (ACL LOAD) in the write call,
+        # before the app restarts with a new password: no Redis restart, no dropped client.
+        "acl_reload": _connection(runtime) if compose_up and "files" in steps else None,
         # Where nothing must start first, the write call seeds too (one module call per host)
         "runtime_with_files": {"files", "runtime"} <= steps and not compose_up,
         # this run writes the host's files, so its seed checks no other run wrote since
         "files_this_run": "files" in steps,
     }
+
+
+def _health_url(stack: Mapping[str, Any]) -> str | None:
+    bind = stack["api_bind"]
+    if not bind:
+        return None
+    host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    return f"http://{'[' + host + ']' if ':' in host else host}:{stack['api_port']}/health"
+
+
+def _connection(runtime: Mapping[str, Any]) -> dict:
+    """How the host reaches its Redis (the flashmm_runtime module's connection options)."""
+    return {"host": runtime["redis_host"], "port": runtime["redis_port"],
+            "username": runtime["redis_username"] or None,
+            "tls": runtime["redis_tls"], "ca_file": runtime["redis_ca_file"] or None,
+            "cert_file": runtime["redis_cert_file"] or None,
+            "key_file": runtime["redis_key_file"] or None,
+            "tls_verify": runtime["redis_tls_verify"], "timeout": runtime["timeout"]}
 
 
 def _images(stack: Mapping[str, Any], config: FlashMMConfig) -> dict[str, str]:
@@ -277,6 +298,7 @@ def _images(stack: Mapping[str, Any], config: FlashMMConfig) -> dict[str, str]:
     return images
 
 
-def redis_password(config: FlashMMConfig) -> str | None:
-    secret = config.secrets.redis_password
+def redis_password(config: FlashMMConfig, previous: bool = False) -> str | None:
+    secret = (config.secrets.redis_password_previous if previous
+              else config.secrets.redis_password)
     return secret.get_secret_value() if secret is not None else None

@@ -186,6 +186,8 @@ class Secrets(Section):
     cambrian_api_key: Optional[SecretStr] = _secret("CAMBRIAN_API_KEY", "Cambrian SDK API key")
     cambrian_secret_key: Optional[SecretStr] = _secret("CAMBRIAN_SECRET_KEY", "Cambrian SDK secret")
     redis_password: Optional[SecretStr] = _secret("REDIS_PASSWORD", "Redis password")
+    redis_password_previous: Optional[SecretStr] = _secret(
+        "REDIS_PASSWORD_PREVIOUS", "Previous Redis password, accepted only during a rotation")
     influxdb_token: Optional[SecretStr] = _secret("INFLUXDB_TOKEN", "InfluxDB API token")
     influxdb_admin_password: Optional[SecretStr] = _secret(
         "INFLUXDB_ADMIN_PASSWORD", "InfluxDB admin password (initial setup when auth is required)")

@@ -66,7 +66,7 @@ def test_flashmm_files_documents_its_options():
     doc = module_documentation("flashmm_files")
     assert set(doc["options"]) == {"root", "files", "secret_files", "owner", "group",
                                    "directory_mode", "runtime", "run_id", "record_run",
-                                   "lock_timeout"}
+                                   "lock_timeout", "acl_reload"}
     assert doc["options"]["secret_files"]["suboptions"].keys() == {"path", "content", "mode",
                                                                     "mask_keys"}
 

@@ -1,0 +1,46 @@
+"""Action plugin for ``flashmm_secure_records``: with ``plan_var``, the Redis connection comes
+from the host's part of the registered plan and the keys and password from the host's own
+variables (never templated into the task); otherwise the module runs with its own options."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from flashmm_deploy import secret_files
+from flashmm_deploy.errors import FlashmmError
+from flashmm_deploy.values import native
+
+_CONNECTION = ("host", "port", "db", "username", "tls", "ca_file", "cert_file", "key_file",
+               "tls_verify", "timeout")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = dict(self._task.args)
+        plan_var = args.pop("plan_var", None)
+        if plan_var:
+            try:
+                plan, host = secret_files.host_part(task_vars.get(plan_var), plan_var,
+                                                    task_vars["inventory_hostname"])
+                if not host.get("runtime"):
+                    raise FlashmmError(f"{plan_var!r} has no Redis connection for this host "
+                                       "(the plan ran without its runtime step)")
+                secrets = secret_files.pick_secrets(
+                    plan["secret_env"], native(task_vars.get("flashmm_secrets")),
+                    native(task_vars.get("flashmm_env_overrides")))
+            except (ValueError, FlashmmError) as exc:
+                raise AnsibleActionFail(str(exc)) from None
+            if not secrets.get("ENCRYPTION_KEY"):
+                raise AnsibleActionFail("flashmm_secure_records: ENCRYPTION_KEY is not set")
+            args.update({k: host["runtime"][k] for k in _CONNECTION if k in host["runtime"]},
+                        password=secrets.get("REDIS_PASSWORD"),
+                        new_key=secrets["ENCRYPTION_KEY"],
+                        old_key=secrets.get("OLD_ENCRYPTION_KEY"))
+        result.update(self._execute_module(module_name="flashmm_secure_records",
+                                           module_args=args, task_vars=task_vars))
+        result.pop("invocation", None)
+        return result

@@ -1,0 +1,91 @@
+#!/usr/bin/python
+"""Ansible module: re-encrypt the app's encrypted records (``flashmm:secure:*``) under the new
+encryption key, in batches.  A thin wrapper over ``flashmm_deploy.record_keys``, shipped as
+module_utils.  Deploy tasks call it through its action plugin, which picks the keys and the
+Redis password from the host's own variables."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flashmm_secure_records
+short_description: Move FlashMM's encrypted records to a new encryption key
+description:
+  - Scans C(flashmm:secure:*) (Redis strings holding Fernet tokens) and re-encrypts every
+    record that only O(old_key) decrypts under O(new_key) (MultiFernet rotate), one SCAN page
+    per batch, each batch written by one Lua call that replaces a record only if it still
+    holds the value read and keeps its TTL. Records already under O(new_key) are never
+    rewritten, so a rerun after an interruption moves only what is left.
+  - Needs the C(cryptography) package on the host (Debian python3-cryptography).
+  - Supports check mode (counts what would move, writes nothing).
+options:
+  host: {description: Redis host., type: str, default: 127.0.0.1}
+  port: {description: Redis port., type: int, default: 6379}
+  db: {description: Database of the records., type: int, default: 0}
+  username: {description: ACL user (default user when unset)., type: str}
+  password: {description: Redis password., type: str}
+  tls: {description: Connect with TLS., type: bool, default: false}
+  ca_file: {description: CA bundle for TLS., type: path}
+  cert_file: {description: Client certificate for TLS., type: path}
+  key_file: {description: Client key for TLS., type: path}
+  tls_verify: {description: Verify the server certificate., type: bool, default: true}
+  timeout: {description: Seconds per Redis operation., type: float, default: 5.0}
+  new_key: {description: The new Fernet key (ENCRYPTION_KEY)., type: str, required: true}
+  old_key: {description: The previous Fernet key (OLD_ENCRYPTION_KEY)., type: str}
+  batch: {description: Records per SCAN page and write., type: int, default: 500}
+author: flashmm-deploy
+"""
+
+EXAMPLES = r"""
+- name: Move the records to the new key
+  flashmm_secure_records:
+    port: 6379
+    password: "{{ redis_password }}"
+    new_key: "{{ new_key }}"
+    old_key: "{{ old_key }}"
+  no_log: true
+"""
+
+RETURN = r"""
+records: {description: Records scanned., type: int, returned: success}
+moved: {description: Records re-encrypted (in check mode, that would be)., type: int, returned: success}
+current: {description: Records already under the new key., type: int, returned: success}
+old_only: {description: Records still readable only with the old key afterwards (0 after a full run)., type: int, returned: success}
+unreadable: {description: Records neither key decrypts, or not strings., type: int, returned: success}
+seconds: {description: Time the migration took., type: float, returned: success}
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_record_keys import RecordKeyError, migrate  # noqa: E402
+from ansible.module_utils.flashmm_redis_client import Endpoint, RedisError  # noqa: E402
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
+            db=dict(type="int", default=0), username=dict(type="str"),
+            password=dict(type="str", no_log=True), tls=dict(type="bool", default=False),
+            ca_file=dict(type="path"), cert_file=dict(type="path"), key_file=dict(type="path"),
+            tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0),
+            new_key=dict(type="str", required=True, no_log=True),
+            old_key=dict(type="str", no_log=True),
+            batch=dict(type="int", default=500),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        endpoint = Endpoint(host=p["host"], port=p["port"], db=p["db"], username=p["username"],
+                            password=p["password"], tls=p["tls"], ca_file=p["ca_file"],
+                            cert_file=p["cert_file"], key_file=p["key_file"],
+                            verify=p["tls_verify"], timeout=p["timeout"])
+        counts = migrate(endpoint, p["new_key"], p["old_key"], batch=max(1, p["batch"]),
+                         check=module.check_mode)
+    except (RecordKeyError, RedisError) as exc:
+        module.fail_json(msg="flashmm_secure_records: %s" % exc, kind=exc.kind)
+    module.exit_json(changed=counts["moved"] > 0, **counts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+../src/flashmm_deploy/record_keys.py
