@@ -1,0 +1,53 @@
+"""Action plugin for ``flashmm_backup``: one module call per host reads its files and dumps its
+Redis keys; the content is stored here, on the controller, into the backup the begin step
+started (``run_var``), every secret encrypted with the environment's vault id, and never
+returned.  The Redis password is picked from the host's own vault variables (never a fact);
+``plan_var`` names the controller pass's registered plan (see ``flashmm_files``' plugin)."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from flashmm_deploy import backup_tasks
+from flashmm_deploy.errors import FlashmmError
+from flashmm_deploy.secret_files import host_part
+from flashmm_deploy.values import native
+from flashmm_deploy.vault import VaultKeys
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        if "plan_var" not in self._task.args:     # the module used directly, with its own options
+            result.update(self._execute_module(module_name="flashmm_backup", task_vars=task_vars))
+            return result
+        plan_var = self._task.args["plan_var"]
+        hostname = task_vars["inventory_hostname"]
+        run = task_vars.get(self._task.args.get("run_var", "flashmm_backup_run"))
+        try:
+            plan, host = host_part(task_vars.get(plan_var), plan_var, hostname)
+            password = backup_tasks.inventory_password(
+                plan, host, native(task_vars.get("flashmm_secrets")),
+                native(task_vars.get("flashmm_env_overrides")))
+            module_args = {"root": host["root"], "lock_timeout": host["lock_timeout"],
+                           "note": f"backup {run['id']}",
+                           "redis": backup_tasks.redis_args(host, password)}
+        except (ValueError, FlashmmError, TypeError) as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        taken = self._execute_module(module_name="flashmm_backup", module_args=module_args,
+                                     task_vars=task_vars)
+        if taken.get("failed"):
+            result.update(failed=True, msg=taken.get("msg", "flashmm_backup failed"),
+                          kind=taken.get("kind"))
+            return result
+        try:
+            summary = backup_tasks.store(run, hostname, host, taken,
+                                         VaultKeys.of_secrets(self._loader._vault.secrets))
+        except (FlashmmError, OSError, ValueError) as exc:
+            raise AnsibleActionFail(f"{hostname}: {exc}") from None
+        result.update(changed=False, backup_id=run["id"], **summary,
+                      msg=f"{summary['files']} file(s), {summary['redis_keys']} Redis key(s)")
+        return result

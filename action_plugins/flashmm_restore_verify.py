@@ -1,0 +1,40 @@
+"""Action plugin ``flashmm_restore_verify`` (controller, run once): verify the backup named by
+``backup_id`` (an id or ``latest``) for the hosts of ``flashmm_restore_hosts`` (default: every
+host of the play) before any host is touched: index, manifests, every stored file's size and
+sha256, decryption with the environment's vault id, each decrypted file's sum, environment and
+hosts against the inventory.  Any problem fails the task, naming each file and what differs.
+Returns the groups the later plays of playbooks/restore.yml target, and no secret.  A thin
+adapter over ``flashmm_deploy.backup_tasks``."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from flashmm_deploy import backup_tasks
+from flashmm_deploy.errors import FlashmmError
+from flashmm_deploy.secret_files import host_part
+from flashmm_deploy.values import plain
+from flashmm_deploy.vault import VaultKeys
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _VALID_ARGS = frozenset(("plan_var",))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        plan_var = self._task.args.get("plan_var", "flashmm_plan")
+        try:
+            plan, _ = host_part(task_vars.get(plan_var), plan_var, task_vars["inventory_hostname"])
+            verified = backup_tasks.verify(
+                plan, plan["hosts"], plain(self._templar.template(task_vars.get("backup_id"))),
+                plain(self._templar.template(task_vars.get("flashmm_restore_hosts"))),
+                backup_tasks.backups_dir(self, task_vars), VaultKeys.of_secrets(self._loader._vault.secrets))
+        except (FlashmmError, ValueError, OSError) as exc:
+            raise AnsibleActionFail(str(exc)) from None
+        result.update(verified, changed=False,
+                      msg=f"backup {verified['backup_id']} verified for "
+                          f"{len(verified['hosts'])} host(s): {', '.join(verified['hosts'])}")
+        return result

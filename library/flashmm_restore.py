@@ -1,0 +1,192 @@
+#!/usr/bin/python
+"""Ansible module: put a FlashMM host's files and Redis runtime keys back as a verified backup
+holds them, in one call.  A thin wrapper over ``flashmm_deploy.filesync`` and
+``flashmm_deploy.backup_host``, shipped as module_utils."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: flashmm_restore
+short_description: Restore a FlashMM host's files and Redis runtime keys from a backup
+description:
+  - Files (O(files), O(secret_files)) are written atomically with their modes, only where
+    content, mode or owner differ; files the host's last run wrote that the backup does not
+    hold are removed. Every path is checked before the first write, and a failure after it
+    puts every file back. The call holds the host's lock (C(.flashmm/lock)).
+  - Redis (O(redis)) is restored in one Lua script that reads and checks everything first.
+    Keys under C(flashmm:config:), C(flashmm:meta:) and C(flashmm:secure:) that the backup does
+    not hold are removed, every key whose type, value or persistence differs is rewritten
+    (with the TTL it had left at backup time). When something changed, C(flashmm:meta:version)
+    moves forward (it never goes back) and each changed config key is published on
+    C(flashmm:config:updates). Restoring the state already there writes nothing.
+  - With both, Redis is checked before the first file is written and restored after the
+    files; if it fails, the files are put back. With O(redis) alone and O(run_id), the call
+    holds the lock and refuses if another run wrote the host's files since O(run_id) did.
+  - Supports check mode and diff mode; secret files and secure records are masked.
+options:
+  root: {description: The host's FlashMM directory., type: path, required: true}
+  files:
+    description: Files without secrets; omit to leave the files alone (O(redis) only).
+    type: list
+    elements: dict
+    suboptions:
+      path: {description: Path relative to O(root)., type: str, required: true}
+      content: {description: Full file content., type: str, required: true}
+      mode: {description: Octal mode string such as C("0644")., type: str, required: true}
+  secret_files:
+    description: Files holding secrets; their content is never logged.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: Path relative to O(root)., type: str, required: true}
+      content: {description: Full file content (secret)., type: str, required: true}
+      mode: {description: Octal mode string such as C("0600")., type: str, required: true}
+      mask:
+        description: C(env) shows KEY=value lines with the values of O(secret_files[].mask_keys) masked; C(all) shows nothing of the content.
+        type: str
+        choices: [env, all]
+        default: all
+      mask_keys: {description: Variables whose values are masked in the diff., type: list, elements: str, default: []}
+  owner: {description: Owner of the files (default, the connecting user)., type: str}
+  group: {description: Group of the files., type: str}
+  directory_mode: {description: Mode of O(root) and the directories created below it., type: str, default: "0755"}
+  run_id: {description: The restore run (recorded as the host's last writer)., type: str}
+  record_run: {description: Record O(run_id) even when no file changed (a Redis-only call of the same run checks it)., type: bool, default: false}
+  lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
+  redis:
+    description: The Redis part; omit to leave Redis alone.
+    type: dict
+    suboptions:
+      host: {description: Redis host as the target reaches it., type: str, default: 127.0.0.1}
+      port: {description: Redis port., type: int, default: 6379}
+      db: {description: Redis database number., type: int, default: 0}
+      username: {description: ACL user (needs O(redis.password))., type: str}
+      password: {description: Redis password (never logged)., type: str}
+      tls: {description: Connect with TLS., type: bool, default: false}
+      ca_file: {description: CA bundle to verify the server., type: path}
+      cert_file: {description: Client certificate for mutual TLS., type: path}
+      key_file: {description: Client key for mutual TLS., type: path}
+      tls_verify: {description: Verify the server's certificate and host name., type: bool, default: true}
+      timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
+      backup_id: {description: The backup restored (named in the published summary)., type: str, required: true}
+      entries: {description: "Keys without secrets: key, type, ttl_ms, values (base64).", type: list, elements: dict, default: []}
+      secure_entries: {description: The flashmm:secure:* records (never logged)., type: list, elements: dict, default: []}
+author: flashmm-deploy
+"""
+
+EXAMPLES = r"""
+- name: Restore a host (the flashmm_restore action plugin builds these options from a backup)
+  flashmm_restore:
+    root: /opt/flashmm
+    files:
+      - {path: docker-compose.yml, content: "{{ compose_text }}", mode: "0644"}
+    redis: {port: 6379, backup_id: 20261126T173012Z, entries: []}
+"""
+
+RETURN = r"""
+files: {description: path -> created, updated, mode, owner, removed or unchanged., type: dict, returned: when O(files) is given}
+changed_files: {description: Paths that were (or would be) changed or removed., type: list, elements: str, returned: always}
+redis:
+  description: changed_keys (names only), version before and after, and whether Redis could be reached in check mode.
+  type: dict
+  returned: when O(redis) is given
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
+    REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
+from ansible.module_utils.flashmm_filesync import HostLock, check_run, sync  # noqa: E402
+
+_FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
+             mode=dict(type="str", required=True))
+_SECRET_FILE = dict(path=dict(type="str", required=True),
+                    content=dict(type="str", required=True, no_log=True),
+                    mode=dict(type="str", required=True),
+                    mask=dict(type="str", choices=["env", "all"], default="all"),
+                    mask_keys=dict(type="list", elements="str", default=[], no_log=False))
+_REDIS = dict(REDIS_OPTIONS, backup_id=dict(type="str", required=True),
+              entries=dict(type="list", elements="dict", default=[]),
+              secure_entries=dict(type="list", elements="dict", default=[], no_log=True))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", required=True),
+            files=dict(type="list", elements="dict", options=_FILE),
+            secret_files=dict(type="list", elements="dict", default=[], options=_SECRET_FILE),
+            owner=dict(type="str"), group=dict(type="str"),
+            directory_mode=dict(type="str", default="0755"),
+            run_id=dict(type="str"), record_run=dict(type="bool", default=False),
+            lock_timeout=dict(type="float", default=60.0),
+            redis=dict(type="dict", options=_REDIS),
+        ),
+        supports_check_mode=True)
+    p = module.params
+    check = module.check_mode
+    r = p["redis"]
+    endpoint = endpoint_of({k: v for k, v in r.items() if k in REDIS_OPTIONS}) if r else None
+    entries = (r["entries"] + r["secure_entries"]) if r else []
+    reports = {}
+
+    def redis_step(dry):
+        try:
+            reports["redis"] = restore_redis(endpoint, entries, r["backup_id"], dry)
+        except BackupHostError as exc:
+            if not (check and exc.kind == "connect"):
+                raise
+            module.warn("flashmm_restore: %s; once Redis runs, every key of the backup would "
+                        "be written" % exc)
+            keys = sorted(e["key"] for e in entries)
+            reports["redis"] = {"changed": False, "would_change": True, "changed_keys": keys,
+                                "before": {}, "after": {k: None for k in keys},
+                                "unreachable": True}
+
+    def after_write():
+        if reports["redis"]["would_change"]:
+            redis_step(False)
+
+    result = dict(changed=False, changed_files=[], diff=[])
+    try:
+        if endpoint is not None:
+            redis_step(True)                # checked before any file is written
+        if p["files"] is not None:
+            specs = [dict(f, mode=int(f["mode"], 8)) for f in p["files"]]
+            specs += [dict(path=f["path"], content=f["content"], mode=int(f["mode"], 8),
+                           mask=f["mask"], mask_keys=f["mask_keys"]) for f in p["secret_files"]]
+            synced = sync(p["root"], specs, check=check, owner=p["owner"], group=p["group"],
+                          directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
+                          record_run=p["record_run"], lock_timeout=p["lock_timeout"],
+                          after_write=after_write if endpoint is not None and not check else None)
+            result.update(changed=synced["changed"], files=synced["files"],
+                          changed_files=synced["changed_files"], diff=synced["diff"])
+        elif endpoint is not None and not check and reports["redis"]["would_change"]:
+            if p["run_id"]:
+                with HostLock(p["root"], p["run_id"], p["lock_timeout"]):
+                    check_run(p["root"], p["run_id"])
+                    redis_step(False)
+            else:
+                redis_step(False)
+    except BackupHostError as exc:
+        module.fail_json(msg="flashmm_restore: %s; nothing restored on this host" % exc,
+                         kind=exc.kind)
+    except Exception as exc:        # SyncError, OSError: the files were put back
+        module.fail_json(msg="flashmm_restore: %s; no file changed" % exc, kind="files")
+    if endpoint is not None:
+        report = reports["redis"]
+        where = "redis %s" % endpoint.label()
+        changed = report["would_change"] if check else report["changed"]
+        result["changed"] = result["changed"] or changed
+        if report["would_change"]:
+            result["diff"].append(redis_diff(report, where))
+        result["redis"] = dict(changed=changed, changed_keys=report["changed_keys"],
+                               version_before=report.get("version_before"),
+                               version=report.get("version"),
+                               unreachable=bool(report.get("unreachable")))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
