@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import docs, effective, host_validation, plan, role_settings, secret_gen
+from . import cli_backup, docs, effective, host_validation, plan, role_settings, secret_gen
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
@@ -246,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
                          "a plain-text vault is encrypted)")
     sg.add_argument("inventory")
     sg.set_defaults(func=cmd_secrets)
+    cli_backup.register(sub)            # backup list|verify|show, export-k8s
     return p
 
 
