@@ -72,7 +72,11 @@ options:
       timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
       backup_id: {description: The backup restored (named in the published summary)., type: str, required: true}
       entries: {description: "Keys without secrets: key, type, ttl_ms, values (base64).", type: list, elements: dict, default: []}
-      secure_entries: {description: The flashmm:secure:* records (never logged)., type: list, elements: dict, default: []}
+      secure_entries:
+        description:
+          - The flashmm:secure:* records (never logged), as one base64-encoded JSON list of entries like O(redis.entries).
+          - One opaque string, so that Ansible's masking of no_log values hides it and nothing else (a list of dicts would mask every key name and type it holds, wherever they appear).
+        type: str
 author: flashmm-deploy
 """
 
@@ -94,6 +98,9 @@ redis:
   returned: when O(redis) is given
 """
 
+import base64  # noqa: E402
+import json  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
     REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
@@ -108,7 +115,11 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
 _REDIS = dict(REDIS_OPTIONS, backup_id=dict(type="str", required=True),
               entries=dict(type="list", elements="dict", default=[]),
-              secure_entries=dict(type="list", elements="dict", default=[], no_log=True))
+              secure_entries=dict(type="str", no_log=True))
+
+
+def _secure(blob):
+    return json.loads(base64.b64decode(blob)) if blob else []
 
 
 def main():
@@ -128,7 +139,7 @@ def main():
     check = module.check_mode
     r = p["redis"]
     endpoint = endpoint_of({k: v for k, v in r.items() if k in REDIS_OPTIONS}) if r else None
-    entries = (r["entries"] + r["secure_entries"]) if r else []
+    entries = (r["entries"] + _secure(r["secure_entries"])) if r else []
     reports = {}
 
     def redis_step(dry):

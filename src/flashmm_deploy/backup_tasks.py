@@ -7,6 +7,8 @@ Light on purpose (no schema import): the per-host parts run in forked Ansible wo
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +36,8 @@ def environment(plan: Mapping[str, Any], hosts) -> str:
 
 
 def keep_setting(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():     # -e flashmm_backup_keep=3
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BackupError(f"flashmm_backup_keep must be a whole number of at least 1 "
                           f"(got {value!r})")
@@ -206,8 +210,10 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
         endpoint.update(
             backup_id=verified["backup_id"],
             entries=[e for e in entries if not e["key"].startswith(backup_store.SECURE_PREFIX)],
-            secure_entries=[e for e in entries
-                            if e["key"].startswith(backup_store.SECURE_PREFIX)])
+            # one opaque string: see the module's documentation of this option
+            secure_entries=base64.b64encode(json.dumps(
+                [e for e in entries if e["key"].startswith(backup_store.SECURE_PREFIX)]
+            ).encode("utf-8")).decode("ascii"))
         args["redis"] = endpoint
     return args
 
