@@ -33,6 +33,9 @@ options:
   new_key: {description: The new Fernet key (ENCRYPTION_KEY)., type: str, required: true}
   old_key: {description: The previous Fernet key (OLD_ENCRYPTION_KEY)., type: str}
   batch: {description: Records per SCAN page and write., type: int, default: 500}
+  max_records:
+    description: Move at most this many records in this call (throttles a large migration; a later call moves the rest).
+    type: int
 author: flashmm-deploy
 """
 
@@ -71,6 +74,7 @@ def main():
             new_key=dict(type="str", required=True, no_log=True),
             old_key=dict(type="str", no_log=True),
             batch=dict(type="int", default=500),
+            max_records=dict(type="int"),
         ),
         supports_check_mode=True,
     )
@@ -81,7 +85,7 @@ def main():
                             cert_file=p["cert_file"], key_file=p["key_file"],
                             verify=p["tls_verify"], timeout=p["timeout"])
         counts = migrate(endpoint, p["new_key"], p["old_key"], batch=max(1, p["batch"]),
-                         check=module.check_mode)
+                         check=module.check_mode, max_records=p["max_records"])
     except (RecordKeyError, RedisError) as exc:
         module.fail_json(msg="flashmm_secure_records: %s" % exc, kind=exc.kind)
     module.exit_json(changed=counts["moved"] > 0, **counts)
