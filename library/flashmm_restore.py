@@ -55,6 +55,28 @@ options:
   run_id: {description: The restore run (recorded as the host's last writer)., type: str}
   record_run: {description: Record O(run_id) even when no file changed (a Redis-only call of the same run checks it)., type: bool, default: false}
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
+  acl_reload:
+    description:
+      - The Redis of the host's stack, which reads C(redis/users.acl). When that file is among
+        O(secret_files) and the running server serves other passwords, C(ACL LOAD) makes it
+        serve the restored file's (written first), without a restart and without dropping a
+        client; nothing listening is not an error (the stack starts from the file).
+      - Connection options as for the flashmm_files module's O(acl_reload); O(acl_reload.password)
+        and O(acl_reload.previous_password) are the passwords to authenticate with (the
+        backup's and the inventory's, either of which may be live).
+    type: dict
+    suboptions:
+      host: {description: Redis host as the target reaches it., type: str, default: 127.0.0.1}
+      port: {description: Redis port., type: int, default: 6379}
+      username: {description: ACL user to authenticate as., type: str}
+      password: {description: A password to try first (never logged)., type: str}
+      previous_password: {description: A password to try next (never logged)., type: str}
+      tls: {description: Connect with TLS., type: bool, default: false}
+      ca_file: {description: CA bundle to verify the server., type: path}
+      cert_file: {description: Client certificate for mutual TLS., type: path}
+      key_file: {description: Client key for mutual TLS., type: path}
+      tls_verify: {description: Verify the server's certificate and host name., type: bool, default: true}
+      timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
   redis:
     description: The Redis part; omit to leave Redis alone.
     type: dict
@@ -91,6 +113,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files: {description: path -> created, updated, mode, owner, removed or unchanged., type: dict, returned: when O(files) is given}
+acl_reloaded: {description: Whether the running Redis reloaded (or would reload) its ACL file., type: bool, returned: when O(acl_reload) is given and the backup holds the ACL file}
 changed_files: {description: Paths that were (or would be) changed or removed., type: list, elements: str, returned: always}
 redis:
   description: changed_keys (names only), version before and after, and whether Redis could be reached in check mode.
@@ -105,6 +128,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
     REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
 from ansible.module_utils.flashmm_filesync import HostLock, check_run, sync  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import endpoint_args_from, ensure_loaded  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
              mode=dict(type="str", required=True))
@@ -113,6 +137,13 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     mode=dict(type="str", required=True),
                     mask=dict(type="str", choices=["env", "all"], default="all"),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
+_ACL_RELOAD = dict(host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
+                   username=dict(type="str"), password=dict(type="str", no_log=True),
+                   previous_password=dict(type="str", no_log=True),
+                   tls=dict(type="bool", default=False), ca_file=dict(type="path"),
+                   cert_file=dict(type="path"), key_file=dict(type="path"),
+                   tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0))
+ACL_PATH = "redis/users.acl"
 _REDIS = dict(REDIS_OPTIONS, backup_id=dict(type="str", required=True),
               entries=dict(type="list", elements="dict", default=[]),
               secure_entries=dict(type="str", no_log=True))
@@ -133,6 +164,7 @@ def main():
             run_id=dict(type="str"), record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
             redis=dict(type="dict", options=_REDIS),
+            acl_reload=dict(type="dict", options=_ACL_RELOAD),
         ),
         supports_check_mode=True)
     p = module.params
@@ -159,8 +191,21 @@ def main():
         if reports["redis"]["would_change"]:
             redis_step(False)
 
+    acl = next((f["content"] for f in p["secret_files"] if f["path"] == ACL_PATH), None)
+    with_acl = bool(p["acl_reload"]) and acl is not None and p["files"] is not None
+    acl_live = {}
+
+    def reload_acl():
+        """The running Redis serves the restored ACL file before the app can read the
+        restored password from .env (written after it)."""
+        a = p["acl_reload"]
+        acl_live.update(ensure_loaded(endpoint_args_from(a),
+                                      [a["password"], a["previous_password"]], acl, check=check))
+
     result = dict(changed=False, changed_files=[], diff=[])
     try:
+        if with_acl and check:
+            reload_acl()
         if endpoint is not None:
             redis_step(True)                # checked before any file is written
         if p["files"] is not None:
@@ -170,7 +215,9 @@ def main():
             synced = sync(p["root"], specs, check=check, owner=p["owner"], group=p["group"],
                           directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
                           record_run=p["record_run"], lock_timeout=p["lock_timeout"],
-                          after_write=after_write if endpoint is not None and not check else None)
+                          after_write=after_write if endpoint is not None and not check else None,
+                          first=ACL_PATH if with_acl else None,
+                          after_first=reload_acl if with_acl and not check else None)
             result.update(changed=synced["changed"], files=synced["files"],
                           changed_files=synced["changed_files"], diff=synced["diff"])
         elif endpoint is not None and not check and reports["redis"]["would_change"]:
@@ -185,6 +232,9 @@ def main():
                          kind=exc.kind)
     except Exception as exc:        # SyncError, OSError: the files were put back
         module.fail_json(msg="flashmm_restore: %s; no file changed" % exc, kind="files")
+    if acl_live:
+        result["acl_reloaded"] = acl_live["reloaded"]
+        result["changed"] = result["changed"] or acl_live["reloaded"]
     if endpoint is not None:
         report = reports["redis"]
         where = "redis %s" % endpoint.label()

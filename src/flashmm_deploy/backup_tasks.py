@@ -196,6 +196,11 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
         args.update(files=files, secret_files=secret_files, owner=host_plan["owner"],
                     group=host_plan["group"], directory_mode=host_plan["directory_mode"],
                     record_run=stack)
+        if host_plan.get("acl_reload"):     # a running Redis loads the restored ACL file live
+            current = inventory_password(plan, host_plan, vault, overrides)
+            args["acl_reload"] = dict(host_plan["acl_reload"],
+                                      password=_backup_password(hb) or current,
+                                      previous_password=current)
     with_redis = part == "redis" or (part == "files" and not stack)
     if with_redis:
         password = None
