@@ -10,13 +10,15 @@ DOCUMENTATION = r"""
 module: flashmm_health_watch
 short_description: Measure how long FlashMM's /health answered anything but 200
 description:
-  - Polls O(url) every O(interval) seconds until O(stop_file) exists (it is then removed) or
-    O(max_seconds) pass, and reports the unavailability it saw. A window is unavailable from
+  - Polls O(url) every O(interval) seconds until O(stop_file) exists or O(max_seconds) pass,
+    and reports the unavailability it saw. The stop file stays (removing it would race with
+    whoever creates it); stop files of earlier watchers in the same directory, older than an
+    hour, are removed when a watcher starts. A window is unavailable from
     the first poll that did not get 200 to the next one that did.
   - Meant to run asynchronously around a restart of the app (a secret rotation).
 options:
   url: {description: The health URL., type: str, required: true}
-  stop_file: {description: Stop polling once this file exists (and remove it)., type: path, required: true}
+  stop_file: {description: Stop polling once this file exists; name it per run., type: path, required: true}
   interval: {description: Seconds between polls., type: float, default: 0.05}
   max_seconds: {description: Stop polling after this long in any case., type: float, default: 600}
 author: flashmm-deploy
@@ -56,7 +58,25 @@ def healthy(url: str, timeout: float) -> bool:
         return False
 
 
+def remove_stale_stop_files(stop_file: str, older_than: float = 3600) -> None:
+    directory = os.path.dirname(stop_file) or "."
+    suffix = os.path.splitext(stop_file)[1]
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if (name.endswith(suffix) and path != stop_file
+                    and time.time() - os.stat(path).st_mtime > older_than):
+                os.unlink(path)
+        except OSError:
+            pass
+
+
 def watch(url: str, stop_file: str, interval: float, max_seconds: float) -> dict:
+    remove_stale_stop_files(stop_file)
     polls = failed = 0
     longest = total = 0.0
     down_since = None
@@ -78,8 +98,6 @@ def watch(url: str, stop_file: str, interval: float, max_seconds: float) -> dict
     if down_since is not None:          # still down at the end
         window = time.monotonic() - down_since
         longest, total = max(longest, window), total + window
-    if os.path.exists(stop_file):
-        os.unlink(stop_file)
     return dict(polls=polls, failed_polls=failed, unavailable_seconds=round(longest, 3),
                 total_unavailable_seconds=round(total, 3), healthy_at_end=ok)
 

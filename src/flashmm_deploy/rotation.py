@@ -83,6 +83,12 @@ def begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
           new_values: Mapping[str, str] | None = None, dry_run: bool = False) -> VaultStep:
     """Renew ``kind``'s secrets in the vault, unless rotation ``rotation_id`` of this kind is
     already rolling (resume) or done (nothing to do)."""
+    for name, value in sorted((new_values or {}).items()):     # the request first
+        if name not in API_KEYS:
+            raise RotationError(f"new API key {name!r}: not a third-party key "
+                                f"({', '.join(API_KEYS)})")
+        if not isinstance(value, str) or not value.strip():
+            raise RotationError(f"new API key {name}: must be a non-empty string")
     vf = _open(path, keys)
     secrets = vf.secrets_map()
     book = _book(vf)
@@ -108,11 +114,6 @@ def begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
                 step.renewed.append(name)
     else:   # api: the operator's new values (or already edited into the vault)
         for name, value in sorted((new_values or {}).items()):
-            if name not in API_KEYS:
-                raise RotationError(f"new API key {name!r}: not a third-party key "
-                                    f"({', '.join(API_KEYS)})")
-            if not isinstance(value, str) or not value.strip():
-                raise RotationError(f"new API key {name}: must be a non-empty string")
             if secrets.get(name) != value:
                 secrets[name] = value
                 step.renewed.append(name)

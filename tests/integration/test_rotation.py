@@ -61,7 +61,8 @@ def downtimes(stdout: str) -> list[float]:
 class ClientLoop:
     """A client of each host's Redis, as an app would be: the password read from the host's
     .env, a fresh connection every 5 operations, SET+GET pairs (bounded: ``limit`` operations
-    in all); and the stand-in apps' own Redis failure counters (/stats) per app process."""
+    in all, paced at ~40 per second so that they span a whole rotation); and the stand-in
+    apps' own Redis failure counters (/stats) per app process."""
 
     def __init__(self, stack: Stack, limit: int = 3000):
         self.stack, self.limit = stack, limit
@@ -95,13 +96,14 @@ class ClientLoop:
                     key = (host, stats["started_at"])
                     self.app_failures[key] = max(self.app_failures.get(key, 0),
                                                  stats["redis_failures"])
-            time.sleep(0.01)
+            time.sleep(0.4)
 
     def __enter__(self) -> "ClientLoop":
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.running_at_end = self.thread.is_alive()     # else the bound came first
         self.stop.set()
         self.thread.join(timeout=30)
 
@@ -122,6 +124,7 @@ def test_redis_password_rotates_with_zero_failed_operations(stack):
     # no secret in the -vvv output, whatever the step
     for value in {**before, **after["flashmm_secrets"]}.values():
         assert value not in out
+    assert loop.running_at_end, f"the loop ended ({loop.ops} operations) before the rotation"
     assert loop.ops >= 200, loop.ops
     assert loop.failures == 0, loop.errors[:5]
     assert loop.app_failures and all(v == 0 for v in loop.app_failures.values()), \
@@ -232,8 +235,8 @@ def test_api_and_generated_secrets_roll_with_the_app_restart_only(stack, tmp_pat
         assert now["redis"]["id"] == identities[host]["redis"][0]
         assert now["flashmm"]["id"] != identities[host]["flashmm"][0]
         stack.wait_health(host)
-    measured = downtimes(proc.stdout)
-    assert len(measured) == 2 * len(stack.hosts) and max(measured) < 5, measured
+    measured = downtimes(proc.stdout)       # figures for the notes: no timed assertion here
+    assert len(measured) == 2 * len(stack.hosts) and all(m >= 0 for m in measured), measured
     print("api+generated rotation downtime per host and roll (s):", measured)
     out = proc.stdout + proc.stderr
     assert not any(v in out for v in list(new_keys.values()) + [after["secret_key"]])

@@ -9,7 +9,8 @@ from flashmm_deploy.inventory import Inventory
 import secrets
 
 from cryptography.fernet import Fernet
-from support import ROOT, SANDBOX, VENV_BIN, copy_inventory, flashmm_config, run, vault_keys
+from support import (ROOT, SANDBOX, VENV_BIN, ansible_playbook, copy_inventory, flashmm_config, recap,
+                     run, vault_keys)
 from unit.test_secrets_generate import vault_of
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,24 @@ def test_an_interrupted_write_leaves_the_previous_vault(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(
         p.name for p in (SANDBOX / "group_vars" / "all").iterdir() if p.name != "vault.yml") + ["vault.yml"]
+
+
+def test_the_secrets_playbook_runs_the_same_code_with_the_runs_vault_ids(tmp_path):
+    inv = copy_inventory("testnet", tmp_path)
+    password = tmp_path / "testnet.pass"
+    password.write_text(secrets.token_urlsafe(20) + "\n")
+    args = ("--vault-id", f"testnet@{password}", "-e", "secrets_action=init", "-vvv")
+    proc = ansible_playbook("playbooks/secrets.yml", inv, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    path = inv / "group_vars" / "all" / "vault.yml"
+    assert path.read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;testnet\n")
+    view = run([str(VENV_BIN / "ansible-vault"), "view", "--vault-id", f"testnet@{password}",
+                str(path)])
+    data = yaml.safe_load(view.stdout)["flashmm_secrets"]
+    assert "created; generated api_auth_token, encryption_key, secret_key" in proc.stdout
+    assert not any(v in proc.stdout + proc.stderr for v in data.values() if len(v) > 20)
+    again = ansible_playbook("playbooks/secrets.yml", inv, "--vault-id", f"testnet@{password}")
+    assert again.returncode == 0 and "nothing to generate" in again.stdout
+    assert all(r["changed"] == 0 for r in recap(again.stdout).values())
+    refused = ansible_playbook("playbooks/secrets.yml", inv, *args[:4])
+    assert refused.returncode != 0 and "exists" in refused.stdout + refused.stderr
