@@ -1,0 +1,168 @@
+"""The controller side of backups without Ansible: storing a host's part (secrets encrypted,
+sums in the manifest), sealing, verifying (what differs, named), retention, the id rules; the
+Kubernetes export's names and objects against the Kubernetes schemas (kubernetes-validate)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from ansible.parsing.vault import VaultSecret
+
+from flashmm_deploy import backup_store, backup_tasks, k8s_export
+from flashmm_deploy.backup_store import BackupError
+from flashmm_deploy.vault import VaultKeys
+
+SECRET = "s3cr3t-canary-value-0123456789"
+KEYS = VaultKeys.of_secrets([("local", VaultSecret(b"unit-test-password"))])
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def taken(version: str = "3") -> dict:
+    files = {"config/environments/local.yml": b"app:\n  debug: true\n",
+             ".env": f"REDIS_PASSWORD='{SECRET}'\n".encode(),
+             "redis/users.acl": b"user default on #abc ~* &* +@all\n"}
+    return {
+        "files": {p: {"mode": "0600" if p != "config/environments/local.yml" else "0644",
+                      "size": len(d), "sha256": hashlib.sha256(d).hexdigest(), "content": b64(d)}
+                  for p, d in files.items()},
+        "redis": [{"key": "flashmm:config:trading:max_position_usdc", "type": "string",
+                   "ttl_ms": -1, "values": [b64(b"250.0")]},
+                  {"key": "flashmm:meta:version", "type": "string", "ttl_ms": -1,
+                   "values": [b64(version.encode())]},
+                  {"key": "flashmm:meta:bin", "type": "list", "ttl_ms": 5000,
+                   "values": [b64(b"\xff\x00"), b64(b"x")]},
+                  {"key": "flashmm:secure:api", "type": "string", "ttl_ms": 60000,
+                   "values": [b64(SECRET.encode())]}],
+        "deployed_by": "run1", "deployed_at": "2026-11-26T00:00:00Z",
+    }
+
+
+def make_backup(root: Path, backup_id: str, created: str, hosts=("h1", "h2")) -> Path:
+    env_dir = root / "local"
+    staging = env_dir / (backup_store.PARTIAL + backup_id)
+    run = {"id": backup_id, "environment": "local", "dir": str(env_dir), "staging": str(staging),
+           "created": created, "toolkit": {"version": "0.1.0", "commit": "abc"}}
+    for host in hosts:
+        backup_store.write_host(run, host, taken(), {"config/environments/local.yml"}, KEYS)
+    backup_store.commit(run, list(hosts), keep=7)
+    return env_dir / backup_id
+
+
+def test_a_stored_host_holds_no_secret_in_clear_and_verifies(tmp_path):
+    path = make_backup(tmp_path, "20261126T000000Z", "2026-11-26T00:00:00Z")
+    for p in path.rglob("*"):
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p
+            assert p.stat().st_mode & 0o777 == 0o600
+        else:
+            assert p.stat().st_mode & 0o777 == 0o700
+    manifest = json.loads((path / "h1" / "manifest.json").read_text())
+    assert manifest["config_version"] == 3
+    assert {p: f["secret"] for p, f in manifest["files"].items()} == {
+        "config/environments/local.yml": False, ".env": True, "redis/users.acl": True}
+    checked = backup_store.verify(tmp_path / "local", "20261126T000000Z", KEYS,
+                                  environment="local")
+    h1 = checked.hosts["h1"]
+    assert h1.files[".env"] == (f"REDIS_PASSWORD='{SECRET}'\n".encode(), "0600", True)
+    entries = {e["key"]: backup_store.module_entry(e) for e in h1.redis}
+    assert entries == {e["key"]: e for e in taken()["redis"]}      # binary values round-trip
+
+
+def test_verify_names_each_file_that_differs(tmp_path):
+    path = make_backup(tmp_path, "20261126T000000Z", "2026-11-26T00:00:00Z")
+    (path / "h1" / "files" / "config" / "environments" / "local.yml").write_text("app: {}\n")
+    (path / "h2" / "redis.json").unlink()
+    wrong = VaultKeys.of_secrets([("local", VaultSecret(b"another"))])
+    with pytest.raises(BackupError) as err:
+        backup_store.verify(tmp_path / "local", "20261126T000000Z", wrong, environment="dev")
+    text = str(err.value)
+    assert "h1/files/config/environments/local.yml: 8 bytes, the manifest says 19" in text
+    assert "h2/redis.json: missing" in text
+    assert "h1/secrets.vault: cannot decrypt for vault id 'local'" in text
+    assert "a backup of environment 'local'; the inventory's hosts are 'dev'" in text
+    assert SECRET not in text
+
+
+def test_a_manifest_naming_a_file_outside_the_backup_is_refused(tmp_path):
+    path = make_backup(tmp_path, "20261126T000000Z", "2026-11-26T00:00:00Z", hosts=("h1",))
+    mpath = path / "h1" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["redis"]["stored"] = "../../../etc/passwd"
+    mpath.write_text(json.dumps(manifest))
+    index = json.loads((path / "backup.json").read_text())
+    index["hosts"]["h1"]["manifest_sha256"] = hashlib.sha256(mpath.read_bytes()).hexdigest()
+    (path / "backup.json").write_text(json.dumps(index))
+    with pytest.raises(BackupError, match="names a stored file outside the backup"):
+        backup_store.verify(tmp_path / "local", "20261126T000000Z", KEYS)
+
+
+def test_retention_keeps_the_newest_and_latest_is_the_newest(tmp_path):
+    ids = [f"20261126T00000{i}Z" for i in range(4)]
+    for i, backup_id in enumerate(ids):
+        make_backup(tmp_path, backup_id, f"2026-11-26T00:00:0{i}Z", hosts=("h1",))
+    (tmp_path / "local" / ".partial-20261126T000009Z").mkdir()     # a failed run's staging
+    assert backup_store.prune(tmp_path / "local", 2) == ids[:2]
+    assert [b.backup_id for b in backup_store.list_backups(tmp_path / "local")] == ids[2:]
+    assert backup_store.resolve_id(tmp_path / "local", "latest") == ids[3]
+    with pytest.raises(BackupError, match="no such backup"):
+        backup_store.resolve_id(tmp_path / "local", ids[0])
+    with pytest.raises(BackupError, match="expected 'latest' or an id"):
+        backup_store.resolve_id(tmp_path / "local", "../etc")
+
+
+def test_settings_as_the_command_line_gives_them():
+    assert backup_tasks.restore_hosts("b, a,,") == ["a", "b"]
+    assert backup_tasks.restore_hosts([]) is None
+    assert backup_tasks.keep_setting("3") == 3
+    for bad in (0, -1, "x", True):
+        with pytest.raises(BackupError, match="flashmm_backup_keep"):
+            backup_tasks.keep_setting(bad)
+
+
+# ---- Kubernetes export --------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,label", [("local-1", "local-1"), ("Sandbox_01.Example", "sandbox-01-example"),
+                                        ("--x--", "x")])
+def test_dns_labels(text, label):
+    assert k8s_export.dns_label(text) == label
+
+
+def test_long_names_stay_valid_and_distinct():
+    a, b = k8s_export.dns_label("h" * 80 + "a"), k8s_export.dns_label("h" * 80 + "b")
+    assert a != b and len(a) <= 63 and len(b) <= 63
+
+
+@pytest.mark.parametrize("host", ["local-1", "Host_With.Dots", "x" * 100])
+def test_exported_objects_satisfy_the_kubernetes_schema(host):
+    objs = k8s_export.objects(host, "production",
+                              {"environments/production.yml": b"app:\n  debug: false\n"},
+                              {"REDIS_PASSWORD": SECRET, "EMPTY": ""}, namespace="Trading")
+    for obj in objs:
+        assert kubernetes_validate.validate(obj, "1.37", strict=True) == "1.37"
+        assert len(obj["metadata"]["name"]) <= 63
+    config_map, secret = objs
+    assert config_map["data"] == {"production.yml": "app:\n  debug: false\n"}
+    assert json.loads(config_map["metadata"]["annotations"]["flashmm.io/paths"]) == {
+        "production.yml": "environments/production.yml"}
+    assert base64.b64decode(secret["data"]["REDIS_PASSWORD"]).decode() == SECRET
+    text = k8s_export.to_yaml(objs)
+    assert "production.yml: |" in text and SECRET not in text
+
+
+def test_a_schema_violation_is_caught_by_the_validator():
+    """The control: the schema check is real (a Secret's data values must be strings)."""
+    config_map, secret = k8s_export.objects("h", "local", {}, {"A": "b"})
+    secret["data"]["A"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(secret, "1.37", strict=True)
+    config_map["spec"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(config_map, "1.37", strict=True)
