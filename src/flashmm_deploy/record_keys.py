@@ -17,7 +17,7 @@ library.  Shipped to targets as ``module_utils/flashmm_record_keys.py``.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Optional
 
 try:
     from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError

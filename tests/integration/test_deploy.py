@@ -22,9 +22,9 @@ from flashmm_deploy import effective, host_validation, secret_gen
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.sandbox import make_local_inventory
 from engine_support import free_port
-from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault, recap, snapshot_files,
-                     write_vault,
-                     snapshot_redis, start_redis, stop_redis, tool_env)
+from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
+                     recap, snapshot_files, snapshot_redis, start_redis, stop_redis, tool_env,
+                     write_vault)
 
 pytestmark = pytest.mark.integration
 HOSTS = ("sandbox-01", "sandbox-02", "sandbox-03")
