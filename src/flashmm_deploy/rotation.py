@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import dotenv_file
 from .errors import FlashmmError
 from .inventory import display_path
+from .layers import TEMPLATE_MARKS
 from .secret_gen import GENERATORS
 from .vault import VaultFile, VaultKeys
 
@@ -89,6 +91,12 @@ def begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
                                 f"({', '.join(API_KEYS)})")
         if not isinstance(value, str) or not value.strip():
             raise RotationError(f"new API key {name}: must be a non-empty string")
+        # what validation would refuse later, refused before the vault changes
+        marks = [m for m in TEMPLATE_MARKS if m in value]
+        why = (f"{' and '.join(map(repr, marks))}, a Jinja2 delimiter" if marks
+               else dotenv_file.refusal(value))
+        if why:
+            raise RotationError(f"new API key {name}: holds {why} (value hidden)")
     vf = _open(path, keys)
     secrets = vf.secrets_map()
     book = _book(vf)

@@ -274,7 +274,7 @@ def test_a_failure_midway_leaves_every_host_with_a_working_secret(stack):
         assert auth_reply(stack, host, new) == b"+OK"
 
 
-def test_bad_requests_are_refused_before_anything_changes(stack):
+def test_bad_requests_are_refused_and_check_mode_changes_nothing(stack):
     before = stack.vault_path.read_bytes()
     for args, message in ((("-e", "rotate=passwords"), "rotate='passwords': choose one"),
                           ((), "rotate='': choose one")):
@@ -282,5 +282,13 @@ def test_bad_requests_are_refused_before_anything_changes(stack):
                                 env=stack.env)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr
     assert stack.vault_path.read_bytes() == before
+    files = {h: (stack.root(h) / ".env").read_bytes() for h in stack.hosts}
+    check = rotate(stack, "all", "--check", "--diff", "-vvv")
+    out = check.stdout + check.stderr
+    assert check.returncode == 0, out[-3000:]
+    assert "check mode: the vault would renew the secrets above" in out
+    assert stack.vault_path.read_bytes() == before
+    assert {h: (stack.root(h) / ".env").read_bytes() for h in stack.hosts} == files
+    assert not any(v in out for v in vault(stack)["flashmm_secrets"].values())
     for host in stack.hosts:
         stack.wait_health(host)

@@ -177,6 +177,12 @@ def test_generated_and_api_steps(local_vault):
     assert api.renewed == ["cambrian_api_key"]
     with pytest.raises(rotation.RotationError, match="not a third-party key"):
         rotation.begin(local_vault, keys, "api", "a2", {"secret_key": "x"})
+    raw = local_vault.read_bytes()
+    for bad, why in (("k{{ x }}", "Jinja2 delimiter"), ("a\nb", "newline")):
+        with pytest.raises(rotation.RotationError, match=why) as err:
+            rotation.begin(local_vault, keys, "api", "a1", {"twitter_api_key": bad})
+        assert bad not in str(err.value)
+    assert local_vault.read_bytes() == raw
 
 
 def test_refusals(tmp_path, local_vault):
