@@ -394,3 +394,20 @@ def test_export_k8s_writes_a_valid_configmap_and_secret(baseline, tmp_path):
         decoded = {k: base64.b64decode(v, validate=True).decode()
                    for k, v in secret["data"].items()}
         assert decoded == {k: v.strip("'") for k, v in env.items()}
+
+
+def test_the_roles_run_alone_through_their_main_entry_point(baseline, tmp_path):
+    site = baseline
+    where = ("-e", f"flashmm_backup_dir={tmp_path / 'b'}")
+    playbooks = {}
+    for role in ("flashmm_backup", "flashmm_restore"):
+        playbooks[role] = tmp_path / f"{role}.yml"
+        playbooks[role].write_text(yaml.safe_dump([{"name": f"The {role} role alone",
+                                                    "hosts": "all", "gather_facts": False,
+                                                    "roles": [role]}]))
+    ok(ansible_playbook(str(playbooks["flashmm_backup"]), site.inventory, *where, env=site.env))
+    site.client("sandbox-01").set(OVERRIDE[0], "1.0")
+    out = ok(ansible_playbook(str(playbooks["flashmm_restore"]), site.inventory, *where,
+                              "-e", "backup_id=latest", env=site.env))
+    assert "Validating arguments against arg spec 'main'" in out.stdout
+    assert site.client("sandbox-01").get(OVERRIDE[0]) == OVERRIDE[1]
