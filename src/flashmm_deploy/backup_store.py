@@ -131,11 +131,17 @@ def begin(root: Path, environment: str, *, now: float | None = None) -> dict[str
     _mkdir(env_dir)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     backup_id, n = stamp, 1
-    while (env_dir / backup_id).exists() or (env_dir / (PARTIAL + backup_id)).exists():
+    while True:                 # mkdir is the claim: two runs in the same second get two ids
+        staging = env_dir / (PARTIAL + backup_id)
+        if not (env_dir / backup_id).exists():
+            try:
+                staging.mkdir(mode=DIR_MODE)
+                os.chmod(staging, DIR_MODE)
+                break
+            except FileExistsError:
+                pass
         n += 1
         backup_id = f"{stamp}-{n}"
-    staging = env_dir / (PARTIAL + backup_id)
-    _mkdir(staging)
     for old in env_dir.glob(PARTIAL + "*"):
         if old != staging and time.time() - old.stat().st_mtime > STALE_PARTIAL_S:
             shutil.rmtree(old, ignore_errors=True)

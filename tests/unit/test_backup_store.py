@@ -166,3 +166,11 @@ def test_a_schema_violation_is_caught_by_the_validator():
     config_map["spec"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(config_map, "1.37", strict=True)
+
+
+def test_two_backups_in_the_same_second_get_two_ids(tmp_path, monkeypatch):
+    monkeypatch.setattr(backup_store, "toolkit", lambda: {"version": None, "commit": None})
+    runs = [backup_store.begin(tmp_path, "local", now=1_800_000_000) for _ in range(3)]
+    assert [r["id"] for r in runs] == ["20270115T080000Z", "20270115T080000Z-2",
+                                       "20270115T080000Z-3"]
+    assert all(Path(r["staging"]).is_dir() for r in runs)
