@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -344,6 +345,30 @@ def test_a_backup_while_another_run_holds_a_host_fails_clearly(site, tmp_path):
         out = failed(site.backup("-e", "flashmm_lock_timeout=1", backups=tmp_path / "b"))
     assert "another deploy holds the lock" in out and "deploy-in-progress" in out
     assert backup_store.list_backups(tmp_path / "b" / "local") == []
+
+
+def test_a_backup_waits_for_a_run_that_releases_the_host_in_time(site, tmp_path):
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with HostLock(str(site.sandbox / "sandbox-02"), "short-deploy", 1):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    start = time.monotonic()
+    threading.Timer(3.0, release.set).start()
+    try:
+        ok(site.backup("-e", "flashmm_lock_timeout=30", backups=tmp_path / "b"))
+    finally:
+        release.set()
+        holder.join()
+    assert time.monotonic() - start >= 3.0          # it waited for the holder
+    assert len(backup_store.list_backups(tmp_path / "b" / "local")) == 1
 
 
 # ---- the CLI -----------------------------------------------------------------------------
