@@ -67,10 +67,12 @@ def _connect(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]
             if exc.kind != "auth":
                 raise AclError(str(exc), exc.kind) from None
             last = exc
-    raise AclError("no password this deploy knows is accepted by redis %s (%s): the ACL file "
-                   "cannot be reloaded" % (Endpoint(**dict(endpoint_args, password=None,
-                                                               username=None)).label(), last),
-                   "auth")
+    raise AclError("no password this deploy knows is accepted by redis %s (%s), so its ACL "
+                   "file cannot be reloaded: a Redis password is changed by "
+                   "playbooks/rotate_secrets.yml -e rotate=redis (which keeps the old one "
+                   "valid meanwhile), not by editing the vault"
+                   % (Endpoint(**dict(endpoint_args, password=None, username=None)).label(),
+                      last), "auth")
 
 
 def ensure_loaded(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]],

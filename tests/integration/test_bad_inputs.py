@@ -25,7 +25,7 @@ from bad_inputs import (VARIANTS, Ran, Variant, describe_change, run_bounded, sn
                         snapshot_tree)
 from flashmm_deploy import cli
 from flashmm_deploy.sandbox import make_local_inventory
-from support import INVENTORIES, ROOT, VENV_BIN, allocate_dbs, tool_env
+from support import INVENTORIES, ROOT, VENV_BIN, allocate_dbs, plain_vault, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +74,8 @@ def ids(variants: list[Variant]) -> list[str]:
 def base(tmp_path_factory) -> Path:
     """A valid 3-host local inventory (secrets generated) that each variant copies."""
     tmp = tmp_path_factory.mktemp("bad-inputs")
-    return make_local_inventory(INVENTORIES / "local", tmp / "base", hosts=3, redis_port=6379,
-                                first_db=1, sandbox=tmp / "sandbox")
+    return plain_vault(make_local_inventory(INVENTORIES / "local", tmp / "base", hosts=3,
+                                            redis_port=6379, first_db=1, sandbox=tmp / "sandbox"))
 
 
 def mutated(base: Path, dest: Path, variant: Variant) -> Path:
@@ -202,9 +202,9 @@ class DeployedSite:
         self.server, self.tmp = server, tmp
         self.dbs = allocate_dbs(server, 3)
         self.sandbox = tmp / "sandbox"
-        self.inventory = make_local_inventory(INVENTORIES / "local", tmp / "inventory", hosts=3,
-                                              redis_port=server.port, first_db=self.dbs[0],
-                                              sandbox=self.sandbox)
+        self.inventory = plain_vault(make_local_inventory(
+            INVENTORIES / "local", tmp / "inventory", hosts=3, redis_port=server.port,
+            first_db=self.dbs[0], sandbox=self.sandbox))
         self.reset()
 
     def deploy(self, inventory: Path, cwd: Path, timeout: float) -> Ran:
