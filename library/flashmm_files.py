@@ -101,6 +101,8 @@ runtime:
   returned: when O(runtime) is given
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
 from ansible.module_utils.flashmm_redis_acl import AclError, endpoint_args_from, ensure_loaded  # noqa: E402
@@ -142,9 +144,14 @@ def main():
     specs = p["files"] + [dict(f, mask="env") for f in p["secret_files"]]
     seeded = {}
 
+    def preflight():
+        """Checked under the host's lock before any file is written (check mode: the whole
+        seed): no other run can seed between this check and the apply that trusts it."""
+        seeded["result"] = apply_for_module(p["runtime"], True)
+
     def seed():
-        """Checked before any file is written (check mode: the whole seed), applied after,
-        unless the check found nothing to change (a rerun: one Redis call, not two)."""
+        """Applied after the files, unless the check found nothing to change (a rerun: one
+        Redis call, not two)."""
         if seeded["result"][0]["changed"]:
             seeded["result"] = apply_for_module(p["runtime"], False)
 
@@ -161,14 +168,15 @@ def main():
 
     with_acl = bool(p["acl_reload"]) and acl is not None
     try:
+        if p["runtime"] and not os.path.isdir(p["root"]):
+            preflight()     # a first deploy: not even the root is created if the check fails
         if with_acl and module.check_mode:
             reload_acl()
-        if p["runtime"]:
-            seeded["result"] = apply_for_module(p["runtime"], True)     # the preflight
         synced = sync(p["root"], [dict(f, mode=int(f["mode"], 8)) for f in specs],
                       check=module.check_mode, owner=p["owner"], group=p["group"],
                       directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
                       record_run=p["record_run"], lock_timeout=p["lock_timeout"],
+                      before_write=preflight if p["runtime"] else None,
                       after_write=seed if p["runtime"] and not module.check_mode else None,
                       first=ACL_PATH if with_acl else None,
                       after_first=reload_acl if with_acl and not module.check_mode else None)

@@ -274,12 +274,15 @@ def _diff(path, st, before, data, spec, mode) -> dict:
 
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
          directory_mode: int = 0o755, run_id=None, record_run: bool = False,
-         lock_timeout: float = 0.0, after_write=None, first=None, after_first=None) -> dict:
+         lock_timeout: float = 0.0, before_write=None, after_write=None, first=None,
+         after_first=None) -> dict:
     """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
     with ``mask_keys``, or "all") under ``root``, removing files the previous run wrote and
     this one does not.  ``record_run`` records ``run_id`` as the host's last writer even when
     nothing changed (a later call of the same run checks it: ``check_run``).  ``after_write``
     runs after the writes, still under the lock: if it raises, the files are put back.
+    ``before_write`` runs under the lock before anything is read or written (a check whose
+    answer another run must not change before the writes).
     ``first`` (a path) is written before the others and ``after_first`` called right after it,
     changed or not (a running server loads that file before its clients see the rest).
 
@@ -295,6 +298,8 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
         _ensure_dir(root, directory_mode, False, [])
         lock.__enter__()
     try:
+        if before_write is not None:
+            before_write()
         return _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
                             after_write, first, after_first)
     finally:

@@ -111,7 +111,9 @@ def site(tmp_path_factory, redis_server):
     site.before = site.snapshot()
     site.first = ok(site.backup("-vvv"))
     site.baseline = backup_store.list_backups(site.env_dir())[-1].backup_id
-    return site
+    yield site
+    for db in site.dbs:         # keys with a TTL would tick in later tests' snapshots
+        redis_server.client(db).flushdb()
 
 
 @pytest.fixture

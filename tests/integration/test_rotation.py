@@ -179,7 +179,7 @@ def test_encryption_key_rotation_moves_10000_records_throttled_then_resumed(stac
     host = stack.hosts[0]
     old_key = vault(stack)["flashmm_secrets"]["encryption_key"]
     plain = write_records(stack, host, old_key, 10_000)
-    first = rotate(stack, "encryption", "-e", "rotate_max_records=4000")
+    first = rotate(stack, "encryption", "-e", "rotate_max_records=4000", "-e", "rotate_serial=2")
     out = first.stdout + first.stderr
     assert first.returncode != 0
     assert "6000 record(s) on sandbox-01 are still readable only with the old encryption key" \
@@ -193,7 +193,7 @@ def test_encryption_key_rotation_moves_10000_records_throttled_then_resumed(stac
     assert status == 200 and body["readable"] == 10_000 and body["unreadable"] == 0
     assert body["readable_with_old_key_only"] == 6000
 
-    second = rotate(stack, "encryption")
+    second = rotate(stack, "encryption", "-e", "rotate_serial=2")
     assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-2000:]
     moved = [line for line in second.stdout.splitlines() if "record(s) re-encrypted" in line]
     assert any("sandbox-01: 6000 record(s) re-encrypted" in line for line in moved), moved
@@ -209,7 +209,7 @@ def test_encryption_key_rotation_moves_10000_records_throttled_then_resumed(stac
     assert client.ttl("flashmm:secure:rec:1") == -1
     status, body = stack.get(host, "/secure")
     assert body["readable"] == 10_000 and body["readable_with_old_key_only"] == 0
-    third = rotate(stack, "encryption")
+    third = rotate(stack, "encryption", "-e", "rotate_serial=2")
     assert all(r["changed"] == 0 for r in recap(third.stdout).values()), recap(third.stdout)
     client.delete(*plain)
 
@@ -221,7 +221,7 @@ def test_api_and_generated_secrets_roll_with_the_app_restart_only(stack, tmp_pat
     keys_file = tmp_path / "new-keys.yml"
     keys_file.write_text(yaml.safe_dump({"rotate_new_values": new_keys}))
     identities = stack.identities()
-    proc = rotate(stack, "api,generated", "-e", f"@{keys_file}")
+    proc = rotate(stack, "api,generated", "-e", f"@{keys_file}", "-e", "rotate_serial=2")
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     after = vault(stack)["flashmm_secrets"]
     for name in ("secret_key", "api_auth_token"):
