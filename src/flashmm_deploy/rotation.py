@@ -23,7 +23,7 @@ from .errors import FlashmmError
 from .inventory import display_path
 from .layers import TEMPLATE_MARKS
 from .secret_gen import GENERATORS
-from .vault import VaultFile, VaultKeys
+from .vault import VaultFile, VaultKeys, edit_lock
 
 KINDS = ("api", "redis", "encryption", "generated")
 # Third-party keys: new values come from the operator (the vault, or -e @file).
@@ -84,7 +84,13 @@ def _book(vf: VaultFile) -> Any:
 def begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
           new_values: Mapping[str, str] | None = None, dry_run: bool = False) -> VaultStep:
     """Renew ``kind``'s secrets in the vault, unless rotation ``rotation_id`` of this kind is
-    already rolling (resume) or done (nothing to do)."""
+    already rolling (resume) or done (nothing to do); under the vault's edit lock."""
+    _check_new_values(new_values)
+    with edit_lock(path):
+        return _begin(path, keys, kind, rotation_id, new_values, dry_run)
+
+
+def _check_new_values(new_values: Mapping[str, str] | None) -> None:
     for name, value in sorted((new_values or {}).items()):     # the request first
         if name not in API_KEYS:
             raise RotationError(f"new API key {name!r}: not a third-party key "
@@ -97,6 +103,12 @@ def begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
                else dotenv_file.refusal(value))
         if why:
             raise RotationError(f"new API key {name}: holds {why} (value hidden)")
+
+
+def _begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
+           new_values: Mapping[str, str] | None, dry_run: bool) -> VaultStep:
+    """Renew ``kind``'s secrets in the vault, unless rotation ``rotation_id`` of this kind is
+    already rolling (resume) or done (nothing to do)."""
     vf = _open(path, keys)
     secrets = vf.secrets_map()
     book = _book(vf)
@@ -134,6 +146,12 @@ def begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
 def finish(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
            dry_run: bool = False) -> VaultStep:
     """Drop the previous value and mark the rotation done (nothing if it is done already)."""
+    with edit_lock(path):
+        return _finish(path, keys, kind, rotation_id, dry_run)
+
+
+def _finish(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
+            dry_run: bool) -> VaultStep:
     vf = _open(path, keys)
     entry = _book(vf).get(kind) or {}
     if entry.get("id") == rotation_id and entry.get("state") == "done":

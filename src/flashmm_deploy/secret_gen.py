@@ -19,7 +19,7 @@ from .errors import FlashmmError
 from .inventory import Inventory, display_path
 from .layers import resolve
 from .validate import is_placeholder, needed_secrets
-from .vault import VaultFile, VaultKeys
+from .vault import VaultFile, VaultKeys, edit_lock
 
 GENERATORS = {
     "secret_key": lambda: _random.token_urlsafe(48),
@@ -94,15 +94,23 @@ def _absent(current, name: str) -> bool:
 
 def update_vault(inv: Inventory, keys: VaultKeys, *, create: bool = False,
                  replace: bool = False, regenerate: frozenset[str] = frozenset()) -> VaultChange:
+    """See ``_update_vault``; one run at a time per vault (``vault.edit_lock``)."""
+    if not inv.hosts:
+        raise SecretsError(f"{display_path(inv.hosts_file)}: the inventory has no hosts")
+    path = inv.path / "group_vars" / "all" / "vault.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with edit_lock(path):
+        return _update_vault(inv, keys, path, create, replace, regenerate)
+
+
+def _update_vault(inv: Inventory, keys: VaultKeys, path: Path, create: bool, replace: bool,
+                  regenerate: frozenset[str]) -> VaultChange:
     """Add every needed, generatable secret missing from the vault (kept values stay, unless
     named in ``regenerate``) and encrypt it with the environment's vault id.
 
     ``create``: the vault must not exist yet (``replace`` starts it over).  Third-party secrets
     get a placeholder in a new vault.  Nothing is written when nothing changes."""
-    if not inv.hosts:
-        raise SecretsError(f"{display_path(inv.hosts_file)}: the inventory has no hosts")
     env = environment_of(inv)
-    path = inv.path / "group_vars" / "all" / "vault.yml"
     where = display_path(path)
     exists = path.exists() or path.is_symlink()
     if create and exists and not replace:

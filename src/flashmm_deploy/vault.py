@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -213,6 +214,35 @@ class VaultFile:
         data = keys.encrypt(text, vault_id, display(self.path))
         write_atomic(self.target, data, VAULT_FILE_MODE)
         self.encrypted, self.vault_id = True, vault_id
+
+
+@contextmanager
+def edit_lock(path: Path, timeout: float = 30.0):
+    """An exclusive lock for a read-modify-write of the vault file at ``path`` (two secrets or
+    rotation runs at once would otherwise lose one's update): ``flock`` on a hidden file beside
+    it (Ansible and the inventory reader skip hidden files), released when the holder ends."""
+    import fcntl
+    import time
+
+    lock = Path(path).parent / ".vault.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise VaultError(f"{display(path)}: cannot lock its directory ({exc.strerror})") from None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise VaultError(f"{display(path)}: another run is changing this vault "
+                                     f"(waited {timeout:g}s for {lock.name})") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
 
 
 def display(path: Path) -> str:

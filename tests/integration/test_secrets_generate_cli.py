@@ -175,7 +175,7 @@ def test_an_interrupted_write_leaves_the_previous_vault(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         secret_gen.update_vault(Inventory(inv), vault_keys())
     assert path.read_bytes() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+    assert sorted(p.name for p in path.parent.iterdir() if p.name != ".vault.lock") == sorted(
         p.name for p in (SANDBOX / "group_vars" / "all").iterdir() if p.name != "vault.yml") + ["vault.yml"]
 
 
@@ -198,3 +198,19 @@ def test_the_secrets_playbook_runs_the_same_code_with_the_runs_vault_ids(tmp_pat
     assert all(r["changed"] == 0 for r in recap(again.stdout).values())
     refused = ansible_playbook("playbooks/secrets.yml", inv, *args[:4])
     assert refused.returncode != 0 and "exists" in refused.stdout + refused.stderr
+
+
+def test_two_runs_at_once_do_not_lose_an_update(tmp_path):
+    """The vault's edit lock: two `secrets generate` at once on a new inventory give one vault
+    that both agree on (one generates, the other finds nothing to do)."""
+    import subprocess
+    from support import tool_env
+    inv = copy_inventory("sandbox", tmp_path)
+    cmd = [str(VENV_BIN / "flashmm-config"), "secrets", "generate", str(inv)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = sorted(o[0].split(": ", 1)[1].split(";")[0].strip() for o in outs)
+    assert said == ["created", "nothing to generate"], said
+    assert set(vault_of(inv)[1]) == {"secret_key", "api_auth_token", "encryption_key"}
