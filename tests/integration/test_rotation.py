@@ -121,9 +121,11 @@ def test_redis_password_rotates_with_zero_failed_operations(stack):
     new = after["flashmm_secrets"]["redis_password"]
     assert new != old and "redis_password_previous" not in after["flashmm_secrets"]
     assert after["flashmm_rotations"]["redis"] == {"id": "test-redis", "state": "done"}
-    # no secret in the -vvv output, whatever the step
-    for value in {**before, **after["flashmm_secrets"]}.values():
-        assert value not in out
+    # no secret in the -vvv output, whatever the step; nor in any host file but .env, nor in
+    # Redis (the ACL file holds digests)
+    values = set({**before, **after["flashmm_secrets"]}.values())
+    assert not [v for v in values if v in out]
+    assert not secrets_outside_env(stack, values)
     assert loop.running_at_end, f"the loop ended ({loop.ops} operations) before the rotation"
     assert loop.ops >= 200, loop.ops
     assert loop.failures == 0, loop.errors[:5]
@@ -152,6 +154,21 @@ def test_redis_password_rotates_with_zero_failed_operations(stack):
     again = rotate(stack, "redis")
     assert again.returncode == 0, again.stdout[-3000:]
     assert all(r["changed"] == 0 for r in recap(again.stdout).values()), recap(again.stdout)
+
+
+def secrets_outside_env(stack: Stack, values: set[str]) -> list[str]:
+    """Where any of ``values`` appears: host files other than .env, and Redis values."""
+    found = []
+    for host in stack.hosts:
+        for path in stack.root(host).rglob("*"):
+            if path.is_file() and path.name != ".env":
+                data = path.read_bytes()
+                found += [f"{path}" for v in values if v.encode() in data]
+        client = stack.redis(host)
+        for key in client.scan_iter("*"):
+            if client.type(key) == "string":
+                found += [f"{host} redis {key}" for v in values if v in (client.get(key) or "")]
+    return found
 
 
 def auth_reply_safe(stack: Stack, host: str, password: str) -> bytes:
@@ -221,7 +238,7 @@ def test_api_and_generated_secrets_roll_with_the_app_restart_only(stack, tmp_pat
     keys_file = tmp_path / "new-keys.yml"
     keys_file.write_text(yaml.safe_dump({"rotate_new_values": new_keys}))
     identities = stack.identities()
-    proc = rotate(stack, "api,generated", "-e", f"@{keys_file}", "-e", "rotate_serial=2")
+    proc = rotate(stack, "api,generated", "-e", f"@{keys_file}", "-e", "rotate_serial=2", "-vvv")
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     after = vault(stack)["flashmm_secrets"]
     for name in ("secret_key", "api_auth_token"):
@@ -239,7 +256,10 @@ def test_api_and_generated_secrets_roll_with_the_app_restart_only(stack, tmp_pat
     assert len(measured) == 2 * len(stack.hosts) and all(m >= 0 for m in measured), measured
     print("api+generated rotation downtime per host and roll (s):", measured)
     out = proc.stdout + proc.stderr
-    assert not any(v in out for v in list(new_keys.values()) + [after["secret_key"]])
+    values = set(new_keys.values()) | {before[k] for k in ("secret_key", "api_auth_token")} | \
+        {after[k] for k in ("secret_key", "api_auth_token")}
+    assert not [v for v in values if v in out]
+    assert not secrets_outside_env(stack, values)
 
 
 def test_a_failure_midway_leaves_every_host_with_a_working_secret(stack):
