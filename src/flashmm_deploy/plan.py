@@ -217,7 +217,8 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
     compose = templates.render("docker-compose.yml", host=host, config=public, stack=stack,
                                databases=values["flashmm_redis_databases"],
                                health_user=render.HEALTH_USER,
-                               fingerprints={"config": render.sha256(env_file)})
+                               fingerprints={"config": render.sha256(env_file),
+                                             "acl": render.sha256(acl)})
     seed_lua = render.seed_lua(public)
     files = [
         {"path": f"config/environments/{env_name}.yml", "content": env_file, "mode": config_mode},
@@ -262,7 +263,8 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         } if "runtime" in steps else None,
         # A running stack's Redis loads a changed ACL file live (ACL LOAD) in the write call,
         # before the app restarts with a new password: no Redis restart, no dropped client.
-        "acl_reload": _connection(runtime) if compose_up and "files" in steps else None,
+        "acl_reload": (_connection(runtime) if compose_up and "files" in steps
+                       and not stack["redis_restart_on_acl_change"] else None),
         # Where nothing must start first, the write call seeds too (one module call per host)
         "runtime_with_files": {"files", "runtime"} <= steps and not compose_up,
         # this run writes the host's files, so its seed checks no other run wrote since

@@ -70,7 +70,9 @@ def _connect(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]
     raise AclError("no password this deploy knows is accepted by redis %s (%s), so its ACL "
                    "file cannot be reloaded: a Redis password is changed by "
                    "playbooks/rotate_secrets.yml -e rotate=redis (which keeps the old one "
-                   "valid meanwhile), not by editing the vault"
+                   "valid meanwhile), not by editing the vault; if its current password is "
+                   "lost, deploy once with -e flashmm_stack_redis_restart_on_acl_change=true "
+                   "(Redis restarts, its clients are dropped)"
                    % (Endpoint(**dict(endpoint_args, password=None, username=None)).label(),
                       last), "auth")
 

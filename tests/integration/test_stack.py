@@ -332,6 +332,17 @@ def test_redis_password_changed_outside_a_rotation_is_refused_and_nothing_change
     assert scope_stack.raw_redis(host, ["AUTH", old], ["PING"]) == [b"+OK", b"+PONG"]
     assert recap(ok(scope_stack.deploy()).stdout)[host]["changed"] == 0
 
+    # the escape hatch for a lost password: Redis restarts from the new ACL file
+    scope_stack.set_secret("redis_password", new)
+    ok(scope_stack.deploy("-e", "flashmm_stack_redis_restart_on_acl_change=true"))
+    after = assert_healthy(scope_stack, host)
+    assert after["redis"]["id"] != before["redis"]["id"]
+    assert scope_stack.raw_redis(host, ["AUTH", old])[0].startswith(b"-WRONGPASS")
+    assert scope_stack.raw_redis(host, ["AUTH", new], ["PING"]) == [b"+OK", b"+PONG"]
+    ok(scope_stack.deploy())                    # back to live reloads (the label goes)
+    assert recap(ok(scope_stack.deploy()).stdout)[host]["changed"] == 0
+    assert_healthy(scope_stack, host)
+
 
 # ---- 7. secrets come from .env only ------------------------------------------------------
 
