@@ -105,7 +105,8 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
-from ansible.module_utils.flashmm_redis_acl import AclError, endpoint_args_from, ensure_loaded  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
+    ACL_PATH, ACL_RELOAD_OPTIONS, AclError, endpoint_args_from, ensure_loaded)
 from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS, apply_for_module  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
@@ -114,13 +115,6 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     content=dict(type="str", required=True, no_log=True),
                     mode=dict(type="str", required=True),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
-_ACL_RELOAD = dict(host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
-                   username=dict(type="str"), password=dict(type="str", no_log=True),
-                   previous_password=dict(type="str", no_log=True),
-                   tls=dict(type="bool", default=False), ca_file=dict(type="path"),
-                   cert_file=dict(type="path"), key_file=dict(type="path"),
-                   tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0))
-ACL_PATH = "redis/users.acl"
 
 
 def main():
@@ -133,7 +127,7 @@ def main():
             group=dict(type="str"),
             directory_mode=dict(type="str", default="0755"),
             runtime=dict(type="dict", options=RUNTIME_OPTIONS),
-            acl_reload=dict(type="dict", options=_ACL_RELOAD),
+            acl_reload=dict(type="dict", options=ACL_RELOAD_OPTIONS),
             run_id=dict(type="str"),
             record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),

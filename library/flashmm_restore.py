@@ -128,7 +128,8 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
     REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
 from ansible.module_utils.flashmm_filesync import HostLock, check_run, sync  # noqa: E402
-from ansible.module_utils.flashmm_redis_acl import endpoint_args_from, ensure_loaded  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
+    ACL_PATH, ACL_RELOAD_OPTIONS, endpoint_args_from, ensure_loaded)
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
              mode=dict(type="str", required=True))
@@ -137,13 +138,6 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     mode=dict(type="str", required=True),
                     mask=dict(type="str", choices=["env", "all"], default="all"),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
-_ACL_RELOAD = dict(host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
-                   username=dict(type="str"), password=dict(type="str", no_log=True),
-                   previous_password=dict(type="str", no_log=True),
-                   tls=dict(type="bool", default=False), ca_file=dict(type="path"),
-                   cert_file=dict(type="path"), key_file=dict(type="path"),
-                   tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0))
-ACL_PATH = "redis/users.acl"
 _REDIS = dict(REDIS_OPTIONS, backup_id=dict(type="str", required=True),
               entries=dict(type="list", elements="dict", default=[]),
               secure_entries=dict(type="str", no_log=True))
@@ -164,7 +158,7 @@ def main():
             run_id=dict(type="str"), record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
             redis=dict(type="dict", options=_REDIS),
-            acl_reload=dict(type="dict", options=_ACL_RELOAD),
+            acl_reload=dict(type="dict", options=ACL_RELOAD_OPTIONS),
         ),
         supports_check_mode=True)
     p = module.params

@@ -22,6 +22,17 @@ except ImportError:  # on a target host, inside an AnsiballZ payload
         Connection, Endpoint, RedisError, ReplyError)
 
 _DIGEST = re.compile(r"#([0-9a-f]{64})")
+# Where deploy writes the ACL file, relative to the host's root (render.ACL_PATH).
+ACL_PATH = "redis/users.acl"
+# The modules' option spec for a live reload (flashmm_files, flashmm_restore): the connection
+# options of the flashmm_runtime module, plus the passwords to try.
+ACL_RELOAD_OPTIONS = dict(
+    host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
+    username=dict(type="str"), password=dict(type="str", no_log=True),
+    previous_password=dict(type="str", no_log=True),
+    tls=dict(type="bool", default=False), ca_file=dict(type="path"),
+    cert_file=dict(type="path"), key_file=dict(type="path"),
+    tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0))
 
 
 class AclError(Exception):

@@ -20,10 +20,10 @@ import yaml
 
 from . import seed_script
 from .effective import runtime_keys
+from .redis_acl import ACL_PATH  # noqa: F401 - where the ACL file goes, for the plan
 from .schema import RUNTIME_FIELDS
 
 MANAGED = "Managed by flashmm-deploy: changes here are overwritten on the next deploy."
-ACL_PATH = "redis/users.acl"
 # Redis user the stack's health check authenticates as: it may run PING and nothing else.
 HEALTH_USER = "healthcheck"
 
