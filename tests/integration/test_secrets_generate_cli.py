@@ -214,3 +214,19 @@ def test_two_runs_at_once_do_not_lose_an_update(tmp_path):
     said = sorted(o[0].split(": ", 1)[1].split(";")[0].strip() for o in outs)
     assert said == ["created", "nothing to generate"], said
     assert set(vault_of(inv)[1]) == {"secret_key", "api_auth_token", "encryption_key"}
+
+
+def test_a_vault_password_client_script_opens_testnet(tmp_path):
+    """Testnet's password from outside the repo through a client script (as Ansible runs one:
+    an executable file that prints the password)."""
+    inv = copy_inventory("testnet", tmp_path)
+    secret = secrets.token_urlsafe(20)
+    script = tmp_path / "vault-client.sh"
+    script.write_text(f"#!/bin/sh\necho '{secret}'\n")
+    script.chmod(0o700)
+    made = flashmm_config("--vault-id", f"testnet@{script}", "secrets", "init", str(inv))
+    assert made.returncode == 0, made.stderr
+    proc = flashmm_config("--vault-id", f"testnet@{script}", "validate", str(inv))
+    assert proc.returncode == 0 and "not opened" not in proc.stderr, proc.stderr
+    assert "secrets.cambrian_api_key: is still a placeholder" in proc.stderr
+    assert secret not in made.stdout + made.stderr + proc.stdout + proc.stderr
