@@ -60,17 +60,15 @@ seconds: {description: Time the migration took., type: float, returned: success}
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_record_keys import RecordKeyError, migrate  # noqa: E402
-from ansible.module_utils.flashmm_redis_client import Endpoint, RedisError  # noqa: E402
+from ansible.module_utils.flashmm_redis_client import RedisError  # noqa: E402
+from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
+    ENDPOINT_OPTIONS, SeedError, endpoint_from_params)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
-            db=dict(type="int", default=0), username=dict(type="str"),
-            password=dict(type="str", no_log=True), tls=dict(type="bool", default=False),
-            ca_file=dict(type="path"), cert_file=dict(type="path"), key_file=dict(type="path"),
-            tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0),
+            ENDPOINT_OPTIONS,
             new_key=dict(type="str", required=True, no_log=True),
             old_key=dict(type="str", no_log=True),
             batch=dict(type="int", default=500),
@@ -80,13 +78,10 @@ def main():
     )
     p = module.params
     try:
-        endpoint = Endpoint(host=p["host"], port=p["port"], db=p["db"], username=p["username"],
-                            password=p["password"], tls=p["tls"], ca_file=p["ca_file"],
-                            cert_file=p["cert_file"], key_file=p["key_file"],
-                            verify=p["tls_verify"], timeout=p["timeout"])
+        endpoint = endpoint_from_params(p)
         counts = migrate(endpoint, p["new_key"], p["old_key"], batch=max(1, p["batch"]),
                          check=module.check_mode, max_records=p["max_records"])
-    except (RecordKeyError, RedisError) as exc:
+    except (RecordKeyError, RedisError, SeedError) as exc:
         module.fail_json(msg="flashmm_secure_records: %s" % exc, kind=exc.kind)
     module.exit_json(changed=counts["moved"] > 0, **counts)
 

@@ -30,14 +30,14 @@ import stat
 try:
     from flashmm_deploy.filesync import HostLock, SyncError, read_state
     from flashmm_deploy.redis_client import Connection, RedisError, ReplyError
-    from flashmm_deploy.seed_apply import SeedError, endpoint_from_params
+    from flashmm_deploy.seed_apply import ENDPOINT_OPTIONS, SeedError, endpoint_from_params
 except ImportError:  # on a target host, inside an AnsiballZ payload
     from ansible.module_utils.flashmm_filesync import (  # type: ignore[no-redef]
         HostLock, SyncError, read_state)
     from ansible.module_utils.flashmm_redis_client import (  # type: ignore[no-redef]
         Connection, RedisError, ReplyError)
     from ansible.module_utils.flashmm_seed_apply import (  # type: ignore[no-redef]
-        SeedError, endpoint_from_params)
+        ENDPOINT_OPTIONS, SeedError, endpoint_from_params)
 
 PREFIXES = ("flashmm:config:", "flashmm:meta:", "flashmm:secure:")
 SECURE_PREFIX = "flashmm:secure:"
@@ -45,25 +45,26 @@ VERSION_KEY = "flashmm:meta:version"
 TYPES = ("string", "hash", "list", "set", "zset")
 MAX_FILE = 16 << 20          # a deployed file is a few KB; refuse to ship anything huge
 
-# Where the module reaches Redis: the seed's endpoint options (seed_apply.RUNTIME_OPTIONS)
-# without the script and its mode.
-REDIS_OPTIONS = dict(
-    host=dict(type="str", default="127.0.0.1"),
-    port=dict(type="int", default=6379),
-    db=dict(type="int", default=0),
-    username=dict(type="str"),
-    password=dict(type="str", no_log=True),
-    tls=dict(type="bool", default=False),
-    ca_file=dict(type="path"),
-    cert_file=dict(type="path"),
-    key_file=dict(type="path"),
-    tls_verify=dict(type="bool", default=True),
-    timeout=dict(type="float", default=5.0),
-)
+# Where the module reaches Redis: the options of every module that talks to Redis.
+REDIS_OPTIONS = ENDPOINT_OPTIONS
 
-# Returns an array of {key, type, pttl, {values...}}, sorted by key; values are bulk strings
-# (binary-safe).  Sets are sorted, hashes and sorted sets come as flat field/value pairs.
-DUMP_LUA = r"""
+# The values of key k of type t in the dump's shape (nil for a type backup does not handle):
+# bulk strings (binary-safe); sets sorted, hashes and sorted sets as flat field/value pairs.
+# Shared by the dump and the restore's comparison, so that both read a key the same way.
+READ_VALUES_LUA = r"""
+local function read_values(k, t)
+  if t == 'string' then return {redis.call('GET', k)}
+  elseif t == 'hash' then return redis.call('HGETALL', k)
+  elseif t == 'list' then return redis.call('LRANGE', k, 0, -1)
+  elseif t == 'set' then local v = redis.call('SMEMBERS', k); table.sort(v); return v
+  elseif t == 'zset' then return redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+  end
+  return nil
+end
+"""
+
+# Returns an array of {key, type, pttl, {values...}}, sorted by key.
+DUMP_LUA = READ_VALUES_LUA + r"""
 local PATTERNS = {'flashmm:config:*', 'flashmm:meta:*', 'flashmm:secure:*'}
 local keys = {}
 for _, pattern in ipairs(PATTERNS) do
@@ -78,13 +79,8 @@ table.sort(keys)
 local out = {}
 for _, k in ipairs(keys) do
   local t = redis.call('TYPE', k)['ok']
-  local v
-  if t == 'string' then v = {redis.call('GET', k)}
-  elseif t == 'hash' then v = redis.call('HGETALL', k)
-  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
-  elseif t == 'set' then v = redis.call('SMEMBERS', k); table.sort(v)
-  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
-  elseif t ~= 'none' then
+  local v = read_values(k, t)
+  if v == nil and t ~= 'none' then
     return redis.error_reply('ERR flashmm backup: ' .. k .. ' is a ' .. t ..
                              ', which backup does not handle')
   end
@@ -95,7 +91,7 @@ return out
 
 # ARGV[1] = check|apply, ARGV[2] = backup id, then per key: key, type, pttl, n, n values.
 # Returns a JSON report.  Reads and checks everything before the first write.
-RESTORE_LUA = r"""
+RESTORE_LUA = READ_VALUES_LUA + r"""
 local PREFIXES = {'flashmm:config:', 'flashmm:meta:', 'flashmm:secure:'}
 local VERSION = 'flashmm:meta:version'
 local CHANNEL = 'flashmm:config:updates'
@@ -141,14 +137,7 @@ end
 local function current(k)
   local t = redis.call('TYPE', k)['ok']
   if t == 'none' then return nil end
-  local v
-  if t == 'string' then v = {redis.call('GET', k)}
-  elseif t == 'hash' then v = redis.call('HGETALL', k)
-  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
-  elseif t == 'set' then v = redis.call('SMEMBERS', k); table.sort(v)
-  elseif t == 'zset' then v = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
-  else v = {} end
-  return {t = t, vals = v, pttl = redis.call('PTTL', k)}
+  return {t = t, vals = read_values(k, t) or {}, pttl = redis.call('PTTL', k)}
 end
 
 local function pairs_map(vals)

@@ -13,26 +13,24 @@ Standard library only: shipped to targets as ``module_utils/flashmm_redis_acl.py
 from __future__ import annotations
 
 import re
+import socket
 from typing import Any, List, Mapping, Optional, Sequence
 
 try:
     from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
+    from flashmm_deploy.seed_apply import ENDPOINT_OPTIONS
 except ImportError:  # on a target host, inside an AnsiballZ payload
     from ansible.module_utils.flashmm_redis_client import (  # type: ignore[no-redef]
         Connection, Endpoint, RedisError, ReplyError)
+    from ansible.module_utils.flashmm_seed_apply import ENDPOINT_OPTIONS  # type: ignore[no-redef]
 
 _DIGEST = re.compile(r"#([0-9a-f]{64})")
 # Where deploy writes the ACL file, relative to the host's root (render.ACL_PATH).
 ACL_PATH = "redis/users.acl"
 # The modules' option spec for a live reload (flashmm_files, flashmm_restore): the connection
 # options of the flashmm_runtime module, plus the passwords to try.
-ACL_RELOAD_OPTIONS = dict(
-    host=dict(type="str", default="127.0.0.1"), port=dict(type="int", default=6379),
-    username=dict(type="str"), password=dict(type="str", no_log=True),
-    previous_password=dict(type="str", no_log=True),
-    tls=dict(type="bool", default=False), ca_file=dict(type="path"),
-    cert_file=dict(type="path"), key_file=dict(type="path"),
-    tls_verify=dict(type="bool", default=True), timeout=dict(type="float", default=5.0))
+ACL_RELOAD_OPTIONS = dict({k: v for k, v in ENDPOINT_OPTIONS.items() if k != "db"},
+                          previous_password=dict(type="str", no_log=True))
 
 
 class AclError(Exception):
@@ -62,7 +60,9 @@ def _live_rules(conn: "Connection", user: str) -> tuple:
 
 def _connect(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]]):
     """A connection authenticated with the first password that works, or None when nothing
-    listens (the stack is not up yet: it will start from the file)."""
+    listens (the stack is not up yet: it will start from the file).  Only a refused
+    connection counts as nothing listening: a Redis that hangs or resets is an error, since
+    the app is about to restart with a password it may not accept yet."""
     last = None
     for password in passwords:
         args = dict(endpoint_args, password=password or None)
@@ -73,7 +73,7 @@ def _connect(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]
             conn.call("PING")
             return conn
         except RedisError as exc:
-            if exc.kind == "connect":
+            if exc.kind == "connect" and _refused(endpoint_args):
                 return None
             if exc.kind != "auth":
                 raise AclError(str(exc), exc.kind) from None
@@ -86,6 +86,17 @@ def _connect(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]
                    "(Redis restarts, its clients are dropped)"
                    % (Endpoint(**dict(endpoint_args, password=None, username=None)).label(),
                       last), "auth")
+
+
+def _refused(endpoint_args: Mapping[str, Any]) -> bool:
+    try:
+        socket.create_connection((endpoint_args["host"], endpoint_args["port"]),
+                                 timeout=endpoint_args.get("timeout") or 5.0).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def ensure_loaded(endpoint_args: Mapping[str, Any], passwords: Sequence[Optional[str]],

@@ -64,10 +64,9 @@ def apply(endpoint: "Endpoint", script: str, *, mode: str = "keep", check: bool 
 
 # ---- the Ansible face: one argument spec for every module that seeds -------------------------
 
-RUNTIME_OPTIONS = dict(
-    # The script holds runtime keys only, which the schema forbids to be secrets; no_log would
-    # make Ansible mask every copy of it, blanking the --diff of redis/seed.lua.
-    script=dict(type="str", required=True, no_log=False),
+# How a module reaches one Redis database: the options of every module that talks to Redis
+# (seed, backup, restore, record migration; the ACL reload without db).
+ENDPOINT_OPTIONS = dict(
     host=dict(type="str", default="127.0.0.1"),
     port=dict(type="int", default=6379),
     db=dict(type="int", default=0),
@@ -78,8 +77,15 @@ RUNTIME_OPTIONS = dict(
     cert_file=dict(type="path"),
     key_file=dict(type="path"),
     tls_verify=dict(type="bool", default=True),
-    mode=dict(type="str", choices=list(MODES), default="keep"),
     timeout=dict(type="float", default=5.0),
+)
+
+RUNTIME_OPTIONS = dict(
+    ENDPOINT_OPTIONS,
+    # The script holds runtime keys only, which the schema forbids to be secrets; no_log would
+    # make Ansible mask every copy of it, blanking the --diff of redis/seed.lua.
+    script=dict(type="str", required=True, no_log=False),
+    mode=dict(type="str", choices=list(MODES), default="keep"),
 )
 
 

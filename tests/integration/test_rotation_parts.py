@@ -197,3 +197,20 @@ def test_refusals(tmp_path, local_vault):
     assert rotation.kinds("all") == list(rotation.KINDS)
     with pytest.raises(Exception, match="no vault password given"):
         rotation.begin(local_vault, VaultKeys.of_secrets([]), "redis", "r1")
+
+
+def test_a_redis_that_hangs_is_an_error_not_a_stack_that_is_down():
+    """Something listens but never answers: the app must not restart with a new password
+    this server may not know, so the reload fails (only a refused connection means "down")."""
+    import socket as sockets
+    listener = sockets.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    try:
+        hung = dict(args(type("S", (), {"host": "127.0.0.1", "port": listener.getsockname()[1]})),
+                    timeout=0.5)
+        with pytest.raises(AclError) as err:
+            ensure_loaded(hung, ["pw-" + secrets.token_urlsafe(8)], acl_file(["x"]))
+        assert "pw-" not in str(err.value)
+    finally:
+        listener.close()
