@@ -22,12 +22,9 @@ Printed: seconds and the ratios to ping (the aim: backup no more than 2x ping at
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +32,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from deploy import PING, free_port, redis_cli, timed  # noqa: E402
+from deploy import PING, redis_cli, start_redis, timed, tool_env  # noqa: E402
 from flashmm_deploy.sandbox import make_local_inventory  # noqa: E402
 
 
@@ -45,18 +42,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="flashmm-bench-backup-"))
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--databases", "256", "--dir", str(work)],
-                              stdout=subprocess.DEVNULL)
+    server, port = start_redis(work)
     try:
-        for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "FLASHMM_"))}
-        env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        env = tool_env()
         (work / "ping.yml").write_text(PING)
         playbook = [str(BIN / "ansible-playbook")]
         rows = []

@@ -69,6 +69,27 @@ def redis_cli(port: int, *args: str) -> None:
     subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True)
 
 
+def start_redis(work: Path) -> tuple[subprocess.Popen, int]:
+    """A private redis-server on a free loopback port (256 databases), once it answers."""
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--databases", "256", "--dir", str(work)],
+                              stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        if subprocess.run(["redis-cli", "-p", str(port), "ping"],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.05)
+    return server, port
+
+
+def tool_env() -> dict[str, str]:
+    """The operator's environment after set-up: the venv first, the project's ansible.cfg."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "FLASHMM_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    return env
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -84,18 +105,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="flashmm-bench-"))
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--databases", "256", "--dir", str(work)],
-                              stdout=subprocess.DEVNULL)
+    server, port = start_redis(work)
     try:
-        for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(port), "ping"],
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "FLASHMM_"))}
-        env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        env = tool_env()
         (work / "ping.yml").write_text(PING)
         (work / "empty.yml").write_text(EMPTY)
         playbook = [str(BIN / "ansible-playbook")]
