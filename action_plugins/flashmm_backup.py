@@ -9,7 +9,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import backup_tasks
+from flashmm_deploy import backup_tasks, runs
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.secret_files import host_part
 from flashmm_deploy.values import native
@@ -33,7 +33,9 @@ class ActionModule(ActionBase):
                 plan, host, native(task_vars.get("flashmm_secrets")),
                 native(task_vars.get("flashmm_env_overrides")))
             module_args = {"root": host["root"], "lock_timeout": host["lock_timeout"],
-                           "note": f"backup {run['id']}",
+                           "note": f"backup {run['id']}", "run_id": plan.get("run_id"),
+                           # a backup holds no lease: it waits for a run that holds one
+                           "lease": runs.lease_args(plan, host, hold=False, release=False),
                            "redis": backup_tasks.redis_args(host, password)}
         except (ValueError, FlashmmError, TypeError) as exc:
             raise AnsibleActionFail(str(exc)) from None

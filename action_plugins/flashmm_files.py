@@ -19,7 +19,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import secret_files
+from flashmm_deploy import runs, secret_files, secret_generation
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.values import native
 
@@ -52,13 +52,18 @@ class ActionModule(ActionBase):
                                 "mode": host["influxdb_env"]["mode"], "mask_keys": masked})
         except (ValueError, FlashmmError) as exc:   # a misshapen secret variable or value
             raise AnsibleActionFail(str(exc)) from None
+        # a seed call of this run follows: it checks that no other run wrote in between, and
+        # the run keeps its lease on the host until then (compose up runs in between)
+        seed_follows = bool(host["runtime"]) and not host["runtime_with_files"]
         module_args = {
             "root": host["root"], "files": host["files"], "secret_files": written,
             "owner": host["owner"], "group": host["group"],
             "directory_mode": host["directory_mode"], "run_id": plan["run_id"],
-            "lock_timeout": host["lock_timeout"],
-            # a seed call of this run follows: it checks that no other run wrote in between
-            "record_run": bool(host["runtime"]) and not host["runtime_with_files"],
+            "lock_timeout": host["lock_timeout"], "record_run": seed_follows,
+            "lease": runs.lease_args(plan, host, hold=seed_follows, release=not seed_follows),
+            # the vault's secrets generation: refused if the host runs a newer one
+            "generation": secret_generation.current(
+                {secret_generation.VARIABLE: native(task_vars.get(secret_generation.VARIABLE))}),
         }
         if host["runtime_with_files"]:
             module_args["runtime"] = secret_files.runtime_module_args(host["runtime"], secrets)

@@ -8,6 +8,7 @@ validation problem of every host comes back as one failure, before any host is t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,10 +61,10 @@ def _tag_runs(tag, run_tags, skip_tags):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("require_secrets", "render", "steps"))
+    _VALID_ARGS = frozenset(("require_secrets", "render", "steps", "action"))
 
     def run(self, tmp=None, task_vars=None):
-        from flashmm_deploy import host_validation, plan, render, role_settings
+        from flashmm_deploy import host_validation, plan, render, role_settings, runs
         from flashmm_deploy.errors import FlashmmError
 
         result = super().run(tmp, task_vars)
@@ -108,6 +109,12 @@ class ActionModule(ActionBase):
             # task of every host (and could reach a fact cache).  Not shown, even at -vvv: it
             # carries every rendered file (no secret value, but the Redis ACL digests).
             result.update(built.fact(), _ansible_no_log=True)
+            # This run's hold on each host, from its first call there to its last (host_lock);
+            # registered under the ansible-playbook process (this worker's parent), so that a
+            # later run breaks the leases this one leaves if it is killed.
+            breaks = {h["lock_break"] for h in built.hosts.values() if h.get("lock_break")}
+            result["lease"] = runs.start(built.run_id, self._task.args.get("action") or "deploy",
+                                         pid=os.getppid(), breaks=breaks)
         return result
 
     @staticmethod

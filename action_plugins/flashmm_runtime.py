@@ -8,7 +8,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import secret_files
+from flashmm_deploy import runs, secret_files
 from flashmm_deploy.values import native
 
 
@@ -35,7 +35,9 @@ class ActionModule(ActionBase):
         module_args = secret_files.runtime_module_args(host["runtime"], secrets)
         if host["files_this_run"]:      # hold the host's lock; refuse if another run wrote since
             module_args.update(root=host["root"], run_id=plan["run_id"],
-                               lock_timeout=host["lock_timeout"])
+                               lock_timeout=host["lock_timeout"],
+                               # the run's last call on the host: its lease ends here
+                               lease=runs.lease_args(plan, host, hold=False, release=True))
         result.update(self._execute_module(module_name="flashmm_runtime",
                                            module_args=module_args, task_vars=task_vars))
         result.pop("invocation", None)

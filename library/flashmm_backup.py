@@ -22,6 +22,8 @@ options:
   root: {description: The host's FlashMM directory (flashmm_root)., type: path, required: true}
   lock_timeout: {description: Seconds to wait for a deploy or restore holding the host's lock., type: float, default: 60}
   note: {description: Who holds the lock while reading (shown to a run that waits for it)., type: str, default: backup}
+  run_id: {description: The backup run (a run holding the host's lease is waited for; see the flashmm_files module)., type: str}
+  lease: {description: The run's lease options (a backup holds none; it waits for another run's)., type: dict}
   redis:
     description: Where the host's Redis is; the dump is skipped when omitted.
     type: dict
@@ -65,12 +67,13 @@ def main():
         argument_spec=dict(root=dict(type="path", required=True),
                            lock_timeout=dict(type="float", default=60.0),
                            note=dict(type="str", default="backup"),
+                           run_id=dict(type="str"), lease=dict(type="dict"),
                            redis=dict(type="dict", options=REDIS_OPTIONS)),
         supports_check_mode=True)
     p = module.params
     try:
         result = backup(p["root"], endpoint_of(p["redis"]), lock_timeout=p["lock_timeout"],
-                        note=p["note"])
+                        note=p["run_id"] or p["note"], lease=p["lease"])
     except BackupHostError as exc:
         module.fail_json(msg="flashmm_backup: %s; nothing read" % exc, kind=exc.kind)
     module.exit_json(changed=False, **result)

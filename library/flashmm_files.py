@@ -63,6 +63,17 @@ options:
     type: bool
     default: false
   lock_timeout: {description: Seconds to wait for another run's lock on the host before failing., type: float, default: 60}
+  lease:
+    description:
+      - The run's hold on the host from its first call there to its last (C(.flashmm/lease.json)).
+        Another run's live lease is waited for like the lock; see the flashmm_deploy.host_lock
+        module for the fields (action, owner, started, ttl, hold, release, stale_runs).
+    type: dict
+  generation:
+    description:
+      - The secrets generation of the run's vault (number, id, at). A host that runs a newer one
+        refuses the call before anything is written; otherwise it is recorded with the files.
+    type: dict
   runtime:
     description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.
     type: dict
@@ -105,6 +116,7 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
+from ansible.module_utils.flashmm_host_lock import describe_holder  # noqa: E402
 from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
     ACL_PATH, ACL_RELOAD_OPTIONS, AclError, endpoint_args_from, ensure_loaded)
 from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS, apply_for_module  # noqa: E402
@@ -131,6 +143,8 @@ def main():
             run_id=dict(type="str"),
             record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
+            lease=dict(type="dict"),
+            generation=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
@@ -173,12 +187,16 @@ def main():
                       before_write=preflight if p["runtime"] else None,
                       after_write=seed if p["runtime"] and not module.check_mode else None,
                       first=ACL_PATH if with_acl else None,
-                      after_first=reload_acl if with_acl and not module.check_mode else None)
+                      after_first=reload_acl if with_acl and not module.check_mode else None,
+                      lease=p["lease"], generation=p["generation"])
     except Exception as exc:        # SyncError, SeedError, AclError, OSError: nothing half-written
         what = ("redis ACL" if isinstance(exc, AclError) else
                 "runtime layer" if getattr(exc, "kind", None) else "files")
         module.fail_json(msg="flashmm_files: %s; no file changed (%s)" % (exc, what),
                          kind=getattr(exc, "kind", "files"))
+    if synced.get("broke_lease"):
+        module.warn("flashmm_files: took over the host from %s (%s)" % (
+            describe_holder(synced["broke_lease"]), synced["broke_lease"]["reason"]))
     result = dict(changed=synced["changed"], files=synced["files"],
                   changed_files=synced["changed_files"], removed_files=synced["removed_files"],
                   diff=synced["diff"], created_directories=synced["created_directories"])

@@ -42,6 +42,7 @@ options:
     type: path
   run_id: {description: The deploy run whose files this seed goes with., type: str}
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
+  lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
 author: flashmm-deploy
 """
 
@@ -68,14 +69,15 @@ from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
 def main():
     module = AnsibleModule(
         argument_spec=dict(RUNTIME_OPTIONS, root=dict(type="path"), run_id=dict(type="str"),
-                           lock_timeout=dict(type="float", default=60.0)),
+                           lock_timeout=dict(type="float", default=60.0),
+                           lease=dict(type="dict")),
         supports_check_mode=True, required_by={"username": ("password",)},
         required_together=[("root", "run_id")])
     p = module.params
     try:
         if p["root"] and not module.check_mode:
             from ansible.module_utils.flashmm_filesync import HostLock, check_run
-            with HostLock(p["root"], p["run_id"], p["lock_timeout"]):
+            with HostLock(p["root"], p["run_id"], p["lock_timeout"], p["lease"]):
                 check_run(p["root"], p["run_id"])
                 result, diff, warnings = apply_for_module(p, module.check_mode)
         else:

@@ -5,9 +5,10 @@ Nothing half-written: every path is checked before the first write (no file wher
 must be, nothing that resolves outside the root, no symlink where a file goes), and a failure
 after the first write, in this module or in the caller's ``after_write`` (the seed), puts every
 file back as it was.  Files a previous run wrote and this one no longer does are removed
-(``.flashmm/state.json`` lists them).  One run at a time per host: the call holds an exclusive
-lock on ``.flashmm/lock`` (released when the process ends, however it ends) and waits for
-another run's call at most ``lock_timeout`` seconds.
+(``.flashmm/state.json`` lists them).  One run at a time per host: the call holds the host's
+lock and, with ``lease``, its run's lease from the run's first call to its last (``host_lock``),
+waiting for another run at most ``lock_timeout`` seconds; with ``generation``, a run whose vault
+is older than the host's secrets is refused before anything is written.
 
 Stdlib only, no relative imports: Ansible ships this file to target hosts as
 ``module_utils/flashmm_filesync.py`` (a symlink) for ``library/flashmm_files.py``.
@@ -18,10 +19,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import stat
 import tempfile
 import time
+
+try:
+    from flashmm_deploy.host_lock import (
+        GENERATION_FILE, LOCK_FILE, STATE_DIR, HostLock, SyncError, check_generation,
+        record_generation)
+except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_host_lock import (  # type: ignore[no-redef]
+        GENERATION_FILE, LOCK_FILE, STATE_DIR, HostLock, SyncError, check_generation,
+        record_generation)
 
 # An assignment as a hand-edited .env may hold it: an optional comment mark, "export", spaces
 # around "=".  Groups: the prefix up to and including "=", the key, the raw value.
@@ -32,10 +41,6 @@ UNPARSED = "# <line redacted: not a KEY=value assignment>"
 COMMENT = "# <comment redacted>"
 HIDDEN = "# <content hidden: holds secrets>\n"
 HIDDEN_CHANGED = "# <content hidden: holds secrets; changed>\n"
-
-
-class SyncError(Exception):
-    pass
 
 
 def _values(text: str) -> dict[str, str]:
@@ -83,9 +88,8 @@ def mask_env(text: str, names, other: str | None = None, reveal=None,
     return "\n".join(out)
 
 
-STATE_DIR = ".flashmm"
 STATE_FILE = STATE_DIR + "/state.json"   # the files the last run wrote, and that run's id
-LOCK_FILE = STATE_DIR + "/lock"
+__all__ = ["HostLock", "LOCK_FILE", "SyncError", "sync", "read_state", "check_run"]
 
 
 def _resolve_owner(owner, group) -> tuple[int, int]:
@@ -122,52 +126,6 @@ def write_atomic(path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-class HostLock:
-    """An exclusive ``flock`` on ``<root>/.flashmm/lock`` for one call: released by the kernel
-    when this process ends, so a killed run never leaves a stale lock.  While waiting, the
-    holder's note (run id, time, process) says who has it."""
-
-    def __init__(self, root: str, run_id, timeout: float):
-        self.path = os.path.join(root, LOCK_FILE)
-        self.run_id, self.timeout, self.fd = run_id, timeout, None
-
-    def __enter__(self) -> "HostLock":
-        import fcntl
-        _ensure_dir(os.path.dirname(self.path), 0o700, False, [])
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    holder = self._holder()
-                    os.close(self.fd)
-                    raise SyncError("another deploy holds the lock on %s since %s (run %s, "
-                                    "process %s on %s); waited %gs (flashmm_lock_timeout)"
-                                    % (os.path.dirname(os.path.dirname(self.path)),
-                                       holder.get("since", "?"), holder.get("run_id", "?"),
-                                       holder.get("pid", "?"), holder.get("host", "?"),
-                                       self.timeout)) from None
-                time.sleep(0.1)
-        note = json.dumps({"run_id": self.run_id, "pid": os.getpid(),
-                           "host": socket.gethostname(),
-                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, note.encode(), 0)
-        return self
-
-    def _holder(self) -> dict:
-        try:
-            return json.loads(os.pread(self.fd, 4096, 0) or b"{}")
-        except ValueError:
-            return {}
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)               # closing releases the flock
 
 
 def read_state(root: str) -> dict:
@@ -275,7 +233,7 @@ def _diff(path, st, before, data, spec, mode) -> dict:
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
          directory_mode: int = 0o755, run_id=None, record_run: bool = False,
          lock_timeout: float = 0.0, before_write=None, after_write=None, first=None,
-         after_first=None) -> dict:
+         after_first=None, lease: dict | None = None, generation: dict | None = None) -> dict:
     """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
     with ``mask_keys``, or "all") under ``root``, removing files the previous run wrote and
     this one does not.  ``record_run`` records ``run_id`` as the host's last writer even when
@@ -285,6 +243,9 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
     answer another run must not change before the writes).
     ``first`` (a path) is written before the others and ``after_first`` called right after it,
     changed or not (a running server loads that file before its clients see the rest).
+    ``lease``: the run's lease options (``host_lock.HostLock``); ``generation``: the secrets
+    generation of the run's vault, checked against the host's before anything else (check mode
+    too) and recorded with the files.
 
     Returns ``changed``, ``files`` (path -> created|updated|mode|owner|removed|unchanged),
     ``changed_files``, ``removed_files``, ``created_directories`` and ``diff`` (before/after
@@ -293,22 +254,32 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
     if os.path.lexists(root) and not os.path.isdir(root):
         raise SyncError(f"{root}: exists and is not a directory")
     uid, gid = _resolve_owner(owner, group)
-    lock = HostLock(root, run_id, lock_timeout) if not check else None
+    lock = HostLock(root, run_id, lock_timeout, lease) if not check else None
     if lock is not None:
         _ensure_dir(root, directory_mode, False, [])
         lock.__enter__()
+    failure = None
     try:
+        new_generation = (check_generation(root, generation) if os.path.isdir(root)
+                          else bool(generation and generation.get("number")))
         if before_write is not None:
             before_write()
-        return _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
-                            after_write, first, after_first)
+        result = _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
+                              after_write, first, after_first,
+                              generation if new_generation else None)
+        if lock is not None and lock.broken:
+            result["broke_lease"] = lock.broken
+        return result
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         if lock is not None:
-            lock.__exit__(None, None, None)
+            lock.__exit__(type(failure) if failure else None, None, None)
 
 
 def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
-                 after_write, first=None, after_first=None) -> dict:
+                 after_write, first=None, after_first=None, generation=None) -> dict:
     state = read_state(root)
     wanted = {}
     for spec in files:                  # every check before the first write
@@ -337,7 +308,9 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
         _ensure_dir(os.path.dirname(path), directory_mode, True, created_dirs)
 
     changed_files = sorted(p for p, s in states.items() if s != "unchanged")
-    result = {"changed": bool(changed_files), "files": states, "changed_files": changed_files,
+    result = {"changed": bool(changed_files) or generation is not None,
+              "generation_recorded": generation is not None,
+              "files": states, "changed_files": changed_files,
               "removed_files": [rel for rel, _ in stale],
               "created_directories": created_dirs, "diff": diffs}
     if check:
@@ -369,6 +342,10 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
                       "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             _ensure_dir(os.path.join(root, STATE_DIR), 0o700, False, [])
             write_atomic(os.path.join(root, STATE_FILE), json.dumps(record).encode(), 0o600)
+        if generation is not None:
+            path = os.path.join(root, GENERATION_FILE)
+            done.append((path, *_read(path)))
+            record_generation(root, generation)
         if after_write is not None:
             after_write()
     except BaseException:

@@ -66,6 +66,64 @@ def _root(value: Any) -> str | None:
     return None
 
 
+# A Jinja2 expression ({{ x }}, {{- x -}}) or comment; a statement ({% ... %}) is not judged.
+_EXPRESSION = re.compile(r"\{\{(-?)(.*?)(-?)\}\}|\{#(-?).*?(-?)#\}", re.S)
+_BARE_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
+_UNKNOWN = "\x00"          # stands for an expression's unknown value in a skeleton
+
+
+def _skeleton(template: str, known: Mapping[str, str]) -> str | None:
+    """What every rendering of ``template`` shares: its literal text, the values of the
+    expressions that are a bare name in ``known`` (``{{ inventory_hostname }}``), and
+    ``_UNKNOWN`` for every other expression.  None when that cannot be told: a statement, an
+    unclosed delimiter, a brace inside an expression."""
+    out: list[str] = []
+    pos, strip_next = 0, False
+    for match in _EXPRESSION.finditer(template):
+        literal = template[pos:match.start()]
+        if strip_next:                              # -}} / -#} of the previous one
+            literal = literal.lstrip()
+        if match.group(1) or match.group(4):        # {{- / {#- strip the whitespace before
+            literal = literal.rstrip()
+        out.append(literal)
+        body = match.group(2)
+        if body is not None:
+            if "{" in body or "}" in body:
+                return None
+            name = _BARE_NAME.fullmatch(body)
+            out.append(known[name.group(1)] if name and name.group(1) in known else _UNKNOWN)
+        strip_next = bool(match.group(3) or match.group(5))
+        pos = match.end()
+    tail = template[pos:]
+    text = "".join(out) + (tail.lstrip() if strip_next else tail)
+    return None if any(m in text for m in ("{{", "{%", "{#", "}}", "%}", "#}")) else text
+
+
+def template_problem(name: str, template: str, known: Mapping[str, str]) -> str | None:
+    """The rule's message for a role variable whose value is a template, when every rendering
+    of it breaks the rule (``relsandbox/{{ inventory_hostname }}`` is relative whatever it
+    renders to); None when only its rendering can tell.  With ``known`` (the magic variables
+    of the host) the message is the one a deploy gives, as soon as the template holds no other
+    expression.  Only ``flashmm_root`` (a path: its shape survives any expression) is
+    judged."""
+    if name != "flashmm_root" or not isinstance(template, str):
+        return None
+    skeleton = _skeleton(template, known)
+    if skeleton is None:
+        return None
+    if _UNKNOWN not in skeleton:
+        return _root(skeleton)
+    # an unknown expression at the start may render to an absolute path; elsewhere it is one
+    # path component, and neither makes a relative path absolute nor removes a '..'
+    probe = ("/x" + skeleton[1:] if skeleton.startswith(_UNKNOWN) else skeleton).replace(
+        _UNKNOWN, "x")
+    problem = _root(probe)
+    if problem is None:
+        return None
+    return (problem.replace(f"(got {probe!r})", f"(got {template!r})")
+            + ": every value this template renders to breaks that rule")
+
+
 def _pattern(regex: re.Pattern[str], what: str, *, empty_ok: bool = False):
     def check(value: Any) -> str | None:
         if value in (None, "") and empty_ok:
@@ -92,6 +150,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "flashmm_redis_databases": lambda v: None if 1 <= v <= 100000 else
     f"must be 1-100000 (got {v!r})",
     "flashmm_lock_timeout": lambda v: None if 0 <= v <= 3600 else f"must be 0-3600 s (got {v!r})",
+    "flashmm_lock_lease": lambda v: None if 60 <= v <= 86400 else f"must be 60-86400 s (got {v!r})",
+    "flashmm_lock_break": _pattern(re.compile(r"[0-9a-f]{1,32}"), "a run id (hex), as a lock "
+                                   "message names it", empty_ok=True),
     "flashmm_files_owner": _pattern(_ACCOUNT, "a user name or uid", empty_ok=True),
     "flashmm_files_group": _pattern(_ACCOUNT, "a group name or gid", empty_ok=True),
     "flashmm_files_directory_mode": _check_mode(

@@ -184,7 +184,7 @@ def test_a_second_run_waits_for_the_lock_then_says_who_holds_it(tmp_path):
     with HostLock(str(tmp_path), "run-A", 0):
         with pytest.raises(SyncError) as err:
             sync(str(tmp_path), [spec("a.yml", "x\n")], run_id="run-B", lock_timeout=0.3)
-    assert "another deploy holds the lock" in str(err.value) and "run-A" in str(err.value)
+    assert "is held by run run-A" in str(err.value) and "flashmm_lock_timeout" in str(err.value)
     assert not (tmp_path / "a.yml").exists()
     sync(str(tmp_path), [spec("a.yml", "x\n")], run_id="run-B", lock_timeout=0.3)
 

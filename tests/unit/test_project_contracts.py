@@ -55,7 +55,7 @@ def module_documentation(name: str) -> dict:
 def test_flashmm_runtime_documents_exactly_its_options():
     documented = module_documentation("flashmm_runtime")["options"]
     # the seed's options, shared with flashmm_files' runtime option, and the host's lock
-    assert set(documented) == set(RUNTIME_OPTIONS) | {"root", "run_id", "lock_timeout"}
+    assert set(documented) == set(RUNTIME_OPTIONS) | {"root", "run_id", "lock_timeout", "lease"}
     for name, spec in RUNTIME_OPTIONS.items():
         assert documented[name]["type"] == spec["type"], name
         assert documented[name].get("default") == spec.get("default"), name
@@ -66,7 +66,7 @@ def test_flashmm_files_documents_its_options():
     doc = module_documentation("flashmm_files")
     assert set(doc["options"]) == {"root", "files", "secret_files", "owner", "group",
                                    "directory_mode", "runtime", "run_id", "record_run",
-                                   "lock_timeout", "acl_reload"}
+                                   "lock_timeout", "acl_reload", "lease", "generation"}
     assert doc["options"]["secret_files"]["suboptions"].keys() == {"path", "content", "mode",
                                                                     "mask_keys"}
 

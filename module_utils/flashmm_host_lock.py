@@ -1,0 +1,1 @@
+../src/flashmm_deploy/host_lock.py
