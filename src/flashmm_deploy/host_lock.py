@@ -34,6 +34,11 @@ LOCK_FILE = STATE_DIR + "/lock"
 LEASE_FILE = STATE_DIR + "/lease.json"
 GENERATION_FILE = STATE_DIR + "/generation.json"
 POLL_SECONDS = 0.1
+# Two runs that start within this many seconds of each other may each take some of their hosts
+# first and then wait for the other's (Ansible writes all hosts of a task in parallel): the
+# younger one stops at once where the older holds a host, rather than both waiting out
+# flashmm_lock_timeout ("wait-die").  A run that starts later waits as usual.
+TOGETHER_SECONDS = 30.0
 
 
 class SyncError(Exception):
@@ -127,7 +132,7 @@ class HostLock:
                 if blocker is None:
                     break
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._yields_to(blocker):
                 os.close(self.fd)
                 self.fd = None
                 raise SyncError(self._busy_message(blocker)) from None
@@ -161,11 +166,24 @@ class HostLock:
             return None
         return lease
 
+    def _yields_to(self, holder: dict) -> bool:
+        """Whether this run, taking its hold on the host, stops at once for ``holder``: an
+        older run that started together with it (see TOGETHER_SECONDS)."""
+        mine, theirs = self.lease.get("started_ts"), holder.get("started_ts")
+        if not self.lease.get("hold") or not isinstance(mine, (int, float)) \
+                or not isinstance(theirs, (int, float)):
+            return False
+        older = (theirs, str(holder.get("run_id"))) < (mine, str(self.run_id))
+        return older and mine - theirs < TOGETHER_SECONDS
+
     def _busy_message(self, holder: dict) -> str:
-        return ("host %s is held by %s; waited %gs (flashmm_lock_timeout). Run again when it "
-                "ends; if that run died on another controller, its lease expires by itself, or "
-                "break it now with -e flashmm_lock_break=%s"
-                % (self.root, describe_holder(holder), self.timeout, holder.get("run_id", "?")))
+        waited = ("stopped at once: that run started together with this one and is older"
+                  if self._yields_to(holder) else
+                  "waited %gs (flashmm_lock_timeout)" % self.timeout)
+        return ("host %s is held by %s; %s. Run again when it ends; if that run died on "
+                "another controller, its lease expires by itself, or break it now with "
+                "-e flashmm_lock_break=%s"
+                % (self.root, describe_holder(holder), waited, holder.get("run_id", "?")))
 
     # -- the run's lease ---------------------------------------------------------------------
     def _write_lease(self) -> None:
@@ -176,6 +194,7 @@ class HostLock:
         _write_json(self.lease_path, {
             "run_id": self.run_id, "action": self.lease.get("action") or "run",
             "owner": self.lease.get("owner") or "", "started": started,
+            "started_ts": self.lease.get("started_ts"),
             "renewed": _now_iso(now), "expires": now + float(self.lease.get("ttl") or 1800)})
 
     def release(self) -> None:

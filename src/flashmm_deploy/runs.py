@@ -104,7 +104,7 @@ def start(run_id: str, action: str, *, pid: int, breaks: Any = None,
     except OSError:
         pass            # no registry here: this run's leases then expire instead of breaking
     named = [breaks] if isinstance(breaks, str) else list(breaks or [])
-    return {"run_id": run_id, "action": action, "owner": owner(),
+    return {"run_id": run_id, "action": action, "owner": owner(), "started_ts": now,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "stale_runs": sorted(set(stale) | {str(b) for b in named if str(b).strip()})}
 
@@ -117,5 +117,6 @@ def lease_args(plan: Any, host_plan: Any, *, hold: bool, release: bool) -> dict 
         return None
     ttl = host_plan.get("lease_ttl") or 1800
     return {"action": lease["action"], "owner": lease["owner"], "started": lease["started"],
+            "started_ts": lease["started_ts"],
             "stale_runs": lease["stale_runs"], "ttl": float(ttl), "hold": hold,
             "release": release}
