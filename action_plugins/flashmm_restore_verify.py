@@ -8,6 +8,8 @@ adapter over ``flashmm_deploy.backup_tasks``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
@@ -31,10 +33,19 @@ class ActionModule(ActionBase):
             verified = backup_tasks.verify(
                 plan, plan["hosts"], plain(self._templar.template(task_vars.get("backup_id"))),
                 plain(self._templar.template(task_vars.get("flashmm_restore_hosts"))),
-                backup_tasks.backups_dir(self, task_vars), VaultKeys.of_secrets(self._loader._vault.secrets))
+                backup_tasks.backups_dir(self, task_vars),
+                VaultKeys.of_secrets(self._loader._vault.secrets),
+                with_secrets=plain(self._templar.template(task_vars.get("restore_secrets"))),
+                inventory_hosts=list((task_vars.get("groups") or {}).get("all") or ()),
+                vault_path=(Path(task_vars["inventory_dir"]) / "group_vars" / "all" / "vault.yml"
+                            if task_vars.get("inventory_dir") else None))
         except (FlashmmError, ValueError, OSError) as exc:
             raise AnsibleActionFail(str(exc)) from None
         result.update(verified, changed=False,
                       msg=f"backup {verified['backup_id']} verified for "
-                          f"{len(verified['hosts'])} host(s): {', '.join(verified['hosts'])}")
+                          f"{len(verified['hosts'])} host(s): {', '.join(verified['hosts'])}; "
+                          + ("the backup's secrets are restored and then written into the vault"
+                             if verified["restore_secrets"] else
+                             "the hosts keep the vault's secrets (records re-encrypted under "
+                             "its key; -e restore_secrets=true restores the backup's)"))
         return result

@@ -71,6 +71,7 @@ options:
       username: {description: ACL user to authenticate as., type: str}
       password: {description: A password to try first (never logged)., type: str}
       previous_password: {description: A password to try next (never logged)., type: str}
+      other_passwords: {description: Passwords to try after those (never logged)., type: list, elements: str, default: []}
       tls: {description: Connect with TLS., type: bool, default: false}
       ca_file: {description: CA bundle to verify the server., type: path}
       cert_file: {description: Client certificate for mutual TLS., type: path}
@@ -86,6 +87,13 @@ options:
       db: {description: Redis database number., type: int, default: 0}
       username: {description: ACL user (needs O(redis.password))., type: str}
       password: {description: Redis password (never logged)., type: str}
+      fallback_passwords:
+        description:
+          - Passwords tried in turn when Redis refuses O(redis.password) (never logged); e.g. in
+            check mode, where the running Redis has not loaded the restored ACL file yet.
+        type: list
+        elements: str
+        default: []
       tls: {description: Connect with TLS., type: bool, default: false}
       ca_file: {description: CA bundle to verify the server., type: path}
       cert_file: {description: Client certificate for mutual TLS., type: path}
@@ -140,7 +148,10 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
 _REDIS = dict(REDIS_OPTIONS, backup_id=dict(type="str", required=True),
               entries=dict(type="list", elements="dict", default=[]),
-              secure_entries=dict(type="str", no_log=True))
+              secure_entries=dict(type="str", no_log=True),
+              fallback_passwords=dict(type="list", elements="str", default=[], no_log=True))
+_ACL_RELOAD = dict(ACL_RELOAD_OPTIONS,
+                   other_passwords=dict(type="list", elements="str", default=[], no_log=True))
 
 
 def _secure(blob):
@@ -158,19 +169,31 @@ def main():
             run_id=dict(type="str"), record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
             redis=dict(type="dict", options=_REDIS),
-            acl_reload=dict(type="dict", options=ACL_RELOAD_OPTIONS),
+            acl_reload=dict(type="dict", options=_ACL_RELOAD),
         ),
         supports_check_mode=True)
     p = module.params
     check = module.check_mode
     r = p["redis"]
     endpoint = endpoint_of({k: v for k, v in r.items() if k in REDIS_OPTIONS}) if r else None
+    # tried in turn when Redis refuses r["password"] (an ACL reload in between may change
+    # which one it accepts, so every call starts from the first)
+    fallbacks = [endpoint_of(dict({k: v for k, v in r.items() if k in REDIS_OPTIONS},
+                                  password=pw)) for pw in r["fallback_passwords"]] if r else []
     entries = (r["entries"] + _secure(r["secure_entries"])) if r else []
     reports = {}
 
+    def restore_step(dry):
+        for n, where in enumerate([endpoint] + fallbacks):
+            try:
+                return restore_redis(where, entries, r["backup_id"], dry)
+            except BackupHostError as exc:
+                if exc.kind != "auth" or n == len(fallbacks):
+                    raise
+
     def redis_step(dry):
         try:
-            reports["redis"] = restore_redis(endpoint, entries, r["backup_id"], dry)
+            reports["redis"] = restore_step(dry)
         except BackupHostError as exc:
             if not (check and exc.kind == "connect"):
                 raise
@@ -194,7 +217,8 @@ def main():
         restored password from .env (written after it)."""
         a = p["acl_reload"]
         acl_live.update(ensure_loaded(endpoint_args_from(a),
-                                      [a["password"], a["previous_password"]], acl, check=check))
+                                      [a["password"], a["previous_password"]]
+                                      + a["other_passwords"], acl, check=check))
 
     result = dict(changed=False, changed_files=[], diff=[])
     try:

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import backup_store, dotenv_file
+from . import backup_store, restore_secrets
 from .backup_store import BackupError
-from .errors import FlashmmError
 from .secret_files import pick_secrets
 from .vault import VaultKeys
 
@@ -122,9 +121,15 @@ def restore_hosts(value: Any) -> list[str] | None:
 
 
 def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
-           directory: Path, keys: VaultKeys) -> dict[str, Any]:
+           directory: Path, keys: VaultKeys, *, with_secrets: Any = False,
+           inventory_hosts=None, vault_path: Path | None = None) -> dict[str, Any]:
     """Verify the backup for a restore of ``subset`` (or every host); returns what the later
-    plays need, no secret."""
+    plays need, no secret.  ``with_secrets`` (``-e restore_secrets=true``): the backup's
+    secrets are restored and written into the vault at ``vault_path``, so every host of the
+    inventory (``inventory_hosts``) must be restored, the hosts' backups must agree on each
+    secret, and no rotation may be rolling; all checked here, before any host is touched.
+    Without it, each host's backup ``.env`` must be one whose secrets can be replaced."""
+    with_secrets = restore_secrets.flag(with_secrets)
     if not backup_id:
         raise BackupError("which backup? give -e backup_id=<id> or -e backup_id=latest "
                           "(flashmm-config backup list shows them)")
@@ -148,9 +153,24 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
                               "inventory does not (or --limit leaves out): name the hosts to "
                               "restore with -e flashmm_restore_hosts=...")
     targets = sorted(checked.hosts)
+    envs = {h: restore_secrets.backup_env(checked.hosts[h].files, h, resolved) for h in targets}
+    if with_secrets:
+        left_out = sorted(set(inventory_hosts if inventory_hosts is not None else play_hosts)
+                          - set(targets))
+        if left_out:
+            raise BackupError(f"restore_secrets: the vault's secrets are shared by every host, "
+                              f"but {', '.join(left_out)} would keep today's: restore every "
+                              "host of the inventory (no --limit or flashmm_restore_hosts), or "
+                              "leave out -e restore_secrets")
+        restore_secrets.vault_values(envs, plan["secret_env"], resolved)
+        if vault_path is None:
+            raise BackupError("restore_secrets: the environment's vault file is not known")
+        restore_secrets.check_vault(Path(vault_path), keys)
     stack = sorted(h for h in targets if plan["hosts"][h].get("stack"))
     return {
         "backup_id": resolved, "environment": env, "dir": str(env_dir),
+        "restore_secrets": with_secrets,
+        "vault": str(vault_path) if with_secrets else None,
         "run_id": uuid.uuid4().hex[:12], "hosts": targets, "stack_hosts": stack,
         "config_versions": {h: checked.hosts[h].manifest.get("config_version") for h in targets},
         "groups": [{"name": h, "groups": ["flashmm_restore_targets"]
@@ -170,25 +190,48 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
                  part: str, keys: VaultKeys, vault: Any, overrides: Any) -> dict[str, Any]:
     """The restore module's arguments for ``host``: its part of the backup, verified again
     and decrypted here (secrets reach only no_log options).  ``part``: files (and Redis too
-    where no stack starts first) or redis."""
+    where no stack starts first) or redis.
+
+    By default the host keeps the secrets the vault holds now (``restore_secrets``: its
+    secret files rendered from the backup's with the vault's values, the records re-encrypted
+    under the vault's key); with ``verified["restore_secrets"]`` it gets the backup's.  The
+    Redis passwords: the one the restored ACL file serves first, then the other (a check run
+    finds the running Redis before any reload; a rerun after a failure, either).  The key
+    ``_records`` holds counts for the action plugin's result (no secret), not a module option."""
     if host not in verified["hosts"]:
         raise BackupError(f"{host}: not among the hosts the verify step approved")
     host_plan = plan["hosts"][host]
     env_dir = Path(verified["dir"])
-    checked = backup_store.verify(env_dir, verified["backup_id"], keys,
+    backup_id = verified["backup_id"]
+    checked = backup_store.verify(env_dir, backup_id, keys,
                                   environment=verified["environment"], hosts=[host])
     hb = checked.hosts[host]
     stack = bool(host_plan.get("stack"))
+    theirs = bool(verified.get("restore_secrets"))
+    current = pick_secrets(plan["secret_env"], vault, overrides)
+    backup_vars = restore_secrets.backup_env(hb.files, host, backup_id) or {}
+    backup_password = backup_vars.get("REDIS_PASSWORD") or None
+    now_password = current.get("REDIS_PASSWORD")
+    # the passwords to try, the one the host is meant to end with first
+    passwords = ([backup_password, now_password, current.get("REDIS_PASSWORD_PREVIOUS")]
+                 if theirs else
+                 [now_password, current.get("REDIS_PASSWORD_PREVIOUS"), backup_password])
+    passwords = [p for i, p in enumerate(passwords) if p and p not in passwords[:i]]
     args: dict[str, Any] = {"root": host_plan["root"], "run_id": verified["run_id"],
                             "lock_timeout": host_plan["lock_timeout"]}
     if part == "files":
         names = set(plan["secret_env"]) | set(EXTRA_SECRET_NAMES)
         files, secret_files = [], []
+        fresh = {} if theirs else _fresh_secret_files(plan, host_plan, hb, host, backup_id,
+                                                      current)
         for path, (content, mode, secret) in sorted(hb.files.items()):
-            try:
-                text = content.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BackupError(f"{host}: {path} in the backup is not UTF-8 text") from None
+            if path in fresh:
+                text = fresh[path]
+            else:
+                try:
+                    text = content.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise BackupError(f"{host}: {path} in the backup is not UTF-8 text") from None
             if secret:
                 secret_files.append(_secret_file(path, text, mode, names))
             else:
@@ -196,38 +239,77 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
         args.update(files=files, secret_files=secret_files, owner=host_plan["owner"],
                     group=host_plan["group"], directory_mode=host_plan["directory_mode"],
                     record_run=stack)
-        if host_plan.get("acl_reload"):     # a running Redis loads the restored ACL file live
-            current = inventory_password(plan, host_plan, vault, overrides)
-            args["acl_reload"] = dict(host_plan["acl_reload"],
-                                      password=_backup_password(hb) or current,
-                                      previous_password=current)
+        if host_plan.get("acl_reload") and passwords:   # a running Redis loads the ACL live
+            args["acl_reload"] = dict(host_plan["acl_reload"], password=passwords[0],
+                                      previous_password=passwords[1] if len(passwords) > 1
+                                      else None, other_passwords=passwords[2:])
     with_redis = part == "redis" or (part == "files" and not stack)
     if with_redis:
-        password = None
-        if stack:       # the stack's Redis runs with the restored ACL: the backup's password
-            password = _backup_password(hb)
-        if password is None:
-            password = inventory_password(plan, host_plan, vault, overrides)
-        endpoint = redis_args(host_plan, password)
+        # Without a stack nothing here manages the Redis's password: the vault's works there.
+        tries = passwords if stack else [p for p in (now_password, backup_password) if p]
+        endpoint = redis_args(host_plan, tries[0] if tries else None)
         if endpoint is None:
             raise BackupError(f"{host}: the plan has no Redis endpoint for this host")
+        if len(tries) > 1:
+            endpoint["fallback_passwords"] = tries[1:]
         entries = [backup_store.module_entry(e) for e in hb.redis]
+        counts = None
+        if not theirs:
+            entries, counts = restore_secrets.reencrypt(
+                entries, current.get("ENCRYPTION_KEY"),
+                [backup_vars.get("ENCRYPTION_KEY"), backup_vars.get("OLD_ENCRYPTION_KEY"),
+                 current.get("OLD_ENCRYPTION_KEY")])
         endpoint.update(
-            backup_id=verified["backup_id"],
+            backup_id=backup_id,
             entries=[e for e in entries if not e["key"].startswith(backup_store.SECURE_PREFIX)],
             # one opaque string: see the module's documentation of this option
             secure_entries=base64.b64encode(json.dumps(
                 [e for e in entries if e["key"].startswith(backup_store.SECURE_PREFIX)]
             ).encode("utf-8")).decode("ascii"))
         args["redis"] = endpoint
+        if counts is not None:
+            args["_records"] = counts
     return args
 
 
-def _backup_password(hb: backup_store.HostBackup) -> str | None:
-    env = hb.files.get(".env")
-    if env is None:
-        return None
-    try:
-        return dotenv_file.parse(env[0].decode("utf-8")).get("REDIS_PASSWORD") or None
-    except (UnicodeDecodeError, FlashmmError):
-        return None
+def _fresh_secret_files(plan: Mapping[str, Any], host_plan: Mapping[str, Any],
+                        hb: backup_store.HostBackup, host: str, backup_id: str,
+                        current: Mapping[str, str]) -> dict[str, str]:
+    """path -> content of the backup's files that hold secrets, with the vault's secrets
+    instead of the backup's; and a compose file that fingerprints the ACL file, matching it."""
+    out: dict[str, str] = {}
+    env_vars = restore_secrets.backup_env(hb.files, host, backup_id)
+    if env_vars is not None:
+        out[restore_secrets.ENV_PATH] = restore_secrets.fresh_env(
+            env_vars, plan["secret_env"], current,
+            bool((host_plan.get("env") or {}).get("redis_password_in_url")))
+    influx = restore_secrets.backup_env(hb.files, host, backup_id,
+                                        restore_secrets.INFLUXDB_ENV_PATH)
+    if influx is not None:
+        out[restore_secrets.INFLUXDB_ENV_PATH] = restore_secrets.fresh_influxdb_env(
+            influx, current)
+    acl = next((f["content"] for f in host_plan["files"]
+                if f["path"] == restore_secrets.ACL_PATH), None)
+    if acl is not None and restore_secrets.ACL_PATH in hb.files:
+        out[restore_secrets.ACL_PATH] = acl
+        compose = hb.files.get(restore_secrets.COMPOSE_PATH)
+        if compose is not None:
+            try:
+                out[restore_secrets.COMPOSE_PATH] = restore_secrets.fresh_compose(
+                    compose[0].decode("utf-8"), acl)
+            except UnicodeDecodeError:
+                pass                    # refused below as not UTF-8 text
+    return out
+
+
+def write_vault(plan: Mapping[str, Any], verified: Mapping[str, Any], keys: VaultKeys, *,
+                check: bool) -> dict[str, Any]:
+    """``restore_secrets``: after every host is restored, the backup's secrets into the
+    vault (``restore_secrets.write_vault``); the backup verified and decrypted again here."""
+    checked = backup_store.verify(Path(verified["dir"]), verified["backup_id"], keys,
+                                  environment=verified["environment"], hosts=verified["hosts"])
+    envs = {h: restore_secrets.backup_env(hb.files, h, verified["backup_id"])
+            for h, hb in checked.hosts.items()}
+    values = restore_secrets.vault_values(envs, plan["secret_env"], verified["backup_id"])
+    return restore_secrets.write_vault(Path(verified["vault"]), keys, values,
+                                       verified["backup_id"], check=check)
