@@ -30,6 +30,8 @@ ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashm
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
                            "flashmm_plan_steps", "flashmm_explain",
                            "flashmm_rotations",     # the vault's rotation bookkeeping
+                           "flashmm_secrets_generation",    # ... and its secrets generation
+                           "flashmm_run_action",    # what a playbook's run is (host leases)
                            "flashmm_stack_up"})     # registered by flashmm_stack (a rotation
                                                     # plans again after it, batch by batch)
 _SAFE_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
@@ -256,7 +258,10 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
                   "wait_timeout": stack["wait_timeout"],
                   "images": _images(stack, config),
                   # where the host itself reaches the app's /health (None: not published)
-                  "health_url": _health_url(stack)} if compose_up else None,
+                  "health_url": _health_url(stack),
+                  # the escape hatch: the stack step recreates Redis once to read its ACL file
+                  "redis_restart_on_acl_change": stack["redis_restart_on_acl_change"],
+                  } if compose_up else None,
         "runtime": {
             "script": seed_lua, **_connection(runtime), "db": runtime["redis_db"],
             "mode": runtime["mode"],
