@@ -13,6 +13,7 @@ from flashmm_deploy import backup_store, backup_tasks
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.secret_files import host_part
 from flashmm_deploy.values import plain
+from flashmm_deploy.vault import VaultKeys
 
 
 class ActionModule(ActionBase):
@@ -38,11 +39,13 @@ class ActionModule(ActionBase):
                                   f"({run['environment']})")
             elif state == "commit":
                 run = task_vars.get(self._task.args.get("run_var", "flashmm_backup_run"))
-                done = backup_tasks.commit(run, hosts, keep)
+                done = backup_tasks.commit(run, hosts, keep,
+                                           VaultKeys.of_secrets(self._loader._vault.secrets))
                 pruned = done["pruned"]
                 result.update(changed=not run.get("check"), backup_id=run["id"], **done,
-                              msg=(f"backup {run['id']} complete: {len(hosts)} host(s) in "
-                                   f"{done['path']}" if done["path"] else "check mode: nothing stored")
+                              msg=(f"backup {run['id']} (#{done['sequence']}) complete: "
+                                   f"{len(hosts)} host(s) in {done['path']}, signed"
+                                   if done["path"] else "check mode: nothing stored")
                               + (f"; pruned {', '.join(pruned)}" if pruned else ""))
             else:
                 raise AnsibleActionFail("state must be begin or commit")

@@ -36,6 +36,8 @@ class ActionModule(ActionBase):
                 backup_tasks.backups_dir(self, task_vars),
                 VaultKeys.of_secrets(self._loader._vault.secrets),
                 with_secrets=plain(self._templar.template(task_vars.get("restore_secrets"))),
+                accept_unsigned=plain(self._templar.template(
+                    task_vars.get("flashmm_backup_accept_unsigned", False))),
                 inventory_hosts=list((task_vars.get("groups") or {}).get("all") or ()),
                 vault_path=(Path(task_vars["inventory_dir"]) / "group_vars" / "all" / "vault.yml"
                             if task_vars.get("inventory_dir") else None))

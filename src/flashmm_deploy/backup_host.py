@@ -17,14 +17,22 @@ version forward (``max(current, backup) + 1``: a version never goes back, so eve
 a change), publishes each changed ``flashmm:config:*`` key's dotted name on
 ``flashmm:config:updates`` and a JSON summary on ``flashmm:meta:updates``.  Restoring the state
 that is already there writes nothing.
+
+All or nothing: the shape of every entry (``entry_problems``: type, TTL, value count and
+pairing, zset scores, duplicates, the version) is checked in Python on the controller when the
+backup is verified, again here before the script is sent, and once more by the script itself
+before its first write; after those checks no command of the write phase can fail (Redis also
+skips its out-of-memory check once a script has written), so a restore never stops half-way.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
+import re
 import stat
 
 try:
@@ -43,6 +51,11 @@ PREFIXES = ("flashmm:config:", "flashmm:meta:", "flashmm:secure:")
 SECURE_PREFIX = "flashmm:secure:"
 VERSION_KEY = "flashmm:meta:version"
 TYPES = ("string", "hash", "list", "set", "zset")
+CHANNEL = "flashmm:config:updates"
+MAX_TTL_MS = 100 * 365 * 86400 * 1000       # a remaining TTL beyond a century is not data
+INT64_MAX = (1 << 63) - 1
+# A zset score as Redis prints it (ZRANGE ... WITHSCORES) and ZADD reads it back; never NaN.
+_SCORE = re.compile(rb"[+-]?(?:inf|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 MAX_FILE = 16 << 20          # a deployed file is a few KB; refuse to ship anything huge
 
 # Where the module reaches Redis: the options of every module that talks to Redis.
@@ -99,6 +112,8 @@ local SUMMARY = 'flashmm:meta:updates'
 local CONFIG = 'flashmm:config:'
 local SECURE = 'flashmm:secure:'
 local INT64_MAX = '9223372036854775807'
+local TYPES = {string = true, hash = true, list = true, set = true, zset = true}
+local MAX_TTL = 3153600000000
 local function fail(msg) return redis.error_reply('ERR flashmm restore: ' .. msg) end
 local action, backup_id = ARGV[1], ARGV[2]
 if action ~= 'check' and action ~= 'apply' then return fail('action must be check or apply') end
@@ -115,9 +130,31 @@ while i <= #ARGV do
   local k, t, pttl, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   if not ours(k) or k == CHANNEL then return fail('refusing to restore a key outside the ' ..
                                                    'backed-up prefixes: ' .. k) end
-  if n == nil or pttl == nil then return fail('malformed entry for ' .. k) end
-  local vals = {}
-  for j = 1, n do vals[j] = ARGV[i + 3 + j] end
+  if n == nil or pttl == nil or n ~= math.floor(n) or n < 0 or i + 3 + n > #ARGV then
+    return fail('malformed entry for ' .. k)
+  end
+  -- the entry's shape, all checked before the first write (the write phase cannot fail)
+  if desired[k] ~= nil then return fail(k .. ' is in the backup twice') end
+  if not TYPES[t] then return fail(k .. ': unknown type ' .. tostring(t)) end
+  if pttl ~= math.floor(pttl) or (pttl ~= -1 and (pttl < 1 or pttl > MAX_TTL)) then
+    return fail(k .. ': TTL ' .. ARGV[i + 2] .. ' ms is neither -1 (none) nor 1..' .. MAX_TTL)
+  end
+  if n < 1 or (t == 'string' and n ~= 1) or ((t == 'hash' or t == 'zset') and n % 2 ~= 0) then
+    return fail(k .. ': a ' .. t .. ' with ' .. n .. ' value(s)')
+  end
+  local vals, seen = {}, {}
+  for j = 1, n do
+    local v = ARGV[i + 3 + j]
+    vals[j] = v
+    if t == 'set' or ((t == 'hash' or t == 'zset') and j % 2 == 1) then
+      if seen[v] then return fail(k .. ': a ' .. t .. ' member or field twice') end
+      seen[v] = true
+    end
+    if t == 'zset' and j % 2 == 0 then
+      local score = tonumber(v)
+      if score == nil or score ~= score then return fail(k .. ': score is not a number') end
+    end
+  end
   desired[k] = {t = t, pttl = pttl, vals = vals}
   order[#order + 1] = k
   i = i + 4 + n
@@ -364,6 +401,67 @@ def backup(root: str, endpoint, *, lock_timeout: float, note: str) -> dict:
     return result
 
 
+# ---- the shape of restored Redis data -----------------------------------------------------------
+
+def entry_problem(key, kind, ttl_ms, values, prefixes=PREFIXES):
+    """What is wrong with one entry to restore (values as bytes), or None: a key under
+    ``prefixes``, a known type, a TTL of -1 (none) or 1 ms to a century, the number of values
+    its type takes (a string one, a hash or zset field/value pairs, none empty), no member or
+    field twice, zset scores that are numbers, ``flashmm:meta:version`` a 64-bit count."""
+    if not isinstance(key, str) or not key:
+        return "a key that is not a string: %r" % (key,)
+    if not any(key.startswith(p) for p in prefixes) or key == CHANNEL:
+        return "%s: not a key the backup holds (expected one under %s)" % (
+            key, ", ".join(p + "*" for p in prefixes))
+    if kind not in TYPES:
+        return "%s: type %r (expected %s)" % (key, kind, ", ".join(TYPES))
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or not (
+            ttl_ms == -1 or 1 <= ttl_ms <= MAX_TTL_MS):
+        return "%s: TTL %r ms (expected -1 for none, or 1 to %d)" % (key, ttl_ms, MAX_TTL_MS)
+    if not isinstance(values, list) or not all(isinstance(v, bytes) for v in values):
+        return "%s: values that are not a list of strings" % key
+    n = len(values)
+    if n == 0 or (kind == "string" and n != 1) or (kind in ("hash", "zset") and n % 2):
+        expected = {"string": "exactly 1", "hash": "field/value pairs",
+                    "zset": "member/score pairs"}.get(kind, "at least 1")
+        return "%s: a %s with %d value(s) (expected %s)" % (key, kind, n, expected)
+    members = values if kind == "set" else values[0::2] if kind in ("hash", "zset") else []
+    if len(set(members)) != len(members):
+        return "%s: a %s %s appears twice" % (key, kind, "field" if kind == "hash" else "member")
+    if kind == "zset":
+        for score in values[1::2]:
+            if not _SCORE.fullmatch(score):
+                return "%s: a zset score is not a number" % key
+    if key == VERSION_KEY and (kind != "string" or not re.fullmatch(rb"[0-9]{1,19}", values[0])
+                               or int(values[0]) > INT64_MAX):
+        return "%s: expected a string holding a non-negative 64-bit integer" % key
+    return None
+
+
+def entries_problems(entries, prefixes=PREFIXES):
+    """``entry_problem`` of module entries (values base64), plus keys given twice; one line
+    per problem."""
+    problems, seen = [], set()
+    for e in entries:
+        if not isinstance(e, dict):
+            problems.append("an entry that is not a mapping")
+            continue
+        key = e.get("key")
+        try:
+            raw = e.get("values")
+            values = [base64.b64decode(v, validate=True) for v in raw] \
+                if isinstance(raw, list) and all(isinstance(v, str) for v in raw) else None
+        except (binascii.Error, ValueError):
+            values = None
+        problem = entry_problem(key, e.get("type"), e.get("ttl_ms"), values, prefixes)
+        if problem is None and key in seen:
+            problem = "%s: in the backup twice" % key
+        if problem:
+            problems.append(problem)
+        seen.add(key)
+    return problems
+
+
 # ---- write: the restore ----------------------------------------------------------------------
 
 def restore_argv(entries: list, backup_id: str, action: str) -> tuple:
@@ -377,10 +475,10 @@ def restore_argv(entries: list, backup_id: str, action: str) -> tuple:
 def restore_redis(endpoint, entries: list, backup_id: str, check: bool) -> dict:
     """Run the restore script (``check``: its read phase only).  Returns its JSON report.
     Raises BackupHostError."""
-    for e in entries:
-        if e.get("type") not in TYPES:
-            raise BackupHostError("the backup's key %s has type %r" % (e.get("key"), e.get("type")),
-                                  "input")
+    problems = entries_problems(entries)
+    if problems:
+        raise BackupHostError("the backup's Redis data has the wrong shape, nothing written: "
+                              + "; ".join(problems), "input")
     argv = restore_argv(entries, backup_id, "check" if check else "apply")
     try:
         with Connection(endpoint) as conn:

@@ -101,13 +101,33 @@ def store(run: Mapping[str, Any], host: str, host_plan: Mapping[str, Any],
     return backup_store.write_host(dict(run), host, dict(taken), public_paths(host_plan), keys)
 
 
-def commit(run: Mapping[str, Any], hosts, keep: Any) -> dict[str, Any]:
+def commit(run: Mapping[str, Any], hosts, keep: Any, keys: VaultKeys) -> dict[str, Any]:
     if run.get("check"):
         return {"path": None, "pruned": []}
-    return backup_store.commit(dict(run), list(hosts), keep_setting(keep))
+    return backup_store.commit(dict(run), list(hosts), keep_setting(keep), keys)
 
 
 # ---- restore --------------------------------------------------------------------------------
+
+def accept_unsigned_setting(value: Any) -> bool:
+    """``flashmm_backup_accept_unsigned``: true or false (a string from -e too)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no",
+                                                            "0", ""):
+        return value.strip().lower() in ("true", "yes", "1")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise BackupError(f"flashmm_backup_accept_unsigned must be true or false (got {value!r})")
+
+
+def planned_paths(host_plan: Mapping[str, Any]) -> set[str]:
+    """The files deploy writes on a host (its plan's), and those holding secrets wherever
+    deploy writes them (a backup from before InfluxDB was turned off still restores)."""
+    paths = {f["path"] for f in host_plan["files"]} | set(backup_store.SECRET_PATHS)
+    for part in ("env", "influxdb_env"):
+        if host_plan.get(part):
+            paths.add(host_plan[part]["path"])
+    return paths
+
 
 def restore_hosts(value: Any) -> list[str] | None:
     """``flashmm_restore_hosts``: a list, or a comma-separated string from -e; None for all."""
@@ -122,7 +142,8 @@ def restore_hosts(value: Any) -> list[str] | None:
 
 def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
            directory: Path, keys: VaultKeys, *, with_secrets: Any = False,
-           inventory_hosts=None, vault_path: Path | None = None) -> dict[str, Any]:
+           inventory_hosts=None, vault_path: Path | None = None,
+           accept_unsigned: Any = False) -> dict[str, Any]:
     """Verify the backup for a restore of ``subset`` (or every host); returns what the later
     plays need, no secret.  ``with_secrets`` (``-e restore_secrets=true``): the backup's
     secrets are restored and written into the vault at ``vault_path``, so every host of the
@@ -143,9 +164,10 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
         if unknown:
             raise BackupError(f"flashmm_restore_hosts: {', '.join(unknown)} not in the "
                               "inventory (or outside --limit)")
+    unsigned = accept_unsigned_setting(accept_unsigned)
     checked = backup_store.verify(env_dir, resolved, keys, environment=env,
                                   hosts=wanted if wanted is not None else play_hosts,
-                                  inventory_hosts=play_hosts)
+                                  inventory_hosts=play_hosts, accept_unsigned=unsigned)
     if wanted is None:
         extra = sorted(set(checked.index["hosts"]) - set(play_hosts))
         if extra:
@@ -153,6 +175,14 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
                               "inventory does not (or --limit leaves out): name the hosts to "
                               "restore with -e flashmm_restore_hosts=...")
     targets = sorted(checked.hosts)
+    unplanned = [f"{backup_store.shown(env_dir / resolved / h / backup_store.MANIFEST)}: {p}: "
+                 f"not a file deploy writes on {h} (it writes "
+                 f"{', '.join(sorted(planned_paths(plan['hosts'][h])))})"
+                 for h in targets for p in sorted(checked.hosts[h].files)
+                 if p not in planned_paths(plan["hosts"][h])]
+    if unplanned:
+        raise BackupError(f"backup {resolved} refused: {len(unplanned)} problem(s), nothing "
+                          "restored:\n  - " + "\n  - ".join(unplanned))
     envs = {h: restore_secrets.backup_env(checked.hosts[h].files, h, resolved) for h in targets}
     if with_secrets:
         left_out = sorted(set(inventory_hosts if inventory_hosts is not None else play_hosts)
@@ -169,6 +199,7 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
     stack = sorted(h for h in targets if plan["hosts"][h].get("stack"))
     return {
         "backup_id": resolved, "environment": env, "dir": str(env_dir),
+        "accept_unsigned": unsigned, "signed": checked.signed,
         "restore_secrets": with_secrets,
         "vault": str(vault_path) if with_secrets else None,
         "run_id": uuid.uuid4().hex[:12], "hosts": targets, "stack_hosts": stack,
@@ -204,7 +235,8 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
     env_dir = Path(verified["dir"])
     backup_id = verified["backup_id"]
     checked = backup_store.verify(env_dir, backup_id, keys,
-                                  environment=verified["environment"], hosts=[host])
+                                  environment=verified["environment"], hosts=[host],
+                                  accept_unsigned=bool(verified.get("accept_unsigned")))
     hb = checked.hosts[host]
     stack = bool(host_plan.get("stack"))
     theirs = bool(verified.get("restore_secrets"))
@@ -307,7 +339,8 @@ def write_vault(plan: Mapping[str, Any], verified: Mapping[str, Any], keys: Vaul
     """``restore_secrets``: after every host is restored, the backup's secrets into the
     vault (``restore_secrets.write_vault``); the backup verified and decrypted again here."""
     checked = backup_store.verify(Path(verified["dir"]), verified["backup_id"], keys,
-                                  environment=verified["environment"], hosts=verified["hosts"])
+                                  environment=verified["environment"], hosts=verified["hosts"],
+                                  accept_unsigned=bool(verified.get("accept_unsigned")))
     envs = {h: restore_secrets.backup_env(hb.files, h, verified["backup_id"])
             for h, hb in checked.hosts.items()}
     values = restore_secrets.vault_values(envs, plan["secret_env"], verified["backup_id"])

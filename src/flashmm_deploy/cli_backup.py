@@ -4,6 +4,9 @@ inventory's environment (``playbooks/backup.yml`` writes them), without running 
 The backup directory is ``--backup-dir``, else the inventory's ``flashmm_backup_dir``, else
 ``backups/`` in the project root: the playbooks' own rule.  Nothing here prints a secret:
 ``show`` masks secret values in its diffs and says only *that* a secret differs.
+Every command that reads a backup verifies it first (signatures included: a backup edited
+without the vault password is refused, naming the file); ``--accept-unsigned`` admits a backup
+of format 1, taken before backups were signed.
 """
 
 from __future__ import annotations
@@ -53,29 +56,42 @@ def cmd_list(args) -> int:
     inv = cli._inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
     backups = backup_store.list_backups(env_dir)
+    _say_incomplete(env_dir)
     if not backups:
         print(f"{display_path(env_dir)}: no backup of environment {env!r}")
         return cli.EXIT_OK
     keys = cli._vault_keys(args)
     status = cli.EXIT_OK
-    print(f"{'backup id':<20} {'created (UTC)':<20} {'hosts':>5} {'size':>10}  {'config version':<16} verify")
-    for b in backups:
+    print(f"{'backup id':<20} {'created (UTC)':<20} {'hosts':>5} {'size':>10}  "
+          f"{'config version':<16} {'#':>5}  verify")
+    for b in backups:          # oldest first, by sequence (not by the clock)
         versions = sorted({str(h.get("config_version")) for h in b.hosts.values()
                            if isinstance(h, dict)})
         if args.no_verify:
-            verdict = "not checked"
+            verdict = "not checked" if b.signed else "not checked (unsigned)"
         else:
             try:
-                backup_store.verify(env_dir, b.backup_id, keys, environment=env)
-                verdict = "ok"
+                backup_store.verify(env_dir, b.backup_id, keys, environment=env,
+                                    accept_unsigned=args.accept_unsigned)
+                verdict = "ok" if b.signed else "ok (unsigned, accepted)"
+            except backup_store.BackupGone:
+                verdict = "removed while listed (pruned by another run)"
             except BackupError as exc:
                 verdict = f"FAILED ({str(exc).count(chr(10))} problem(s); see backup verify)"
                 status = cli.EXIT_INVALID
-        print(f"{b.backup_id:<20} {b.created[:19]:<20} {len(b.hosts):>5} {_size(b.size):>10}  "
-              f"{','.join(versions):<16} {verdict}")
+        seq = str(b.sequence) if b.sequence is not None else "-"
+        print(f"{b.backup_id:<20} {b.created[:19]:<20} {len(b.hosts):>5} "
+              f"{_size(b.size):>10}  {','.join(versions):<16} {seq:>5}  {verdict}")
         if args.hosts:
             print(f"  hosts: {', '.join(sorted(b.hosts))}")
     return status
+
+
+def _say_incomplete(env_dir: Path) -> None:
+    """Name what is not a complete backup (skipped by list and verify), on stderr."""
+    for name, why in backup_store.incomplete(env_dir):
+        print(f"{display_path(env_dir / name)}: skipped, not a complete backup ({why})",
+              file=sys.stderr)
 
 
 def cmd_verify(args) -> int:
@@ -84,6 +100,8 @@ def cmd_verify(args) -> int:
     env_dir, env = _env_dir(args, inv)
     ids = ([backup_store.resolve_id(env_dir, args.backup_id)] if args.backup_id
            else [b.backup_id for b in backup_store.list_backups(env_dir)])
+    if not args.backup_id:
+        _say_incomplete(env_dir)
     if not ids:
         raise BackupError(f"{display_path(env_dir)}: no backup of environment {env!r}")
     keys = cli._vault_keys(args)
@@ -91,7 +109,16 @@ def cmd_verify(args) -> int:
     for backup_id in ids:
         try:
             checked = backup_store.verify(env_dir, backup_id, keys, environment=env,
-                                          hosts=[args.host] if args.host else None)
+                                          hosts=[args.host] if args.host else None,
+                                          accept_unsigned=args.accept_unsigned)
+        except backup_store.BackupGone as exc:
+            if args.backup_id:          # the one asked for
+                print(f"{exc}", file=sys.stderr)
+                status = cli.EXIT_INVALID
+            else:
+                print(f"backup {backup_id}: removed while verifying (pruned by another run); "
+                      "skipped", file=sys.stderr)
+            continue
         except BackupError as exc:
             print(f"{exc}", file=sys.stderr)
             status = cli.EXIT_INVALID
@@ -104,8 +131,10 @@ def cmd_verify(args) -> int:
         if missing or extra:
             note = (f"; hosts differ from the inventory's (not in the backup: "
                     f"{', '.join(missing) or '-'}; not in the inventory: {', '.join(extra) or '-'})")
+        how = ("signatures, sums and decryption checked" if checked.signed else
+               "UNSIGNED (accepted with --accept-unsigned): sums and decryption checked")
         print(f"backup {backup_id}: ok ({len(checked.hosts)} host(s), {files} file(s), "
-              f"{keys_n} Redis key(s), sums and decryption checked){note}")
+              f"{keys_n} Redis key(s), {how}){note}")
     return status
 
 
@@ -159,7 +188,8 @@ def cmd_show(args) -> int:
     backup_id = backup_store.resolve_id(env_dir, args.backup_id)
     keys = cli._vault_keys(args)
     hosts = [args.host] if args.host else None
-    checked = backup_store.verify(env_dir, backup_id, keys, environment=env, hosts=hosts)
+    checked = backup_store.verify(env_dir, backup_id, keys, environment=env, hosts=hosts,
+                                  accept_unsigned=args.accept_unsigned)
     index = checked.index
     print(f"backup {backup_id} of environment {env}: taken {index.get('created')}, toolkit "
           f"{(index.get('toolkit') or {}).get('version')} at commit "
@@ -259,7 +289,8 @@ def cmd_export_k8s(args) -> int:
         env_dir, env = _env_dir(args, inv)
         backup_id = backup_store.resolve_id(env_dir, args.backup)
         hb = backup_store.verify(env_dir, backup_id, cli._vault_keys(args), environment=env,
-                                 hosts=[host]).hosts[host]
+                                 hosts=[host], accept_unsigned=args.accept_unsigned
+                                 ).hosts[host]
         files = {p: c for p, (c, _, _) in hb.files.items()}
         source = f"backup {backup_id}"
     else:
@@ -292,6 +323,8 @@ def register(sub) -> None:
     """Add ``backup`` and ``export-k8s`` to the CLI's subcommands."""
     dir_help = ("backup directory (default: the inventory's flashmm_backup_dir, else backups/ "
                 "in the project root)")
+    unsigned_help = ("accept a backup taken before backups were signed (format 1), after "
+                     "checking where it came from; every other check still applies")
     b = sub.add_parser("backup", help="backups of an environment: list, verify, show")
     bsub = b.add_subparsers(dest="backup_command", required=True)
     bl = bsub.add_parser("list", help="every complete backup: id, time, hosts, size, config "
@@ -300,6 +333,7 @@ def register(sub) -> None:
     bl.add_argument("--backup-dir", metavar="DIR", help=dir_help)
     bl.add_argument("--no-verify", action="store_true", help="do not verify (no vault needed)")
     bl.add_argument("--hosts", action="store_true", help="list each backup's hosts")
+    bl.add_argument("--accept-unsigned", action="store_true", help=unsigned_help)
     bl.set_defaults(func=cmd_list)
     bv = bsub.add_parser("verify", help="check sums, sizes and decryption (exit 1 if a "
                          "backup fails)")
@@ -307,6 +341,7 @@ def register(sub) -> None:
     bv.add_argument("backup_id", nargs="?", help="an id or latest (default: every backup)")
     bv.add_argument("--host")
     bv.add_argument("--backup-dir", metavar="DIR", help=dir_help)
+    bv.add_argument("--accept-unsigned", action="store_true", help=unsigned_help)
     bv.set_defaults(func=cmd_verify)
     bs = bsub.add_parser("show", help="a backup against the inventory's current rendering "
                          "(secrets masked)")
@@ -314,6 +349,7 @@ def register(sub) -> None:
     bs.add_argument("backup_id", help="an id or latest")
     bs.add_argument("--host")
     bs.add_argument("--backup-dir", metavar="DIR", help=dir_help)
+    bs.add_argument("--accept-unsigned", action="store_true", help=unsigned_help)
     bs.set_defaults(func=cmd_show)
 
     k = sub.add_parser("export-k8s", help="a host's config files as a ConfigMap and its .env "
@@ -326,6 +362,7 @@ def register(sub) -> None:
     k.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="file to write (0600: the Secret holds secrets); - for stdout")
     k.add_argument("--backup-dir", metavar="DIR", help=dir_help)
+    k.add_argument("--accept-unsigned", action="store_true", help=unsigned_help)
     k.set_defaults(func=cmd_export_k8s)
 
 

@@ -52,7 +52,7 @@ def make_backup(root: Path, backup_id: str, created: str, hosts=("h1", "h2")) ->
            "created": created, "toolkit": {"version": "0.1.0", "commit": "abc"}}
     for host in hosts:
         backup_store.write_host(run, host, taken(), {"config/environments/local.yml"}, KEYS)
-    backup_store.commit(run, list(hosts), keep=7)
+    backup_store.commit(run, list(hosts), keep=7, keys=KEYS)
     return env_dir / backup_id
 
 
@@ -174,3 +174,133 @@ def test_two_backups_in_the_same_second_get_two_ids(tmp_path, monkeypatch):
     assert [r["id"] for r in runs] == ["20270115T080000Z", "20270115T080000Z-2",
                                        "20270115T080000Z-3"]
     assert all(Path(r["staging"]).is_dir() for r in runs)
+
+
+# ---- signatures, shapes, order (issues 14 and 15) ------------------------------------------
+
+def _resum_index(path: Path) -> None:
+    index = json.loads((path / "backup.json").read_text())
+    for host in index["hosts"]:
+        index["hosts"][host]["manifest_sha256"] = hashlib.sha256(
+            (path / host / "manifest.json").read_bytes()).hexdigest()
+    (path / "backup.json").write_text(json.dumps(index))
+
+
+def test_an_edit_without_the_vault_password_breaks_the_signatures(tmp_path):
+    path = make_backup(tmp_path, "20261126T000000Z", "2026-11-26T00:00:00Z", hosts=("h1",))
+    mpath = path / "h1" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["config_version"] = 99
+    mpath.write_text(json.dumps(manifest))
+    _resum_index(path)
+    with pytest.raises(BackupError) as err:
+        backup_store.verify(tmp_path / "local", "20261126T000000Z", KEYS, environment="local")
+    assert "h1/manifest.json: signature does not match" in str(err.value)
+    assert "20261126T000000Z/backup.json: signature does not match" in str(err.value)
+    # re-signed with the environment's vault password, it verifies again (the control)
+    key = backup_store.signing_key(KEYS, "local", "test")
+    mpath.write_text(json.dumps(backup_store.sign("manifest.json", manifest, key)))
+    _resum_index(path)
+    index = json.loads((path / "backup.json").read_text())
+    (path / "backup.json").write_text(json.dumps(backup_store.sign("backup.json", index, key)))
+    backup_store.verify(tmp_path / "local", "20261126T000000Z", KEYS, environment="local")
+    # ... and another password's signature does not
+    other = VaultKeys.of_secrets([("local", VaultSecret(b"another"))])
+    with pytest.raises(BackupError, match="signature does not match"):
+        backup_store.verify(tmp_path / "local", "20261126T000000Z", other, environment="local")
+
+
+def test_the_mode_rules_are_deploys_own():
+    from flashmm_deploy.role_settings import RULES
+
+    for bits in range(0o1000):
+        mode = f"{bits:04o}"
+        assert (backup_store.mode_problem(mode, False) is None) == \
+            (RULES["flashmm_files_config_mode"](mode) is None), mode
+        assert (backup_store.mode_problem(mode, True) is None) == \
+            (RULES["flashmm_files_secret_mode"](mode) is None), mode
+
+
+@pytest.mark.parametrize("entry,problem", [
+    (("flashmm:meta:h", "hash", -1, [b"a", b"1", b"b"]), "a hash with 3 value(s)"),
+    (("flashmm:meta:h", "hash", -1, [b"a", b"1", b"a", b"2"]), "a hash field appears twice"),
+    (("flashmm:meta:z", "zset", -1, [b"m", b"nan"]), "a zset score is not a number"),
+    (("flashmm:meta:z", "zset", -1, [b"m", b"1_0"]), "a zset score is not a number"),
+    (("flashmm:meta:s", "set", -1, [b"p", b"p"]), "a set member appears twice"),
+    (("flashmm:meta:l", "list", -1, []), "a list with 0 value(s)"),
+    (("flashmm:meta:s", "string", -1, [b"a", b"b"]), "a string with 2 value(s)"),
+    (("flashmm:meta:s", "string", 0, [b"a"]), "TTL 0 ms"),
+    (("flashmm:meta:s", "string", -2, [b"a"]), "TTL -2 ms"),
+    (("flashmm:meta:s", "string", 10 ** 15, [b"a"]), "TTL 1000000000000000 ms"),
+    (("flashmm:meta:s", "string", True, [b"a"]), "TTL True ms"),
+    (("flashmm:meta:s", "stream", -1, [b"a"]), "type 'stream'"),
+    (("flashmm:meta:s", "string", -1, ["a"]), "values that are not a list of strings"),
+    (("other:key", "string", -1, [b"a"]), "not a key the backup holds"),
+    (("flashmm:config:updates", "string", -1, [b"a"]), "not a key the backup holds"),
+    (("flashmm:meta:version", "string", -1, [b"-1"]), "non-negative 64-bit integer"),
+    (("flashmm:meta:version", "string", -1, [b"9223372036854775808"]), "64-bit"),
+])
+def test_the_shape_of_redis_data_is_checked(entry, problem):
+    from flashmm_deploy.backup_host import entry_problem
+
+    assert problem in (entry_problem(*entry) or "")
+
+
+@pytest.mark.parametrize("entry", [
+    ("flashmm:meta:z", "zset", 5000, [b"m", b"1.5", b"n", b"-2", b"o", b"inf", b"p", b"1e+20"]),
+    ("flashmm:meta:h", "hash", -1, [b"a", b"", b"b", b"\xff"]),
+    ("flashmm:meta:version", "string", -1, [b"9223372036854775807"]),
+    ("flashmm:secure:api", "string", 1, [b"x"]),
+])
+def test_well_shaped_redis_data_passes(entry):
+    from flashmm_deploy.backup_host import entry_problem
+
+    assert entry_problem(*entry) is None
+
+
+def test_a_symlink_or_a_host_name_outside_the_backup_is_refused(tmp_path):
+    path = make_backup(tmp_path, "20261126T000000Z", "2026-11-26T00:00:00Z", hosts=("h1",))
+    outside = tmp_path / "outside.yml"
+    stored = path / "h1" / "files" / "config" / "environments" / "local.yml"
+    outside.write_bytes(stored.read_bytes())       # same bytes: the sums still match
+    stored.unlink()
+    stored.symlink_to(outside)
+    index = json.loads((path / "backup.json").read_text())
+    index["hosts"]["../x"] = index["hosts"]["h1"]
+    (path / "backup.json").write_text(json.dumps(index))
+    with pytest.raises(BackupError) as err:
+        backup_store.verify(tmp_path / "local", "20261126T000000Z", KEYS)
+    text = str(err.value)
+    assert "h1/files/config/environments/local.yml: a symlink" in text
+    assert "host name '../x' is not a plain host name" in text
+    with pytest.raises(BackupError, match="not a plain host name"):
+        backup_store.write_host({"id": "x", "environment": "local", "staging": str(tmp_path),
+                                 "created": "", "toolkit": {}}, "..", taken(), set(), KEYS)
+
+
+def test_latest_and_retention_go_by_sequence_not_by_the_clock(tmp_path):
+    future = make_backup(tmp_path, "20991231T000000Z", "2099-12-31T00:00:00Z", hosts=("h1",))
+    env_dir = tmp_path / "local"
+    staging = env_dir / ".partial-20261126T000000Z"
+    run = {"id": "20261126T000000Z", "environment": "local", "dir": str(env_dir),
+           "staging": str(staging), "created": "2026-11-26T00:00:00Z", "toolkit": {}}
+    backup_store.write_host(run, "h1", taken(), {"config/environments/local.yml"}, KEYS)
+    done = backup_store.commit(run, ["h1"], keep=1, keys=KEYS)
+    assert done["pruned"] == [future.name] and done["sequence"] == 2
+    assert backup_store.resolve_id(env_dir, "latest") == "20261126T000000Z"
+    assert (env_dir / ".sequence").read_text() == "2\n"
+    # a prune never removes what it protects, even when keep is smaller
+    assert backup_store.prune(env_dir, 1, protect={"20261126T000000Z"}) == []
+
+
+def test_listing_names_what_is_incomplete_and_skips_what_vanished(tmp_path):
+    make_backup(tmp_path, "20261126T000000Z", "2026-11-26T00:00:00Z", hosts=("h1",))
+    env_dir = tmp_path / "local"
+    (env_dir / ".partial-20261126T000001Z").mkdir()
+    (env_dir / "20261126T000002Z").mkdir()                      # half-written: no index
+    assert [b.backup_id for b in backup_store.list_backups(env_dir)] == ["20261126T000000Z"]
+    names = dict(backup_store.incomplete(env_dir))
+    assert set(names) == {".partial-20261126T000001Z", "20261126T000002Z"}
+    assert "missing" in names["20261126T000002Z"]
+    with pytest.raises(backup_store.BackupGone):
+        backup_store.verify(env_dir, "20261126T000009Z", KEYS)
