@@ -64,7 +64,8 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("require_secrets", "render", "steps", "action"))
 
     def run(self, tmp=None, task_vars=None):
-        from flashmm_deploy import host_validation, plan, render, role_settings, runs
+        from flashmm_deploy import (host_validation, plan, render, role_settings, runs,
+                                    secret_generation)
         from flashmm_deploy.errors import FlashmmError
 
         result = super().run(tmp, task_vars)
@@ -103,6 +104,14 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(exc)) from None
         result.update(changed=False, msg=f"{len(inputs)} host(s) valid",
                       warnings=built.warnings)
+        action = self._task.args.get("action") or "deploy"
+        rolling = secret_generation.rotations_in_progress(task_vars.get("flashmm_rotations"))
+        if rolling and action != "rotation":
+            # visible to every run: the hosts are between a rotation's two rolls
+            result["warnings"] = [*built.warnings, (
+                f"a secret rotation is in progress: {', '.join(rolling)}; this {action} "
+                "writes the vault's current secrets (both passwords stay valid until the "
+                "rotation finishes): finish the rotation with playbooks/rotate_secrets.yml")]
         if do_render:
             # The role registers this result as flashmm_plan: a registered variable is copied
             # once for the play's hosts, where a fact would be deep-copied for every later
@@ -113,7 +122,7 @@ class ActionModule(ActionBase):
             # registered under the ansible-playbook process (this worker's parent), so that a
             # later run breaks the leases this one leaves if it is killed.
             breaks = {h["lock_break"] for h in built.hosts.values() if h.get("lock_break")}
-            result["lease"] = runs.start(built.run_id, self._task.args.get("action") or "deploy",
+            result["lease"] = runs.start(built.run_id, action,
                                          pid=os.getppid(), breaks=breaks)
         return result
 

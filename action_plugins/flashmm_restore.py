@@ -11,7 +11,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import backup_tasks
+from flashmm_deploy import backup_tasks, secret_generation
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.secret_files import host_part
 from flashmm_deploy.values import native
@@ -47,6 +47,9 @@ class ActionModule(ActionBase):
         except (ValueError, FlashmmError, TypeError) as exc:
             raise AnsibleActionFail(f"{hostname}: {exc}") from None
         records = module_args.pop("_records", None)
+        if part == "files":     # the vault's secrets generation: refused where a host runs a newer
+            module_args["generation"] = secret_generation.current(
+                {secret_generation.VARIABLE: native(task_vars.get(secret_generation.VARIABLE))})
         result.update(self._execute_module(module_name="flashmm_restore",
                                            module_args=module_args, task_vars=task_vars))
         result.pop("invocation", None)

@@ -55,6 +55,8 @@ options:
   run_id: {description: The restore run (recorded as the host's last writer)., type: str}
   record_run: {description: Record O(run_id) even when no file changed (a Redis-only call of the same run checks it)., type: bool, default: false}
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
+  lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
+  generation: {description: The secrets generation of the run's vault (see the flashmm_files module)., type: dict}
   acl_reload:
     description:
       - The Redis of the host's stack, which reads C(redis/users.acl). When that file is among
@@ -168,6 +170,7 @@ def main():
             directory_mode=dict(type="str", default="0755"),
             run_id=dict(type="str"), record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
+            lease=dict(type="dict"), generation=dict(type="dict"),
             redis=dict(type="dict", options=_REDIS),
             acl_reload=dict(type="dict", options=_ACL_RELOAD),
         ),
@@ -235,16 +238,18 @@ def main():
                           record_run=p["record_run"], lock_timeout=p["lock_timeout"],
                           after_write=after_write if endpoint is not None and not check else None,
                           first=ACL_PATH if with_acl else None,
-                          after_first=reload_acl if with_acl and not check else None)
+                          after_first=reload_acl if with_acl and not check else None,
+                          lease=p["lease"], generation=p["generation"])
             result.update(changed=synced["changed"], files=synced["files"],
                           changed_files=synced["changed_files"], diff=synced["diff"])
-        elif endpoint is not None and not check and reports["redis"]["would_change"]:
-            if p["run_id"]:
-                with HostLock(p["root"], p["run_id"], p["lock_timeout"]):
-                    check_run(p["root"], p["run_id"])
+        elif endpoint is not None and not check and p["run_id"]:
+            # under the lock (and ending the run's lease) even with nothing to change
+            with HostLock(p["root"], p["run_id"], p["lock_timeout"], p["lease"]):
+                check_run(p["root"], p["run_id"])
+                if reports["redis"]["would_change"]:
                     redis_step(False)
-            else:
-                redis_step(False)
+        elif endpoint is not None and not check and reports["redis"]["would_change"]:
+            redis_step(False)
     except BackupHostError as exc:
         module.fail_json(msg="flashmm_restore: %s; nothing restored on this host" % exc,
                          kind=exc.kind)

@@ -318,6 +318,11 @@ add("unknown", "override-misspelt", override("TRADING_MAX_POSITON_USDC", "5"),
 add("unknown", "non-string-key", edit(ENV, lambda d: d["flashmm_config"]["trading"].__setitem__(7, 1)),
     "trading", ENV)
 add("unknown", "key-with-trailing-space", config("app.debug ", False), "app.debug", ENV)
+# a dotted key is no path: read as one, a file could give one setting twice
+add("unknown", "dotted-key", edit(ENV, lambda d: d["flashmm_config"].__setitem__(
+    "trading.quote_frequency_hz", 3.0)), "trading.quote_frequency_hz", ENV)
+add("unknown", "dotted-key-in-a-section", edit(HOST, lambda d: d["flashmm_host_config"].setdefault(
+    "storage", {}).__setitem__("redis.db", 2)), "storage.redis.db", HOST)
 
 # -- misplaced layers: a layer variable in the wrong file or group
 SMALL = {"flashmm_config": {"trading": {"risk_multiplier": 2.0}},
@@ -429,6 +434,19 @@ add("encodings", "lone-surrogate-escape", config("app.name", "Flash\ud800MM"), (
 add("encodings", "carriage-return-in-a-value", config("ml.model_path", "/app/m\r.pt"),
     "ml.model_path", ENV)
 add("encodings", "nul-escape-in-a-value", config("app.version", "1.0\x00"), "app.version", ENV)
+# invisible characters (Unicode Cf, separators) and controls: a value that is not what it shows
+add("encodings", "zero-width-space-in-a-value", config("api.host", "0.0.0.0\u200b"), "api.host",
+    ENV)
+add("encodings", "bidi-override-in-a-value", config("app.name", "FlashMM\u202e"), "app.name", ENV)
+add("encodings", "tab-in-a-value", config("app.name", "Flash\tMM"), "app.name", ENV)
+add("encodings", "line-separator-in-an-override", override("FLASHMM_APP_NAME", "Flash\u2028MM"),
+    "app.name", HOST)
+_core = "S" + token(30)
+add("encodings", "zero-width-joiner-in-a-secret", secret("secret_key", _core + "\u200d" + token(8)),
+    "secrets.secret_key", VAULT, hidden=_core)
+_core = "S" + token(30)
+add("encodings", "bom-in-a-secret-override", override("API_AUTH_TOKEN", _core + "\ufeff"),
+    "secrets.api_auth_token", HOST, hidden=_core)
 
 
 # -- hostile YAML: alias bombs (billion laughs), recursion, depth, size
@@ -461,6 +479,13 @@ for name, value in (("relative", "relative/sandbox-01"), ("dot-relative", "./san
                     ("tilde", "~/flashmm"), ("dotdot", "/tmp/flashmm/../sandbox-01"),
                     ("trailing-dotdot", "/tmp/flashmm/.."), ("slash", "/"), ("double-slash", "//"),
                     ("empty", ""), ("not-normalised", "/tmp//flashmm/./x"), ("a-list", ["/tmp/x"])):
+    add("paths", f"flashmm_root-{name}", host_var("flashmm_root", value), "flashmm_root", HOSTS)
+# templates Ansible evaluates at deploy, but whose every rendering breaks the rule
+for name, value in (("templated-relative", "relsandbox/{{ inventory_hostname }}"),
+                    ("templated-dotdot", "/tmp/flashmm/{{ inventory_hostname }}/.."),
+                    ("templated-home", "$HOME/{{ inventory_hostname }}"),
+                    ("templated-dotdot-after-a-lookup",
+                     "{{ lookup('ansible.builtin.env', 'HOME') }}/../{{ inventory_hostname }}")):
     add("paths", f"flashmm_root-{name}", host_var("flashmm_root", value), "flashmm_root", HOSTS)
 
 # -- hostnames

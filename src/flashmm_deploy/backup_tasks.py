@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import backup_store, restore_secrets
+from . import backup_store, restore_secrets, runs
 from .backup_store import BackupError
 from .secret_files import pick_secrets
 from .vault import VaultKeys
@@ -202,7 +202,9 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
         "accept_unsigned": unsigned, "signed": checked.signed,
         "restore_secrets": with_secrets,
         "vault": str(vault_path) if with_secrets else None,
-        "run_id": uuid.uuid4().hex[:12], "hosts": targets, "stack_hosts": stack,
+        # the controller pass's run id: the run registered under it (runs.py) holds the leases
+        "run_id": plan.get("run_id") or uuid.uuid4().hex[:12], "hosts": targets,
+        "stack_hosts": stack,
         "config_versions": {h: checked.hosts[h].manifest.get("config_version") for h in targets},
         "groups": [{"name": h, "groups": ["flashmm_restore_targets"]
                     + (["flashmm_restore_stack_targets"] if h in stack else [])}
@@ -249,8 +251,12 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
                  if theirs else
                  [now_password, current.get("REDIS_PASSWORD_PREVIOUS"), backup_password])
     passwords = [p for i, p in enumerate(passwords) if p and p not in passwords[:i]]
+    # The restore holds each host from its files call to its Redis call (compose up between)
+    redis_follows = part == "files" and stack
     args: dict[str, Any] = {"root": host_plan["root"], "run_id": verified["run_id"],
-                            "lock_timeout": host_plan["lock_timeout"]}
+                            "lock_timeout": host_plan["lock_timeout"],
+                            "lease": runs.lease_args(plan, host_plan, hold=redis_follows,
+                                                     release=not redis_follows)}
     if part == "files":
         names = set(plan["secret_env"]) | set(EXTRA_SECRET_NAMES)
         files, secret_files = [], []

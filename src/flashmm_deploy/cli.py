@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import cli_backup, docs, effective, host_validation, plan, role_settings, secret_gen
+from . import (cli_backup, docs, effective, filesync, host_validation, plan, role_settings,
+               secret_gen)
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
@@ -93,10 +94,15 @@ def _check_settings(inv, results) -> None:
         return
     issues: dict[str, list] = {}
     all_results = {h: results.get(h) or host_validation.validate_host(inv, h) for h in inv.hosts}
-    plan.check_settings(plan.inputs_from_inventory(inv), all_results, specs, issues)
+    inputs = plan.inputs_from_inventory(inv)
+    plan.check_settings(inputs, all_results, specs, issues)
     for host, result in results.items():
-        if issues.get(host):
-            result.errors.extend(issues[host])
+        # what only Ansible can evaluate, checked where its result is already certain
+        found = issues.get(host, []) + host_validation.unevaluated_issues(inv, host)
+        # unknown flashmm_* variables: validate_host reported them already
+        new = [issue for issue in found if issue not in result.errors]
+        if new:
+            result.errors.extend(new)
             result.config = None
 
 
@@ -161,17 +167,37 @@ def cmd_diff(args) -> int:
 
 
 def cmd_docs(args) -> int:
+    """Every problem with the root or a file is a usage error naming the path (an unreadable
+    or unwritable file, a root that is no directory); each file is replaced atomically."""
     root = Path(args.root)
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() and not root.is_symlink() else \
+            "is not a directory"
+        raise UsageError(f"--root {display_path(root)}: {what}; it names the project root, "
+                         "where .env.example and docs/ are written")
     stale = []
     for rel, make in docs.GENERATED.items():
         target, text = root / rel, make()
-        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        try:
+            current = target.read_text(encoding="utf-8") if target.is_file() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            if args.check:          # unreadable is stale: --check writes nothing
+                current = None
+            else:
+                raise UsageError(f"{display_path(target)}: cannot read it "
+                                 f"({getattr(exc, 'strerror', None) or exc.reason})") from None
         if current == text:
             continue
         stale.append(rel)
         if not args.check:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                filesync.write_atomic(target, text.encode("utf-8"), 0o644)
+            except OSError as exc:
+                where = Path(exc.filename) if exc.filename else target
+                detail = f": {display_path(where)}" if where in target.parents else ""
+                raise UsageError(f"{display_path(target)}: cannot write it "
+                                 f"({exc.strerror}{detail})") from None
     if args.check and stale:
         print(f"stale generated files: {', '.join(stale)}; run `flashmm-config docs`", file=sys.stderr)
         return EXIT_INVALID
@@ -184,10 +210,28 @@ def cmd_secrets(args) -> int:
     the missing generatable secrets to it.  Names are printed, never values."""
     inv = _inventory(args, args.inventory)
     create = args.secrets_command == "init"
-    change = secret_gen.update_vault(inv, _vault_keys(args), create=create,
-                                     replace=create and args.replace)
+    replace = create and args.replace
+    vault = inv.path / "group_vars" / "all" / "vault.yml"
+    if replace and (vault.exists() or vault.is_symlink()):
+        print(secret_gen.replace_warning(inv, vault), file=sys.stderr)
+        if not (args.yes or _confirmed("Replace it anyway? Type 'replace' to confirm: ",
+                                       "replace")):
+            raise UsageError(f"{display_path(vault)}: not replaced, nothing changed (give --yes "
+                             "to replace it without a question)")
+    change = secret_gen.update_vault(inv, _vault_keys(args), create=create, replace=replace)
     print(change.summary())
     return EXIT_OK
+
+
+def _confirmed(question: str, answer: str) -> bool:
+    """The operator typed ``answer`` at a terminal; False without one (stdin not a TTY)."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        print(question, end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline().strip() == answer
+    except OSError:
+        return False
 
 
 REDIS_HELP = ("include the live runtime layer (flashmm:config:* keys) of this Redis database, "
@@ -240,7 +284,10 @@ def parser() -> argparse.ArgumentParser:
     si.add_argument("inventory")
     si.add_argument("--replace", action="store_true",
                     help="start an existing vault over (every secret new; the old password "
-                    "is not needed)")
+                    "is not needed). Only for an environment no host runs yet: a live one "
+                    "rotates its secrets (playbooks/rotate_secrets.yml)")
+    si.add_argument("--yes", action="store_true",
+                    help="with --replace: replace an existing vault without asking")
     si.set_defaults(func=cmd_secrets)
     sg = ssub.add_parser("generate", help="add the missing generatable secrets (others kept; "
                          "a plain-text vault is encrypted)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import role_settings
-from .errors import ConfigInvalid, InventoryError, Issue
+from .errors import ConfigInvalid, InventoryError, Issue, Origin
 from .inventory import LAYER_VARS, Inventory, layer_input
 from .layers import LayerInput
 from .values import TooLarge, check_size, native, plain
@@ -70,6 +70,22 @@ def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False,
         issues += runtime_issues
     return _validate(host, layers, issues, require_secrets=require_secrets,
                      vault_available=hl.vault_available)
+
+
+def unevaluated_issues(inv: Inventory, host: str) -> list[Issue]:
+    """Role variables whose value is a template only Ansible evaluates, yet breaks its rule
+    whatever it renders to (``flashmm_root: "relsandbox/{{ inventory_hostname }}"``): the
+    deploy's message for each, so that ``validate`` refuses what deploy refuses."""
+    from .plan import _is_template
+    known = {"inventory_hostname": host, "inventory_hostname_short": host.split(".")[0]}
+    out = []
+    for name, value in sorted(inv.host_variables(host).items()):
+        if isinstance(value, str) and _is_template(value):
+            problem = role_settings.template_problem(name, value, known)
+            if problem:
+                out.append(Issue(name, problem, Origin(role_settings.ROLE_VARS_LAYER,
+                                                       inv.var_source(host, name) or "inventory")))
+    return out
 
 
 def validate_inventory(inv: Inventory, hosts: list[str] | None = None, *,

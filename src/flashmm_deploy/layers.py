@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class Resolution:
     provenance: dict[str, Provenance]      # dotted path -> where it came from
     issues: list[Issue]
     sources: dict[str, str] = field(default_factory=dict)   # layer name -> its file
+    # known keys a layer set to a value it refused (reported in ``issues``): not "unset"
+    refused: set[str] = field(default_factory=set)
 
     def __repr__(self) -> str:   # values may be secrets: never in a repr
         return f"Resolution({len(self.values)} values, {len(self.issues)} issue(s))"
@@ -105,12 +108,37 @@ def did_you_mean_env(name: str) -> str:
 
 
 
+def invisible(text: str) -> str | None:
+    """The first character of ``text`` a reader cannot see or that is no text at all, spelt
+    out by code point (``U+200B (ZERO WIDTH SPACE)``), or None: control characters (tab
+    included), format characters (Unicode category Cf: zero-width spaces and joiners, BOMs,
+    bidirectional overrides, soft hyphens), line and paragraph separators and lone
+    surrogates.  A value holding one looks right in every file and terminal yet is another
+    value (``0.0.0.0`` followed by a zero-width space is no address)."""
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE:
+            name = unicodedata.name(char, "") or _CONTROL_NAMES.get(char, "")
+            return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+    return None
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_CONTROL_NAMES = {"\t": "CHARACTER TABULATION", "\n": "LINE FEED", "\r": "CARRIAGE RETURN",
+                  "\x00": "NULL", "\x1b": "ESCAPE", "\x7f": "DELETE", "\x85": "NEXT LINE"}
+
+
 def _templated(path: str, value: Any, layer: LayerInput, issues: list[Issue],
                spec: FieldSpec | None = None) -> bool:
-    """Record an issue when ``value`` (a string, or strings in a list) holds a Jinja2
-    delimiter; the message names the delimiter, never the value."""
+    """Record an issue when ``value`` (a string, or strings in a list) holds an invisible or
+    control character (named by code point) or a Jinja2 delimiter (named); never the value."""
     spec = spec or FIELDS[path]
     strings = [s for s in (value if isinstance(value, list) else [value]) if isinstance(s, str)]
+    hidden = next(filter(None, map(invisible, strings)), None)
+    if hidden:
+        issues.append(Issue(path, f"holds {hidden}, an invisible or control character: the "
+                            "value would not be what it looks like in the file; remove it"
+                            + (" (value hidden)" if spec.secret else ""), layer.origin))
+        return True
     marks = sorted({m for s in strings for m in TEMPLATE_MARKS if m in s})
     if marks:
         issues.append(Issue(path, f"holds {' and '.join(repr(m) for m in marks)}, a Jinja2 "
@@ -125,9 +153,19 @@ def _templated(path: str, value: Any, layer: LayerInput, issues: list[Issue],
     return False
 
 
-def _leaves(layer: LayerInput, issues: list[Issue]):
-    """Yield (path, value) for each leaf a YAML layer sets; record unknown keys and misplaced
-    secrets as issues."""
+def _nested_hint(key: str) -> str:
+    """``trading.quote_frequency_hz`` -> ``trading: {quote_frequency_hz: ...}``."""
+    *parents, leaf = [part for part in key.split(".") if part] or [key]
+    text = f"{leaf}: ..."
+    for part in reversed(parents):
+        text = f"{part}: {{{text}}}"
+    return text
+
+
+def _leaves(layer: LayerInput, issues: list[Issue], refused: set[str]):
+    """Yield (path, value) for each leaf a YAML layer sets; record unknown keys, dotted keys,
+    misplaced secrets and values that are no literal text as issues (the paths of known keys
+    whose value was refused go to ``refused``)."""
 
     def walk(data: Any, prefix: str):
         if data is None:            # an empty section (``trading:`` with nothing under it)
@@ -142,26 +180,41 @@ def _leaves(layer: LayerInput, issues: list[Issue]):
                 issues.append(Issue(f"{prefix}{key!r}", "keys must be strings", layer.origin))
                 continue
             path = prefix + key
+            if "." in key:
+                # YAML keys are not paths: read as one, a file could give a setting twice
+                refused.add(path)
+                hint = (f"nest it, {_nested_hint(key)}" if layer.name != "vault" else
+                        "flashmm_secrets maps secret names (secret_key, redis_password, ...) "
+                        "to values")
+                issues.append(Issue(path, f"{key!r} is a dotted key; keys are not paths "
+                                    "(the same setting could then be given twice in one file): "
+                                    + hint, layer.origin))
+                continue
             if path in FIELDS:
                 spec = FIELDS[path]
                 if spec.secret and layer.name not in SECRET_LAYERS:
+                    refused.add(path)
                     issues.append(Issue(path, "a secret may only be set in the vault "
                                         "(flashmm_secrets in group_vars/all/vault.yml) or as an "
                                         f"environment override ({spec.env}); value hidden",
                                         layer.origin))
                     continue
                 if _templated(path, value, layer, issues):
+                    refused.add(path)
                     continue
                 yield path, value
             elif path in SECTIONS:
                 yield from walk(value, path + ".")
             else:
-                issues.append(Issue(path, "unknown key" + did_you_mean(path), layer.origin))
+                hidden = invisible(key)
+                issues.append(Issue(path, "unknown key" + (
+                    f" (it holds {hidden}, an invisible or control character)" if hidden
+                    else did_you_mean(path)), layer.origin))
 
     yield from walk(layer.data, "")
 
 
-def _env_leaves(layer: LayerInput, issues: list[Issue]):
+def _env_leaves(layer: LayerInput, issues: list[Issue], refused: set[str]):
     for name, raw in (layer.data or {}).items():
         spec = FIELDS_BY_ENV.get(name)
         if spec is None:
@@ -177,15 +230,17 @@ def _env_leaves(layer: LayerInput, issues: list[Issue]):
                                 layer.origin))
             continue
         if _templated(f"{spec.path} ({name})", raw, layer, issues, spec):
+            refused.add(spec.path)
             continue
         try:
             yield spec.path, env_strings.parse(spec, raw)
         except env_strings.EnvParseError as exc:
+            refused.add(spec.path)
             message = "value hidden: cannot be parsed" if spec.secret else str(exc)
             issues.append(Issue(f"{spec.path} ({name})", message, layer.origin))
 
 
-def _runtime_leaves(layer: LayerInput, issues: list[Issue]):
+def _runtime_leaves(layer: LayerInput, issues: list[Issue], refused: set[str]):
     for key, value in (layer.data or {}).items():
         path = key.removeprefix("flashmm:config:").replace(":", ".")
         spec = FIELDS.get(path)
@@ -219,6 +274,7 @@ def resolve(layers: list[LayerInput]) -> Resolution:
             put(path, spec.default, defaults)
 
     sources = {}
+    refused: set[str] = set()
     for layer in sorted(layers, key=lambda lay: LAYER_ORDER.index(lay.name)):
         sources[layer.name] = layer.source
         if layer.name in ("env", "runtime") and not isinstance(layer.data, Mapping):
@@ -227,9 +283,9 @@ def resolve(layers: list[LayerInput]) -> Resolution:
                                 layer.origin))
             continue
         walker = {"env": _env_leaves, "runtime": _runtime_leaves}.get(layer.name, _leaves)
-        for path, value in walker(layer, issues):
+        for path, value in walker(layer, issues, refused):
             put(path, plain(value), layer.origin)
-    return Resolution(values, provenance, issues, sources)
+    return Resolution(values, provenance, issues, sources, refused)
 
 
 def shown(path: str, value: Any) -> Any:

@@ -66,6 +66,22 @@ class VaultChange:
         return line
 
 
+def replace_warning(inv: Inventory, path: Path) -> str:
+    """What ``secrets init --replace`` of an existing vault does to the hosts deployed from it
+    (said before it is done, on stderr)."""
+    return (f"warning: {display_path(path)} exists; --replace starts it over: every secret "
+            "new, the Redis password and the encryption key included.\n"
+            "  Hosts deployed from this vault still run the old Redis password, and their "
+            "records (flashmm:secure:*) are encrypted with the old encryption key: the next "
+            "deploy will be refused (a running Redis does not take a new password from a "
+            "deploy), and the old key that reads those records would be gone from the vault.\n"
+            "  To change the secrets of a live environment, rotate them instead: "
+            f"ansible-playbook playbooks/rotate_secrets.yml -i {display_path(inv.path)} "
+            "-e rotate=all (hosts stay up, records are re-encrypted).\n"
+            "  --replace is for an environment no host runs yet (or whose hosts and Redis data "
+            "are thrown away).")
+
+
 def environment_of(inv: Inventory) -> str:
     """The one ``app.environment`` of the inventory's hosts: the vault id of its vault."""
     envs = {resolve(inv.host_layers(h).layers).values.get("app.environment") for h in inv.hosts}
@@ -115,7 +131,9 @@ def _update_vault(inv: Inventory, keys: VaultKeys, path: Path, create: bool, rep
     exists = path.exists() or path.is_symlink()
     if create and exists and not replace:
         raise SecretsError(f"{where}: exists; `secrets generate` completes it, "
-                           "`secrets init --replace` starts it over (every secret new)")
+                           "`secrets init --replace` starts it over (every secret new: only for "
+                           "an environment no host runs yet; a live one changes its secrets "
+                           "with playbooks/rotate_secrets.yml)")
     vf = VaultFile.open(path, keys, where, read=not replace)
     if vf.encrypted and vf.vault_id not in (None, env):
         raise SecretsError(f"{where}: encrypted for vault id {vf.vault_id!r}, but its hosts "

@@ -45,6 +45,15 @@ def bump(doc: MutableMapping[str, Any], change: str, *, now: float | None = None
     return new
 
 
+def rotations_in_progress(book: Any) -> list[str]:
+    """``"<kind> (rotation <id>)"`` of each rotation the vault's ``flashmm_rotations`` says is
+    still rolling."""
+    if not isinstance(book, Mapping):
+        return []
+    return [f"{kind} (rotation {entry.get('id')})" for kind, entry in sorted(book.items())
+            if isinstance(entry, Mapping) and entry.get("state") == "rolling"]
+
+
 def describe(generation: Mapping[str, Any]) -> str:
     number = generation.get("number", 0)
     if not number:

@@ -99,6 +99,8 @@ def _schema_issues(res: Resolution) -> tuple[FlashMMConfig | None, list[Issue], 
                 (p for p in FIELDS if path.startswith(p + ".")), path)  # list items -> the list
             bad.add(leaf)
             spec = FIELDS.get(leaf)
+            if err["type"] == "missing" and leaf in res.refused:
+                continue                # its value was refused, and said so, by its layer
             if err["type"] == "missing":
                 # named against the environment layer: that is where the key belongs
                 where = Origin("environment", res.sources.get(
@@ -225,10 +227,12 @@ def validate_layers(layers: list[LayerInput], *, require_secrets: bool = False,
     # placeholder secrets are not values: validate the rest of the config without them
     candidate = Resolution({p: (None if FIELDS[p].secret and is_placeholder(val) else val)
                             for p, val in res.values.items()}, res.provenance, res.issues,
-                           res.sources)
+                           res.sources, res.refused)
     config, schema_issues, bad = _schema_issues(candidate)
     errors = list(res.issues) + schema_issues + _cross_field_issues(res, bad)
-    secret_errors, warnings = _secret_issues(res, bad, require_secrets=require_secrets,
+    # a secret whose value a layer refused is reported there, not as "required but not set"
+    secret_errors, warnings = _secret_issues(res, bad | res.refused,
+                                             require_secrets=require_secrets,
                                              vault_available=vault_available)
     errors += secret_errors
     return Validated(None if errors else config, res, errors, warnings)

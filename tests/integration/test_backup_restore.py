@@ -345,7 +345,7 @@ def test_retention_prunes_exactly_the_oldest_after_a_successful_backup(site, tmp
 def test_a_backup_while_another_run_holds_a_host_fails_clearly(site, tmp_path):
     with HostLock(str(site.sandbox / "sandbox-01"), "deploy-in-progress", 1):
         out = failed(site.backup("-e", "flashmm_lock_timeout=1", backups=tmp_path / "b"))
-    assert "another deploy holds the lock" in out and "deploy-in-progress" in out
+    assert "is held by run deploy-in-progress" in out and "flashmm_lock_timeout" in out
     assert backup_store.list_backups(tmp_path / "b" / "local") == []
 
 

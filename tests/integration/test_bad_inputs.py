@@ -49,6 +49,8 @@ DEPLOY = [BY_ID[i] for i in (
     "yaml:bom-inside-flashmm_host_config-host_vars",
     "encodings:latin-1-flashmm.yml", "encodings:utf-16-be-hosts.yml",
     "hostile:alias-bomb-host_vars", "hostile:two-megabyte-value",
+    "unknown:dotted-key", "encodings:zero-width-space-in-a-value",
+    "encodings:zero-width-joiner-in-a-secret",
     "paths:flashmm_root-relative", "paths:flashmm_root-dot-relative",
     "hostnames:slash", "hostnames:dotdot-prefix",
     "urls:storage.redis.url-password-in-userinfo", "urls:sei.rpc_url-spaces-as-host-with-path",

@@ -216,3 +216,47 @@ def test_a_deploy_from_a_checkout_older_than_a_rotation_is_refused(stack, tmp_pa
     ok(proc)
     converged(stack)
     assert_whole(stack)
+
+
+# ---- kill -9 of a rotation and of a restore ---------------------------------------------------
+
+def test_a_rotation_killed_mid_roll_then_one_plain_deploy_leaves_every_host_whole(stack, tmp_path):
+    """The vault says the rotation is rolling (both passwords valid); a plain deploy of the same
+    checkout rolls what the vault holds, and the rotation's rerun finishes it."""
+    host = stack.hosts[0]
+    lease = stack.root(host) / LEASE_FILE
+    rotation = start(stack.inventory, stack, "playbooks/rotate_secrets.yml", "-e", "rotate=redis")
+    try:
+        wait_for(lease.exists, "the rotation's lease on the first host", deadline_s=300)
+    finally:
+        os.killpg(rotation.pid, signal.SIGKILL)
+        rotation.wait(timeout=60)
+    proc = ok(stack.deploy("-e", "flashmm_lock_timeout=5"))
+    assert "a secret rotation is in progress: redis" in proc.stdout + proc.stderr
+    assert_whole(stack)
+    for h in stack.hosts:                   # the password in the vault opens every Redis
+        assert stack.redis(h).ping()
+    ok(ansible_playbook("playbooks/rotate_secrets.yml", stack.inventory, "-e", "rotate=redis",
+                        env=stack.env))
+    converged(stack)
+    assert_whole(stack)
+
+
+def test_a_restore_killed_mid_run_then_one_plain_deploy_leaves_every_host_whole(stack, tmp_path):
+    backups = tmp_path / "backups"
+    ok(ansible_playbook("playbooks/backup.yml", stack.inventory, "-e",
+                        f"flashmm_backup_dir={backups}", env=stack.env))
+    host = stack.hosts[0]
+    set_position(stack.inventory, file_value(stack, host) + 5.0)
+    ok(stack.deploy())                      # the restore has something to put back
+    lease = stack.root(host) / LEASE_FILE
+    restore = start(stack.inventory, stack, "playbooks/restore.yml", "-e", "backup_id=latest",
+                    "-e", f"flashmm_backup_dir={backups}")
+    try:
+        wait_for(lease.exists, "the restore's lease", deadline_s=300)
+    finally:
+        os.killpg(restore.pid, signal.SIGKILL)
+        restore.wait(timeout=60)
+    ok(stack.deploy("-e", "flashmm_lock_timeout=5"))
+    assert_whole(stack)
+    converged(stack)
