@@ -11,15 +11,22 @@ short_description: Begin or finish a secret rotation in an environment's ansible
 description:
   - C(begin) renews the secrets of O(kind) in the vault (the previous Redis password or
     encryption key is kept beside the new one until C(finish)); C(finish) drops the previous
-    value. Both record the rotation in the vault's C(flashmm_rotations), so a rerun resumes
-    an unfinished rotation and does nothing for a finished O(rotation_id).
+    value. Both record the rotation in the vault's C(flashmm_rotations) and bump its secrets
+    generation (C(flashmm_secrets_generation)) when they change it.
+  - Without O(rotation_id), C(begin) resumes the rotation of O(kind) still rolling, else
+    starts a new one with a new id (C(<UTC date>.<n>), unique in the vault). With it, a rerun
+    resumes that rotation, and does nothing once it is done.
+  - New API keys (O(kind=api)) are data, never templated - from O(new_values_file), or from
+    the variable C(rotate_new_values) read raw (never through a task argument). A value
+    holding a Jinja2 delimiter, or what C(.env) cannot hold, is refused naming the key.
   - Runs on the controller. Supports check mode (nothing written).
 options:
   vault: {description: Path of the environment's vault file (group_vars/all/vault.yml)., type: path, required: true}
   kind: {description: What to rotate., type: str, required: true, choices: [api, redis, encryption, generated]}
   step: {description: Which step., type: str, required: true, choices: [begin, finish]}
-  rotation_id: {description: Names the rotation (a rerun with the same id resumes it)., type: str, required: true}
-  new_values: {description: "For O(kind=api): new third-party keys, name -> value.", type: dict}
+  rotation_id: {description: "Names the rotation (a rerun with the same id resumes it); required for C(finish), where it is the id C(begin) returned.", type: str}
+  new_values_file: {description: "For O(kind=api): a YAML file of new third-party keys (name -> value, or C(rotate_new_values) holding that), ansible-vault encrypted or plain; read by the toolkit, never templated.", type: path}
+  run_kinds: {description: "The kinds this run rotates: new API keys given to a run without C(api) are refused, not dropped.", type: list, elements: str}
 author: flashmm-deploy
 """
 
@@ -29,14 +36,15 @@ EXAMPLES = r"""
     vault: "{{ inventory_dir }}/group_vars/all/vault.yml"
     kind: redis
     step: begin
-    rotation_id: "2026-11-26"
   no_log: true
+  register: begun           # begun.rotation_id: the id the finish step names
 """
 
 RETURN = r"""
 renewed: {description: Names of the secrets renewed (never values)., type: list, elements: str, returned: always}
 state: {description: rolling or done., type: str, returned: always}
 resumed: {description: An unfinished rotation of this id continues., type: bool, returned: always}
+rotation_id: {description: The rotation's id (new or resumed)., type: str, returned: always}
 """
 
 

@@ -234,6 +234,30 @@ def _confirmed(question: str, answer: str) -> bool:
         return False
 
 
+def cmd_secrets_set(args) -> int:
+    """set: one third-party key into the vault, its value read from stdin (a pipe or a file)
+    or a prompt, never from the command line; as data (a template is refused, never run)."""
+    from . import rotation
+
+    inv = _inventory(args, args.inventory)
+    path = Path(inv.path) / "group_vars" / "all" / "vault.yml"
+    rotation.check_settable(args.name)                  # before a value is asked for
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"new value of {args.name}: ")
+        if getpass.getpass(f"{args.name} again: ") != value:
+            raise UsageError(f"{args.name}: the two values differ (nothing changed)")
+    else:
+        value = sys.stdin.read()
+        value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
+    changed = rotation.set_api_key(path, _vault_keys(args), args.name, value)
+    print(f"{args.name}: {'set' if changed else 'unchanged'} in {display_path(path)}"
+          + (f"; roll it to the hosts: ansible-playbook playbooks/rotate_secrets.yml -i "
+             f"{args.inventory} -e rotate=api" if changed else ""))
+    return EXIT_OK
+
+
 REDIS_HELP = ("include the live runtime layer (flashmm:config:* keys) of this Redis database, "
               "e.g. redis://127.0.0.1:6379/1")
 
@@ -293,6 +317,11 @@ def parser() -> argparse.ArgumentParser:
                          "a plain-text vault is encrypted)")
     sg.add_argument("inventory")
     sg.set_defaults(func=cmd_secrets)
+    ss = ssub.add_parser("set", help="put a new third-party key (e.g. cambrian_api_key) into "
+                         "the vault; its value from stdin or a prompt, never an argument")
+    ss.add_argument("inventory")
+    ss.add_argument("name", help="the key, as in flashmm_secrets (cambrian_api_key, ...)")
+    ss.set_defaults(func=cmd_secrets_set)
     cli_backup.register(sub)            # backup list|verify|show, export-k8s
     return p
 

@@ -66,13 +66,20 @@ def redis_url_with_password(url: str, password: str, username: str | None = None
     return f"{scheme}://{user}:{quote(password, safe='')}@{rest}"
 
 
+# Secrets deploy needs but the app does not: the previous Redis password of a rotation only
+# authenticates deploy's own ACL reload (the app connects with the new one, which the ACL
+# accepts from the first roll on).  Kept out of .env, so dropping it at the end of a rotation
+# leaves .env unchanged and the app is not restarted a second time.
+NOT_FOR_THE_APP = frozenset({"REDIS_PASSWORD_PREVIOUS"})
+
+
 def env_file(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
              secrets: Mapping[str, str]) -> tuple[str, list[str]]:
     """The ``.env`` text of a host and the names whose values a diff must mask.  Every variable
     of the schema is present, ``""`` where unset."""
     env = dict(plan_env["public"])
     for name in secret_env:
-        env[name] = secrets.get(name, "")
+        env[name] = "" if name in NOT_FOR_THE_APP else secrets.get(name, "")
     masked = set(secret_env)
     password = secrets.get("REDIS_PASSWORD")
     if plan_env.get("redis_password_in_url") and password:

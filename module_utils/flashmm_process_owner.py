@@ -1,0 +1,1 @@
+../src/flashmm_deploy/process_owner.py
