@@ -188,8 +188,12 @@ def cmd_show(args) -> int:
     backup_id = backup_store.resolve_id(env_dir, args.backup_id)
     keys = cli._vault_keys(args)
     hosts = [args.host] if args.host else None
-    checked = backup_store.verify(env_dir, backup_id, keys, environment=env, hosts=hosts,
-                                  accept_unsigned=args.accept_unsigned)
+    try:
+        checked = backup_store.verify(env_dir, backup_id, keys, environment=env, hosts=hosts,
+                                      accept_unsigned=args.accept_unsigned)
+    except BackupError as exc:          # as verify: a backup refused is exit 1
+        print(f"{exc}", file=sys.stderr)
+        return cli.EXIT_INVALID
     index = checked.index
     print(f"backup {backup_id} of environment {env}: taken {index.get('created')}, toolkit "
           f"{(index.get('toolkit') or {}).get('version')} at commit "

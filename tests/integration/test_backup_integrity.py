@@ -281,14 +281,20 @@ _time.localtime = lambda secs=None: _real_localtime(_time.time() if secs is None
 _time.strftime = lambda fmt, t=None: _real_strftime(fmt, _time.localtime() if t is None else t)
 
 
-class _Shifted(_dt.datetime):
+_Real = _dt.datetime
+
+
+class _Shifted(_Real):          # now() of the shifted clock, plain datetimes out
     @classmethod
     def now(cls, tz=None):
-        return super().now(tz) + _dt.timedelta(seconds=_SHIFT)
+        return _Real.now(tz) + _dt.timedelta(seconds=_SHIFT)
 
     @classmethod
     def utcnow(cls):
-        return super().utcnow() + _dt.timedelta(seconds=_SHIFT)
+        return _Real.utcnow() + _dt.timedelta(seconds=_SHIFT)
+
+    def __repr__(self):         # Ansible writes datetimes into its module payloads by repr
+        return repr(_Real.combine(self.date(), self.timetz()))
 
 
 _dt.datetime = _Shifted
