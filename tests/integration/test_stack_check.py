@@ -151,20 +151,14 @@ def test_check_of_a_missing_app_container_says_it_would_create_it(stack):
 
 def test_escape_hatch_restarts_redis_once_and_a_plain_deploy_keeps_it(stack):
     """A Redis whose password is lost (the vault holds another): the hatch recreates Redis
-    once, from the new ACL file; the hatch's rerun and the next plain deploy leave it running."""
+    once, from the new ACL file; the next plain deploy, and the hatch's rerun, leave it
+    running.  Check mode with the hatch says it would recreate Redis, and changes nothing."""
     host = stack.hosts[0]
     hatch = ("-e", "flashmm_stack_redis_restart_on_acl_change=true")
     redis_name = f"{stack.project(host)}-redis-1"
     old, new = stack.password(), secrets.token_urlsafe(32)
     stack.set_secret("redis_password", new)
-    before, before_files = ids(stack, host), files(stack, host)
-
-    check = ok(stack.deploy("--check", "--diff", *hatch))
-    block = task_block(check.stdout)
-    assert status(block, host) == "changed", block
-    assert f"would recreate {redis_name} (redis): its ACL file changes" in block, block
-    assert ids(stack, host) == before and files(stack, host) == before_files
-    assert old not in check.stdout + check.stderr and new not in check.stdout + check.stderr
+    before = ids(stack, host)
 
     ok(stack.deploy(*hatch))
     first = healthy(stack, host)
@@ -172,18 +166,31 @@ def test_escape_hatch_restarts_redis_once_and_a_plain_deploy_keeps_it(stack):
     assert stack.raw_redis(host, ["AUTH", new], ["PING"]) == [b"+OK", b"+PONG"]
     assert stack.raw_redis(host, ["AUTH", old])[0].startswith(b"-WRONGPASS")
 
-    # the hatch again, then plain deploys: Redis keeps running, nothing changes
+    # plain deploys, then the hatch again: Redis keeps running, nothing changes
+    plain = ok(stack.deploy())
+    assert status(task_block(plain.stdout), host) == "ok"
+    assert ids(stack, host)["redis"][:2] == (first["redis"]["id"], first["redis"]["started_at"])
+    assert recap(plain.stdout)[host]["changed"] == 0
     block = task_block(ok(stack.deploy("--check", "--diff", *hatch)).stdout)
     assert status(block, host) == "ok", block
     assert recap(ok(stack.deploy(*hatch)).stdout)[host]["changed"] == 0
-    block = task_block(ok(stack.deploy("--check", "--diff")).stdout)
-    assert status(block, host) == "ok", block
-    plain = ok(stack.deploy())
-    assert recap(plain.stdout)[host]["changed"] == 0
     assert recap(ok(stack.deploy()).stdout)[host]["changed"] == 0
     after = healthy(stack, host)
     assert (after["redis"]["id"], after["redis"]["started_at"]) == \
         (first["redis"]["id"], first["redis"]["started_at"])
+
+    # lost again: check mode says it would recreate Redis, and changes nothing
+    newer = secrets.token_urlsafe(32)
+    stack.set_secret("redis_password", newer)
+    before, before_files = ids(stack, host), files(stack, host)
+    check = ok(stack.deploy("--check", "--diff", *hatch))
+    block = task_block(check.stdout)
+    assert status(block, host) == "changed", block
+    assert would(block, "recreate", redis_name).endswith(
+        "its ACL file changes and flashmm_stack_redis_restart_on_acl_change is set")
+    assert ids(stack, host) == before and files(stack, host) == before_files
+    out = check.stdout + check.stderr
+    assert new not in out and newer not in out
 
 
 def test_restore_check_with_redis_stopped_names_what_the_restore_would_start_and_recreate(
