@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from . import secret_generation
 from .errors import FlashmmError
 from .inventory import Inventory, display_path
 from .layers import resolve
@@ -152,5 +153,7 @@ def _update_vault(inv: Inventory, keys: VaultKeys, path: Path, create: bool, rep
             if change.created:
                 current[name] = PLACEHOLDER
     if change.changed:
+        if change.generated:        # hosts running the previous values refuse older vaults
+            secret_generation.bump(vf.doc, f"secrets: generated {', '.join(change.generated)}")
         vf.save(keys, env, HEADER.format(env=env, path=where) if change.created else "")
     return change
