@@ -37,7 +37,7 @@ class ActionModule(ActionBase):
                 VaultKeys.of_secrets(self._loader._vault.secrets),
                 with_secrets=plain(self._templar.template(task_vars.get("restore_secrets"))),
                 accept_unsigned=plain(self._templar.template(
-                    task_vars.get("flashmm_backup_accept_unsigned", False))),
+                    task_vars.get("flashmm_restore_accept_unsigned", False))),
                 inventory_hosts=list((task_vars.get("groups") or {}).get("all") or ()),
                 vault_path=(Path(task_vars["inventory_dir"]) / "group_vars" / "all" / "vault.yml"
                             if task_vars.get("inventory_dir") else None))

@@ -34,7 +34,7 @@ that same password, so it would not be any stronger.  PBKDF2 with ansible-vault'
 iteration count keeps a guess of the password no cheaper to test against a signature than
 against ``secrets.vault`` beside it.  Backups of format 1 (before signatures) are refused
 unless the operator accepts them explicitly (``accept_unsigned``: ``--accept-unsigned``,
-``-e flashmm_backup_accept_unsigned=true``); every other check still applies to them.
+``-e flashmm_restore_accept_unsigned=true``); every other check still applies to them.
 
 **Ids, order and retention.**  Ids stay readable timestamps (``20261126T173012Z``, ``-2`` for
 a second one in the same second), but no order comes from a clock: ``commit`` gives each backup
@@ -234,7 +234,7 @@ def _signature_problem(kind: str, doc: dict[str, Any], where: str, keys: list[by
         return (f"{where}: not signed (a backup taken before backups were signed): nothing "
                 "tells it from a forgery.  Take a new backup; to use this one anyway, after "
                 "checking where it came from, give --accept-unsigned (flashmm-config) or "
-                "-e flashmm_backup_accept_unsigned=true (playbooks/restore.yml)")
+                "-e flashmm_restore_accept_unsigned=true (playbooks/restore.yml)")
     if doc.get("format") != FORMAT:
         return f"{where}: format {doc.get('format')!r}, expected {FORMAT} (or {LEGACY_FORMAT})"
     value = sig.get("value") if isinstance(sig, dict) else None

@@ -110,13 +110,13 @@ def commit(run: Mapping[str, Any], hosts, keep: Any, keys: VaultKeys) -> dict[st
 # ---- restore --------------------------------------------------------------------------------
 
 def accept_unsigned_setting(value: Any) -> bool:
-    """``flashmm_backup_accept_unsigned``: true or false (a string from -e too)."""
+    """``flashmm_restore_accept_unsigned``: true or false (a string from -e too)."""
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no",
                                                             "0", ""):
         return value.strip().lower() in ("true", "yes", "1")
     if value is None or isinstance(value, bool):
         return bool(value)
-    raise BackupError(f"flashmm_backup_accept_unsigned must be true or false (got {value!r})")
+    raise BackupError(f"flashmm_restore_accept_unsigned must be true or false (got {value!r})")
 
 
 def planned_paths(host_plan: Mapping[str, Any]) -> set[str]:

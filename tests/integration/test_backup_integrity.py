@@ -247,14 +247,14 @@ def test_an_unsigned_backup_is_refused_unless_accepted_and_sorts_before_signed_o
     assert f"{legacy}/backup.json: not signed" in refused.stderr
     assert "--accept-unsigned" in refused.stderr
     out = failed(site.restore(legacy, backups=copy))
-    assert "not signed" in out and "flashmm_backup_accept_unsigned=true" in out
+    assert "not signed" in out and "flashmm_restore_accept_unsigned=true" in out
     assert site.snapshot() == before
 
     accepted = flashmm_config("backup", "verify", str(site.inventory), legacy,
                               "--backup-dir", str(copy), "--accept-unsigned")
     assert accepted.returncode == 0, accepted.stderr
     assert "UNSIGNED (accepted" in accepted.stdout
-    ok(site.restore(legacy, "-e", "flashmm_backup_accept_unsigned=true", backups=copy))
+    ok(site.restore(legacy, "-e", "flashmm_restore_accept_unsigned=true", backups=copy))
     assert all(site.client(h).get(OVERRIDE[0]) == OVERRIDE[1] for h in HOSTS)
 
     # a signed backup taken now is newer than the unsigned one, whatever their dates say
