@@ -3,7 +3,8 @@
 # ONE Debian rootfs made by mmdebstrap from Debian's packages:
 #   localhost/flashmm-redis:dev     redis-server (the compose file passes its own command)
 #   localhost/flashmm-standin:dev   the same rootfs plus the stand-in FlashMM app of this project
-#                                   (src/flashmm_deploy/standin) in /opt/flashmm/lib
+#                                   (src/flashmm_deploy/standin) and the client library it runs
+#                                   on (src/flashmm_config) in /opt/flashmm/lib
 # The rootfs tarball is cached in .state/images/, keyed by a hash of its suite and package list.
 # Each image carries the label io.flashmm.source-sha256, a hash of its inputs; an image whose label
 # already matches is left alone, so a second run takes seconds and keeps the image ids.
@@ -19,6 +20,8 @@ LABEL="io.flashmm.source-sha256"
 CACHE=".state/images"
 APP_SRC="src/flashmm_deploy"
 APP_DEST="opt/flashmm/lib/flashmm_deploy"      # inside the image
+LIB_SRC="src/flashmm_config"
+LIB_DEST="opt/flashmm/lib/flashmm_config"      # inside the image
 REDIS_CHANGES=('CMD ["redis-server"]')
 STANDIN_CHANGES=('ENV PYTHONPATH=/opt/flashmm/lib' 'WORKDIR /app' 'CMD ["python3", "-m", "flashmm_deploy.standin"]')
 
@@ -51,6 +54,12 @@ app_files() {
     if [ -f "$APP_SRC/$f" ]; then printf '%s\t%s\n' "$APP_DEST/$f" "$APP_SRC/$f"
     else say "WARNING: $APP_SRC/$f does not exist yet: the standin image is built without it"; fi
   done
+  # The client library the app is built on (its reading parts need no pydantic).
+  if [ -d "$LIB_SRC" ]; then
+    while IFS= read -r f; do
+      printf '%s\t%s\n' "$LIB_DEST/${f#"$LIB_SRC/"}" "$f"
+    done < <(find "$LIB_SRC" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)
+  else say "WARNING: $LIB_SRC/ does not exist yet: the standin image is built without it"; fi
   if [ -d "$APP_SRC/standin" ]; then
     while IFS= read -r f; do
       printf '%s\t%s\n' "$APP_DEST/standin/${f#"$APP_SRC/standin/"}" "$f"

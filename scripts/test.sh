@@ -16,7 +16,7 @@ echo "== yamllint"
 yamllint .
 echo "== ansible-lint (production profile)"
 ansible-lint -q
-echo "== generated files are up to date (.env.example, docs/configuration.md, standin/fields.json)"
+echo "== generated files are up to date (.env.example, docs/configuration.md, flashmm_config/fields.json)"
 flashmm-config docs --check
 echo "== pytest"
 pytest -q -p no:cacheprovider "$@"

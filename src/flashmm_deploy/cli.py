@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import (cli_backup, docs, effective, filesync, host_validation, plan, role_settings,
-               secret_gen)
+from . import (cli_backup, cli_runtime, docs, effective, filesync, host_validation, plan,
+               role_settings, secret_gen)
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
@@ -323,6 +323,7 @@ def parser() -> argparse.ArgumentParser:
     ss.add_argument("name", help="the key, as in flashmm_secrets (cambrian_api_key, ...)")
     ss.set_defaults(func=cmd_secrets_set)
     cli_backup.register(sub)            # backup list|verify|show, export-k8s
+    cli_runtime.register(sub)           # runtime get|list|set|unset|watch
     return p
 
 

@@ -71,8 +71,9 @@ def configuration_md() -> str:
 
 
 def standin_fields() -> str:
-    """The schema as the stand-in app reads it (it runs without pydantic): dotted key -> env
-    var, kind, whether optional, secret or runtime-overridable, and the default."""
+    """The schema as the client library (``flashmm_config``, which the stand-in app runs on,
+    without pydantic) reads it: dotted key -> env var, kind, whether optional, secret or
+    runtime-overridable, and the default."""
     fields = {path: {"env": spec.env, "kind": spec.kind, "optional": spec.optional,
                      "secret": spec.secret, "runtime": spec.runtime,
                      "default": spec.default}
@@ -81,4 +82,4 @@ def standin_fields() -> str:
 
 
 GENERATED = {".env.example": env_example, "docs/configuration.md": configuration_md,
-             "src/flashmm_deploy/standin/fields.json": standin_fields}
+             "src/flashmm_config/fields.json": standin_fields}

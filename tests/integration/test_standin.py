@@ -23,7 +23,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from engine_support import DockerEngine, free_port
-from flashmm_deploy.standin.config_layers import REQUIRED_ENV, load_fields
+from flashmm_config.layers import REQUIRED_ENV, load_fields
 from support import RedisServer, start_redis, stop_redis
 
 pytestmark = pytest.mark.integration

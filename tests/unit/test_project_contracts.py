@@ -80,7 +80,7 @@ def third_party_imports(directory: Path) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names.add(node.module.split(".")[0])
     return {n for n in names if n not in sys.stdlib_module_names
-            and n not in ("flashmm_deploy", "redis_client", "redis_url")}
+            and n not in ("flashmm_deploy", "flashmm_config", "redis_client", "redis_url")}
 
 
 # import name -> distribution name
@@ -95,7 +95,7 @@ def test_runtime_dependencies_are_exactly_what_src_imports():
     declared = {d.split(">")[0].split("<")[0].split("=")[0].strip().lower()
                 for d in project["dependencies"]}
     imported = {DISTRIBUTIONS.get(n, n).lower()
-                for n in third_party_imports(ROOT / "src" / "flashmm_deploy")}
+                for n in third_party_imports(ROOT / "src")}     # the toolkit and the library
     assert declared == imported
 
 

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from flashmm_deploy.redis_client import RedisError, ReplyError
 from flashmm_deploy.standin.app import StandIn
-from flashmm_deploy.standin.config_layers import REQUIRED_ENV, load_fields
+from flashmm_config.layers import REQUIRED_ENV, load_fields
 from flashmm_deploy.standin.event_log import EventLog
 from flashmm_deploy.standin.http_api import ROUTES, build, respond
 

@@ -9,11 +9,11 @@ import os
 import pytest
 import yaml
 
-from flashmm_deploy.standin.config_layers import (LAYERS, REQUIRED_ENV, ConfigError, Field,
+from flashmm_config.layers import (LAYERS, REQUIRED_ENV, ConfigError, Field,
                                                   check_typed, dotted_key, env_layer,
                                                   file_layer, load_fields, missing_required,
                                                   redis_key, resolve, runtime_value)
-from flashmm_deploy.standin.config_state import ConfigState
+from flashmm_config.state import ConfigState
 from flashmm_deploy.standin.event_log import EventLog
 
 FIELDS = load_fields()

@@ -1,6 +1,9 @@
 """The stand-in runs in an image with only Debian's python3, python3-yaml and
 python3-cryptography plus the files ``scripts/build-images.sh`` copies: every import it makes
-(transitively through this package) must be one of those.  Pure: reads source files."""
+(transitively through this package and the client library ``flashmm_config`` it is built on)
+must be one of those.  The library's runtime *set* imports the deploy toolkit's validator
+(pydantic) inside the functions that validate a set, which the stand-in never calls: those
+function-level imports are the only ones left out.  Pure: reads source files."""
 
 from __future__ import annotations
 
@@ -11,14 +14,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "flashmm_deploy"
+LIBRARY = "flashmm_config"
+# The library's functions that import pydantic (through flashmm_deploy.validate) when called:
+# the validation of a runtime set.
+SET_ONLY = {"flashmm_config.validation": {"_issues"}, "flashmm_config.manager": {"_lower_layers"}}
 THIRD_PARTY = {"yaml", "cryptography"}
 
 
-def _skipped(node: ast.AST, parents: dict) -> bool:
+def _skipped(node: ast.AST, parents: dict, lazy: set[str] = frozenset()) -> bool:
     """Imports under ``if TYPE_CHECKING:`` or in an ``except ImportError:`` fallback (a bare
-    copy of a file side by side) never run in the image."""
+    copy of a file side by side) never run in the image; nor do those of the ``lazy``
+    functions."""
     while node in parents:
         parent = parents[node]
+        if isinstance(parent, ast.FunctionDef) and parent.name in lazy:
+            return True
         if isinstance(parent, ast.If) and "TYPE_CHECKING" in ast.unparse(parent.test) \
                 and node in parent.body:
             return True
@@ -28,14 +38,14 @@ def _skipped(node: ast.AST, parents: dict) -> bool:
     return False
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, lazy: set[str] = frozenset()) -> set[str]:
     """Absolute module names ``path`` imports (relative ones resolved)."""
     tree = ast.parse(path.read_text())
     parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     found = set()
     for node in ast.walk(tree):
-        if _skipped(node, parents):
+        if _skipped(node, parents, lazy):
             continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -47,17 +57,18 @@ def imports_of(path: Path) -> set[str]:
             if base == "__future__":
                 continue
             found.add(base)
-            if base in ("flashmm_deploy", "flashmm_deploy.standin"):
+            if base in ("flashmm_deploy", "flashmm_deploy.standin", LIBRARY):
                 found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
 def module_path(name: str) -> Path | None:
-    parts = name.split(".")[1:]
+    top, *parts = name.split(".")
+    package = PACKAGE.parent / top
     if not parts:
-        return PACKAGE / "__init__.py"
+        return package / "__init__.py"
     rel = Path(*parts)
-    for candidate in (PACKAGE / rel.with_suffix(".py"), PACKAGE / rel / "__init__.py"):
+    for candidate in (package / rel.with_suffix(".py"), package / rel / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
@@ -74,8 +85,9 @@ def closure() -> dict[str, set[str]]:
             continue
         path = module_path(name)
         assert path is not None, f"{name} does not exist"
-        seen[name] = imports_of(path)
-        todo += [m for m in seen[name] if m.startswith("flashmm_deploy") and module_path(m)]
+        seen[name] = imports_of(path, SET_ONLY.get(name, set()))
+        todo += [m for m in seen[name] if m.startswith(("flashmm_deploy", LIBRARY))
+                 and module_path(m)]
     return seen
 
 
@@ -86,7 +98,7 @@ def test_the_app_imports_only_what_its_image_has():
             top = name.split(".")[0]
             assert (top in sys.stdlib_module_names or top in THIRD_PARTY
                     or name in reached or name == "flashmm_deploy"), f"{module} imports {name}"
-    shared = {m for m in reached if not m.startswith("flashmm_deploy.standin")} - {
+    shared = {m for m in reached if not m.startswith(("flashmm_deploy.standin", LIBRARY))} - {
         "flashmm_deploy"}
     assert shared == {"flashmm_deploy.redis_client", "flashmm_deploy.redis_url",
                       "flashmm_deploy.env_strings"}
@@ -96,7 +108,16 @@ def test_build_images_copies_every_package_module_the_app_imports():
     script = (ROOT / "scripts" / "build-images.sh").read_text()
     body = re.search(r"^app_files\(\) \{\n(.*?)^\}", script, re.S | re.M).group(1)
     for module in closure():
-        if module.startswith("flashmm_deploy.standin") or module == "flashmm_deploy":
-            continue                       # the whole standin/ directory and __init__.py
+        if module.startswith(("flashmm_deploy.standin", LIBRARY)) or module == "flashmm_deploy":
+            continue                       # the whole standin/ and library directories
         assert f"{module.rsplit('.', 1)[1]}.py" in body, f"{module} is not copied"
-    assert '"$APP_SRC/standin"' in body and "__init__.py" in body
+    assert '"$APP_SRC/standin"' in body and "__init__.py" in body and '"$LIB_SRC"' in body
+    assert 'LIB_SRC="src/flashmm_config"' in script
+
+
+def test_the_library_is_what_the_app_runs_on_and_pydantic_only_on_a_set():
+    reached = closure()
+    assert {"flashmm_config.manager", "flashmm_config.validation"} <= set(reached)
+    for module, functions in SET_ONLY.items():
+        lazy = imports_of(module_path(module)) - imports_of(module_path(module), functions)
+        assert lazy and all(name.startswith("flashmm_deploy.") for name in lazy), lazy

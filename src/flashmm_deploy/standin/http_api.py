@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from flashmm_deploy.redis_client import RedisError
 from flashmm_deploy.redis_url import mask_url
-from flashmm_deploy.standin.redis_link import RedisUnavailable
+from flashmm_config.link import RedisUnavailable
 
 Body = tuple[int, dict]
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from flashmm_deploy.redis_client import ReplyError
-from flashmm_deploy.standin.runtime_keys import scan_keys
+from flashmm_config.runtime_keys import scan_keys
 
 SECURE_PREFIX = "flashmm:secure:"
 NEW_KEY_ENV = "ENCRYPTION_KEY"

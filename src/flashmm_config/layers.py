@@ -1,7 +1,8 @@
-"""The configuration schema as the stand-in sees it, and the pure functions of its four layers.
+"""The configuration schema as the application sees it, and the pure functions of its four layers.
 
 The schema comes from ``fields.json`` next to this module, generated from
-``flashmm_deploy.schema`` by ``flashmm-config docs`` (the app cannot import pydantic).  Each
+``flashmm_deploy.schema`` by ``flashmm-config docs`` (reading it needs neither pydantic nor
+the deploy toolkit, so the stand-in's image, which has no pydantic, runs this library too).  Each
 dotted key has ``env`` (its variable), ``kind`` (str/int/float/bool/list/choice), ``optional``,
 ``secret``, ``runtime`` (may be overridden in Redis) and ``default``.
 

@@ -7,6 +7,10 @@ layer stays in force; at start-up the same problem is fatal (``load`` raises).  
 layer is replaced by Redis scans and changed key by key by update messages; a runtime value
 that is not valid JSON of its kind is ignored, so the key falls back to the layers below (the
 effective value depends only on what the layers hold now, not on history).
+
+The effective view is computed once per change of a layer, not per read: ``get`` is one dict
+lookup.  ``listener`` (when set) is called after each change, outside the lock, with
+``{key: (value, layer)}`` of every key whose effective value or layer changed.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from flashmm_deploy.standin.config_layers import (ConfigError, Field, env_layer, file_layer,
+from flashmm_config.layers import (ConfigError, Field, env_layer, file_layer,
                                                   resolve)
-from flashmm_deploy.standin.event_log import EventLog
+from flashmm_config.log import Log
 
 DEFAULT_ENVIRONMENT = "development"
 _ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -37,7 +41,7 @@ class ConfigState:
     """Layers of one process.  ``effective()`` is consistent: one lock guards every layer."""
 
     def __init__(self, fields: Mapping[str, Field], environ: Mapping[str, str],
-                 config_dir: Path, log: EventLog) -> None:
+                 config_dir: Path, log: Log) -> None:
         self.fields = fields
         self.environ = environ
         self.environment = environ.get("ENVIRONMENT") or DEFAULT_ENVIRONMENT
@@ -48,7 +52,20 @@ class ConfigState:
         self._env: dict[str, Any] = {}
         self._runtime: dict[str, Any] = {}
         self._file_sig: tuple | None = None
+        self._effective: dict[str, tuple[Any, str]] = resolve(fields, {})
+        self.listener: Callable[[dict[str, tuple[Any, str]]], None] | None = None
         self.loaded = False
+
+    def _changed(self) -> dict[str, tuple[Any, str]]:
+        """Recompute the effective view (call with the lock held); returns what changed, for
+        ``_notify`` after the lock is released."""
+        old, self._effective = self._effective, resolve(
+            self.fields, {"file": self._file, "env": self._env, "runtime": self._runtime})
+        return {k: v for k, v in self._effective.items() if old.get(k) != v}
+
+    def _notify(self, changes: dict[str, tuple[Any, str]]) -> None:
+        if changes and self.listener is not None:
+            self.listener(changes)
 
     # ---- static layers -------------------------------------------------------------------
 
@@ -77,6 +94,8 @@ class ConfigState:
         with self._lock:
             self._env, self._file, self._file_sig = env, file, sig
             self.loaded = True
+            changes = self._changed()
+        self._notify(changes)
 
     def reload_file_if_changed(self) -> bool:
         """Re-read the file when its inode, size or mtime changed; True when the layer
@@ -101,8 +120,10 @@ class ConfigState:
             changed = sorted(k for k in set(file) | set(self._file)
                              if file.get(k, self) != self._file.get(k, self))
             self._file = file
+            changes = self._changed()
         self._log("environment file %s reloaded: %s" % (
             self.path, ", ".join(changed) + " changed" if changed else "no value changed"))
+        self._notify(changes)
         return bool(changed)
 
     def _report_unknown(self, unknown: list[str]) -> None:
@@ -120,23 +141,39 @@ class ConfigState:
         """Install a whole scan; returns {key: new value or None when removed} of what changed."""
         with self._lock:
             old, self._runtime = self._runtime, dict(values)
+            changes = self._changed()
+        self._notify(changes)
         return {k: values.get(k) for k in sorted(set(old) | set(values))
                 if old.get(k, self) != values.get(k, self)}
 
     def set_runtime(self, key: str, value: Any) -> None:
         with self._lock:
             self._runtime[key] = value
+            changes = self._changed()
+        self._notify(changes)
 
     def drop_runtime(self, key: str) -> None:
         with self._lock:
             self._runtime.pop(key, None)
+            changes = self._changed()
+        self._notify(changes)
 
     # ---- views ---------------------------------------------------------------------------
 
     def effective(self) -> dict[str, tuple[Any, str]]:
+        """Every key's (value, layer): a copy."""
+        return dict(self._effective)
+
+    def view(self) -> dict[str, tuple[Any, str]]:
+        """The current effective view itself (replaced, never changed, on every change: do
+        not modify it).  What ``ConfigManager.get`` reads."""
+        return self._effective
+
+    def layers(self) -> dict[str, dict[str, Any]]:
+        """Copies of the file, env and runtime layers (dotted key -> typed value)."""
         with self._lock:
-            return resolve(self.fields, {"file": self._file, "env": self._env,
-                                         "runtime": self._runtime})
+            return {"file": dict(self._file), "env": dict(self._env),
+                    "runtime": dict(self._runtime)}
 
     def value(self, key: str) -> Any:
-        return self.effective()[key][0]
+        return self._effective[key][0]

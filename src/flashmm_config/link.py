@@ -1,12 +1,15 @@
-"""The app's one long-lived Redis connection, the steady workload on it, and its counters.
+"""The client's one long-lived Redis command connection, the steady check on it, and its
+counters.
 
-The workload is what secret rotations are measured against: one authenticated operation
-(``GET flashmm:meta:version``, which also keeps ``config_version`` current) every ~100 ms,
-each counted as a success (``ops``) or a failure (``failures``).  A failure closes the
+The check (the stand-in's "workload", what secret rotations are measured against) is one
+authenticated operation (``GET flashmm:meta:version``, which also keeps ``version`` current)
+every ``interval`` (the stand-in: ~100 ms; the library's default: 1 s), each counted as a
+success (``ops``) or a failure (``failures``).  A failure closes the
 connection; the loop reconnects at once, then with a backoff doubling up to ``MAX_BACKOFF``
 (1 s), and counts each re-established connection in ``reconnects``.  ``on_connect`` runs after
-every successful (re)connect: the app re-scans the runtime layer there, since updates may have
-been missed while Redis was away.  The outage is logged once, and its end once.
+every successful (re)connect: the manager catches up there (``ConfigManager.catch_up``), since
+updates may have been missed while Redis was away.  The outage is logged once, and its end once; an outage at
+start-up says that the runtime layer is not loaded yet (the lower layers serve).
 
 Health (``health()``) is good while the connection is up and the last successful operation is
 at most ``HEALTH_WINDOW`` (1 s) old, so a Redis that hangs rather than refuses turns the app
@@ -21,7 +24,7 @@ import time
 from typing import Any, Callable
 
 from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
-from flashmm_deploy.standin.event_log import EventLog
+from flashmm_config.log import Log
 
 VERSION_KEY = "flashmm:meta:version"
 INTERVAL = 0.1
@@ -41,15 +44,17 @@ def _version(raw: Any) -> Any:
     return int(text) if text.isascii() and text.isdigit() else text
 
 
-class RedisLink:
-    """Main connection, workload and counters.  ``connect`` is the Connection factory (the
-    unit tests pass a fake); ``clock`` a monotonic clock."""
+class Link:
+    """Main connection, periodic check and counters.  ``connect`` is the Connection factory
+    (the unit tests pass a fake); ``clock`` a monotonic clock."""
 
-    def __init__(self, endpoint: Endpoint, log: EventLog,
+    def __init__(self, endpoint: Endpoint, log: Log,
                  on_connect: Callable[[], None] | None = None,
                  connect: Callable[[Endpoint], Any] = Connection,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 interval: float = INTERVAL) -> None:
         self.endpoint = endpoint
+        self.interval = interval
         self._log = log
         self._on_connect = on_connect
         self._connect = connect
@@ -100,8 +105,13 @@ class RedisLink:
         self.last_error = reason
         if not self._outage_logged:
             self._outage_logged = True
-            self._log.warning("redis unavailable: %s; serving the last known configuration, "
-                              "retrying at most %gs apart" % (reason, MAX_BACKOFF))
+            if self._ever_connected:
+                self._log.warning("redis unavailable: %s; serving the last known configuration, "
+                                  "retrying at most %gs apart" % (reason, MAX_BACKOFF))
+            else:
+                self._log.warning("redis unavailable: %s; starting without the runtime layer "
+                                  "(defaults, file and environment serve), retrying at most "
+                                  "%gs apart" % (reason, MAX_BACKOFF))
 
     def _drop(self, reason: str) -> None:
         with self._lock:
@@ -158,7 +168,7 @@ class RedisLink:
                     backoff = min(max(backoff * 2, FIRST_BACKOFF), MAX_BACKOFF)
                     stop.wait(backoff)
                 continue
-            if stop.wait(INTERVAL):
+            if stop.wait(self.interval):
                 break
             self.tick()
 
@@ -183,3 +193,6 @@ class RedisLink:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+RedisLink = Link        # the stand-in's name for it

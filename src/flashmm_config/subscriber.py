@@ -1,11 +1,12 @@
-"""The pub/sub connection: ``flashmm:config:updates`` (each message's data is the dotted key of
-a changed runtime value, what deploy's seed publishes) and ``flashmm:meta:updates`` (one JSON
-summary per changing seed run).
+"""The pub/sub connection of a ``ConfigManager``: ``flashmm:config:updates`` (each message's
+data is the dotted key of a changed runtime value, what deploy's seed and a runtime set
+publish) and ``flashmm:meta:updates`` (one JSON summary per change, with the version).
 
 A subscribed connection can do nothing else, hence a second connection.  It reconnects on its
 own with the same bounded backoff as the main one; after every (re)subscription
-``on_subscribed`` runs, and the app re-scans the runtime layer there: a message published while
-this connection was away is lost, the keys are not.  Outages are logged by the main connection,
+``on_subscribed`` runs, and the manager catches up there (``ConfigManager.catch_up``: a full
+scan when ``flashmm:meta:version`` moved): a message published while this connection was away
+is lost, the keys and the version are not.  Outages are logged by the main connection,
 so this one stays quiet about them.
 """
 
@@ -15,8 +16,8 @@ import threading
 from typing import Any, Callable
 
 from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
-from flashmm_deploy.standin.event_log import EventLog
-from flashmm_deploy.standin.redis_link import FIRST_BACKOFF, MAX_BACKOFF
+from flashmm_config.log import Log
+from flashmm_config.link import FIRST_BACKOFF, MAX_BACKOFF
 
 CONFIG_CHANNEL = "flashmm:config:updates"
 META_CHANNEL = "flashmm:meta:updates"
@@ -26,7 +27,7 @@ POLL = 0.2                      # how long one read waits, so a stop is seen wit
 class Subscriber:
     """Runs ``on_message(channel, data)`` for each message until stopped."""
 
-    def __init__(self, endpoint: Endpoint, log: EventLog,
+    def __init__(self, endpoint: Endpoint, log: Log,
                  on_message: Callable[[str, bytes], None],
                  on_subscribed: Callable[[], None],
                  connect: Callable[[Endpoint], Any] = Connection) -> None:
