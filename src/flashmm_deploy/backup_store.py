@@ -65,6 +65,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,7 @@ def _secret_bytes(secret: Any) -> bytes:
     return raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
 
 
+@lru_cache(maxsize=16)           # a restore verifies once, then once per host
 def _derive(password: bytes, environment: str) -> bytes:
     return hashlib.pbkdf2_hmac("sha256", password, _KDF_SALT + environment.encode("utf-8"),
                                KDF_ITERATIONS, dklen=32)
@@ -485,22 +487,24 @@ class BackupInfo:
         return (1, self.sequence, "", self.backup_id)
 
 
-def _open_dir(parent_fd: int | None, name: str, where: str) -> int:
+def _open_dir(parent_fd: int | None, name: str, where) -> int:
     try:
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
     except FileNotFoundError:
         raise
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise BackupError(f"{where}: not a directory (a symlink? a backup holds only "
-                              "directories and regular files)") from None
-        raise BackupError(f"{where}: not readable ({exc.strerror})") from None
+            raise BackupError(f"{where()}: {name} is not a directory (a symlink? a backup "
+                              "holds only directories and regular files)") from None
+        raise BackupError(f"{where()}: not readable ({exc.strerror})") from None
 
 
 def _read_inside(base: Path, parts: list[str], limit: int = 64 << 20) -> bytes:
     """The regular file ``base/parts...``, read without following any symlink on the way
     (a symlink anywhere below ``base`` is refused, named).  FileNotFoundError if absent."""
-    where = shown(base.joinpath(*parts))
+    def where() -> str:                 # only when there is something to say
+        return shown(base.joinpath(*parts))
+
     fds = []
     try:
         fds.append(os.open(base, os.O_RDONLY | os.O_DIRECTORY))
@@ -512,15 +516,15 @@ def _read_inside(base: Path, parts: list[str], limit: int = 64 << 20) -> bytes:
             raise
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise BackupError(f"{where}: a symlink (a backup holds only regular files)") \
-                    from None
-            raise BackupError(f"{where}: not readable ({exc.strerror})") from None
+                raise BackupError(f"{where()}: a symlink (a backup holds only regular "
+                                  "files)") from None
+            raise BackupError(f"{where()}: not readable ({exc.strerror})") from None
         fds.append(fd)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise BackupError(f"{where}: not a regular file")
+            raise BackupError(f"{where()}: not a regular file")
         if st.st_size > limit:
-            raise BackupError(f"{where}: {st.st_size} bytes, more than a backup holds")
+            raise BackupError(f"{where()}: {st.st_size} bytes, more than a backup holds")
         with os.fdopen(os.dup(fd), "rb") as fh:
             return fh.read(limit + 1)
     finally:
