@@ -50,6 +50,11 @@ class ActionModule(ActionBase):
         if part == "files":     # the vault's secrets generation: refused where a host runs a newer
             module_args["generation"] = secret_generation.current(
                 {secret_generation.VARIABLE: native(task_vars.get(secret_generation.VARIABLE))})
+            if verified.get("restore_secrets") and verified.get("generation"):
+                # the hosts record the generation the vault gets at the end (restore_secrets);
+                # a host running a newer one than the vault's now still refuses
+                module_args["generation_base"] = module_args["generation"]
+                module_args["generation"] = verified["generation"]
         result.update(self._execute_module(module_name="flashmm_restore",
                                            module_args=module_args, task_vars=task_vars))
         result.pop("invocation", None)

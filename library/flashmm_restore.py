@@ -57,6 +57,12 @@ options:
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
   lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
   generation: {description: The secrets generation of the run's vault (see the flashmm_files module)., type: dict}
+  generation_base:
+    description:
+      - With the backup's secrets restored, O(generation) is the one the vault gets at the end
+        of the restore; this is the vault's before it. A host that runs a newer one refuses
+        the call before anything is written (the checkout's vault is stale).
+    type: dict
   acl_reload:
     description:
       - The Redis of the host's stack, which reads C(redis/users.acl). When that file is among
@@ -133,11 +139,13 @@ redis:
 
 import base64  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
     REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
-from ansible.module_utils.flashmm_filesync import HostLock, check_run, sync  # noqa: E402
+from ansible.module_utils.flashmm_filesync import (  # noqa: E402
+    HostLock, check_generation, check_run, sync)
 from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
     ACL_PATH, ACL_RELOAD_OPTIONS, endpoint_args_from, ensure_loaded)
 
@@ -171,6 +179,7 @@ def main():
             run_id=dict(type="str"), record_run=dict(type="bool", default=False),
             lock_timeout=dict(type="float", default=60.0),
             lease=dict(type="dict"), generation=dict(type="dict"),
+            generation_base=dict(type="dict"),
             redis=dict(type="dict", options=_REDIS),
             acl_reload=dict(type="dict", options=_ACL_RELOAD),
         ),
@@ -225,6 +234,8 @@ def main():
 
     result = dict(changed=False, changed_files=[], diff=[])
     try:
+        if p["generation_base"] and p["files"] is not None and os.path.isdir(p["root"]):
+            check_generation(p["root"], p["generation_base"])
         if with_acl and check:
             reload_acl()
         if endpoint is not None:

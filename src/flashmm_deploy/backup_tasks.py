@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -192,16 +193,22 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
                               f"but {', '.join(left_out)} would keep today's: restore every "
                               "host of the inventory (no --limit or flashmm_restore_hosts), or "
                               "leave out -e restore_secrets")
-        restore_secrets.vault_values(envs, plan["secret_env"], resolved)
+        values = restore_secrets.vault_values(envs, plan["secret_env"], resolved)
         if vault_path is None:
             raise BackupError("restore_secrets: the environment's vault file is not known")
-        restore_secrets.check_vault(Path(vault_path), keys)
+        at = int(time.time())
+        generation = restore_secrets.planned_generation(Path(vault_path), keys, values,
+                                                        resolved, at)
     stack = sorted(h for h in targets if plan["hosts"][h].get("stack"))
     return {
         "backup_id": resolved, "environment": env, "dir": str(env_dir),
         "accept_unsigned": unsigned, "signed": checked.signed,
         "restore_secrets": with_secrets,
         "vault": str(vault_path) if with_secrets else None,
+        # restore_secrets: the secrets generation the vault gets at the end (bumped at "at"),
+        # recorded by the hosts
+        "generation": generation if with_secrets else None,
+        "generation_at": at if with_secrets else None,
         # the controller pass's run id: the run registered under it (runs.py) holds the leases
         "run_id": plan.get("run_id") or uuid.uuid4().hex[:12], "hosts": targets,
         "stack_hosts": stack,
@@ -351,4 +358,5 @@ def write_vault(plan: Mapping[str, Any], verified: Mapping[str, Any], keys: Vaul
             for h, hb in checked.hosts.items()}
     values = restore_secrets.vault_values(envs, plan["secret_env"], verified["backup_id"])
     return restore_secrets.write_vault(Path(verified["vault"]), keys, values,
-                                       verified["backup_id"], check=check)
+                                       verified["backup_id"], check=check,
+                                       now=verified.get("generation_at"))

@@ -240,9 +240,22 @@ def _open_vault(path: Path, keys: Any):
     return vf, where
 
 
-def check_vault(path: Path, keys: Any) -> None:
-    """Before any host is touched: the vault opens, and no rotation is rolling in it."""
-    _refuse_rolling(*_open_vault(path, keys))
+def _changes(secrets: Mapping[str, Any], values: Mapping[str, str | None]) -> list[str]:
+    return sorted(k for k, v in values.items()
+                  if (k in secrets if v is None else secrets.get(k) != v))
+
+
+def planned_generation(path: Path, keys: Any, values: Mapping[str, str | None],
+                       backup_id: str, now: float) -> dict[str, Any]:
+    """Before any host is touched: the vault opens and no rotation is rolling in it.  Returns
+    the secrets generation the restored hosts record, the one ``write_vault(..., now=now)``
+    leaves in the vault: its current one when it holds ``values`` already, else the next."""
+    vf, where = _open_vault(path, keys)
+    _refuse_rolling(vf, where)
+    if not _changes(vf.doc.get("flashmm_secrets") or {}, values):
+        return secret_generation.current(vf.doc)
+    doc = {secret_generation.VARIABLE: vf.doc.get(secret_generation.VARIABLE)}
+    return secret_generation.bump(doc, f"restore {backup_id}: secrets", now=now)
 
 
 def _refuse_rolling(vf: Any, where: str) -> None:
@@ -256,28 +269,26 @@ def _refuse_rolling(vf: Any, where: str) -> None:
 
 
 def write_vault(path: Path, keys: Any, values: Mapping[str, str | None], backup_id: str, *,
-                check: bool) -> dict[str, Any]:
+                check: bool, now: float | None = None) -> dict[str, Any]:
     """Put ``values`` into the vault's ``flashmm_secrets`` (None: remove), keeping every other
-    variable, under the vault's edit lock, atomically; bump the secret generation when
-    something changed.  Returns ``changed`` and the names changed (never a value)."""
+    variable, under the vault's edit lock, atomically; bump the secret generation (at ``now``)
+    when something changed.  Returns ``changed`` and the names changed (never a value)."""
     from .vault import edit_lock
 
     with edit_lock(path):
         vf, where = _open_vault(path, keys)
         _refuse_rolling(vf, where)
         secrets = vf.secrets_map()
-        changed = []
-        for key, value in sorted(values.items()):
-            if value is None:
-                if key in secrets:
-                    del secrets[key]
-                    changed.append(key)
-            elif secrets.get(key) != value:
-                secrets[key] = value
-                changed.append(key)
+        changed = _changes(secrets, values)
+        for key in changed:
+            if values[key] is None:
+                del secrets[key]
+            else:
+                secrets[key] = values[key]
         generation = None
         if changed:
-            generation = secret_generation.bump(vf.doc, f"restore {backup_id}: secrets")
+            generation = secret_generation.bump(vf.doc, f"restore {backup_id}: secrets",
+                                                now=now)
             if not check:
                 vf.save(keys, vf.vault_id)
     return {"changed": bool(changed), "names": changed,

@@ -119,8 +119,10 @@ def test_backup_wipe_restore_is_exact_on_the_real_stack(stack):
 
 def test_restore_after_a_password_change_reloads_the_acl_live(stack):
     """The backup's Redis password differs from the running stack's (changed and deployed
-    since): the restore makes the running Redis serve the restored ACL file without a
-    restart, the app gets the restored .env, and the keys are restored with that password."""
+    since), and the restore brings the backup's secrets back (-e restore_secrets=true; by
+    default the hosts keep the vault's: test_restore_secrets.py): the running Redis serves
+    the restored ACL file without a restart, the app gets the restored .env, the keys are
+    restored with that password, and the vault holds it too."""
     from support import read_vault, write_vault
 
     where = ("-e", f"flashmm_backup_dir={stack.backups}")
@@ -143,7 +145,9 @@ def test_restore_after_a_password_change_reloads_the_acl_live(stack):
     for host in stack.hosts:
         assert stack.raw_redis(host, ["AUTH", old_password])[0].startswith(b"-WRONGPASS")
     redis_ids = {h: stack.containers(h)["redis"]["id"] for h in stack.hosts}
-    out = ok(play(stack, "playbooks/restore.yml", "-e", "backup_id=latest", *where))
+    out = ok(play(stack, "playbooks/restore.yml", "-e", "backup_id=latest",
+                  "-e", "restore_secrets=true", *where))
+    assert stack.password() == old_password
     for host in stack.hosts:
         healthy(stack, host)
         assert stack.containers(host)["redis"]["id"] == redis_ids[host]     # not restarted

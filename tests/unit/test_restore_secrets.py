@@ -156,3 +156,15 @@ def test_write_vault_refuses_while_a_rotation_is_rolling(tmp_path):
     with pytest.raises(BackupError, match=r"rotation redis \(r1\) is still rolling"):
         rs.write_vault(path, keys, {"redis_password": "y"}, "B1", check=False)
     assert path.read_bytes() == before
+
+
+def test_the_planned_generation_is_the_one_write_vault_leaves(tmp_path):
+    path, keys = _vault(tmp_path, {"flashmm_secrets": {"redis_password": "new"},
+                                   "flashmm_secrets_generation": {"number": 5, "id": "r", "at": ""}})
+    values = {"redis_password": "old"}
+    planned = rs.planned_generation(path, keys, values, "B1", 1_800_000_000)
+    assert planned["number"] == 1_800_000_000 and planned["id"] == "restore B1: secrets"
+    rs.write_vault(path, keys, values, "B1", check=False, now=1_800_000_000)
+    assert _read(path, keys)["flashmm_secrets_generation"] == planned
+    # the vault holds the values already: the hosts record its generation as it is
+    assert rs.planned_generation(path, keys, values, "B1", 1_900_000_000) == planned
