@@ -25,6 +25,7 @@ from flashmm_config import (AsyncConfigManager, ConfigManager, RedisUnavailable,
                             RuntimeSetRefused)
 from flashmm_config_support import deployed_host
 from flashmm_deploy import effective
+from flashmm_deploy.redis_client import RedisError
 from flashmm_deploy.schema import FIELDS
 from support import valid_secrets
 
@@ -317,6 +318,13 @@ class OwnRedis:
         self.process.wait(10)
 
 
+def answers(manager) -> bool:
+    try:
+        return manager.link.use(lambda conn: conn.call("PING")) == "PONG"
+    except (RedisUnavailable, RedisError):
+        return False
+
+
 def test_redis_down_at_start_during_an_outage_and_back(tmp_path, capfd):
     server = OwnRedis(tmp_path / "redis")
     url = f"redis://127.0.0.1:{server.port}/0"
@@ -334,7 +342,7 @@ def test_redis_down_at_start_during_an_outage_and_back(tmp_path, capfd):
             config.set_runtime_config(HZ, 2.0)
 
         server.start()
-        operator = ConfigManager(environ, config_dir, log=ListLog()).initialize()
+        operator = ConfigManager(environ, config_dir, log=ListLog(), check_interval=0.1).initialize()
         operator.set_runtime_config(HZ, 2.0, actor="operator")
         wait_for(lambda: config.get(HZ) == 2.0, what="the client to connect and apply")
         assert "redis connected" in log.text
@@ -351,6 +359,7 @@ def test_redis_down_at_start_during_an_outage_and_back(tmp_path, capfd):
 
         server.start()
         wait_for(lambda: config.subscriber.subscriptions >= 2, what="resubscribed")
+        wait_for(lambda: answers(operator), what="the operator's client back")  # backoff <= 1 s
         operator.set_runtime_config(HZ, 3.0, actor="operator")
         wait_for(lambda: config.get(HZ) == 3.0, what="an update after the outage")
         assert config.set_runtime_config(HZ, 4.0)["changed"]
