@@ -224,3 +224,36 @@ def test_restore_check_with_redis_stopped_names_what_the_restore_would_start_and
     block = task_block(ok(ansible_playbook(*restore, "--check", "--diff",
                                            env=stack.env)).stdout)
     assert status(block, host) == "ok", block
+
+
+def test_check_of_an_image_that_is_another_image_now_says_the_app_would_be_recreated(stack):
+    """The image name stays, the image behind it changes (rebuilt, retagged): compose
+    recreates the container; the check says so first."""
+    host = stack.hosts[0]
+    app = f"{stack.project(host)}-flashmm-1"
+    image = f"localhost/flashmm-standin:stackcheck-{secrets.token_hex(4)}"
+    pin = ("-e", f"flashmm_stack_app_image={image}")
+    base = stack.containers(host)["flashmm"]["image"]
+    stack.engine.docker("tag", base, image)
+    try:
+        ok(stack.deploy(*pin))
+        before = ids(stack, host)
+        # another image under the same name: the app's image with one more label
+        stack.engine.docker("commit", "--change", "LABEL io.flashmm.test=rebuilt", app, image)
+
+        block = task_block(ok(stack.deploy("--check", "--diff", *pin)).stdout)
+        assert status(block, host) == "changed", block
+        assert f"image {image} is another image now" in would(block, "recreate", app)
+        assert "-redis-1" not in block, block
+        assert ids(stack, host) == before
+
+        real = ok(stack.deploy(*pin))
+        assert status(task_block(real.stdout), host) == "changed"
+        after = healthy(stack, host)
+        assert after["flashmm"]["id"] != before["flashmm"][0]
+        assert after["redis"]["id"] == before["redis"][0]
+        block = task_block(ok(stack.deploy("--check", "--diff", *pin)).stdout)
+        assert status(block, host) == "ok", block
+    finally:
+        stack.down()
+        stack.engine.docker("image", "rm", image, check=False)
