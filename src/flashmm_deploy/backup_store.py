@@ -82,6 +82,7 @@ REDIS_FILE = "redis.json"
 SECRETS_FILE = "secrets.vault"
 FILES_DIR = "files"
 PARTIAL = ".partial-"
+PRUNED = ".pruned-"             # a pruned backup, renamed out of every listing, being removed
 DIR_MODE, FILE_MODE = 0o700, 0o600
 DEFAULT_DIR = "backups"
 DEFAULT_KEEP = 7
@@ -319,6 +320,8 @@ def begin(root: Path, environment: str, *, now: float | None = None) -> dict[str
                     shutil.rmtree(old, ignore_errors=True)
             except FileNotFoundError:
                 pass
+        for old in env_dir.glob(PRUNED + "*"):      # a prune interrupted half-way
+            shutil.rmtree(old, ignore_errors=True)
     return {"id": backup_id, "environment": environment, "dir": str(env_dir),
             "staging": str(staging), "created": _now(), "toolkit": toolkit()}
 
@@ -462,8 +465,13 @@ def _prune(env_dir: Path, keep: int, *, protect: set[str]) -> list[str]:
     others = [b for b in backups if b.backup_id not in protect]
     room = max(keep - len(kept), 0)
     old = others[:len(others) - room] if room else others
-    for info in old:
-        shutil.rmtree(env_dir / info.backup_id, ignore_errors=True)
+    for info in old:        # gone from every listing at once, then removed
+        doomed = env_dir / (PRUNED + info.backup_id)
+        try:
+            os.rename(env_dir / info.backup_id, doomed)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
     return [info.backup_id for info in old]
 
 

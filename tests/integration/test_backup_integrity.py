@@ -317,10 +317,12 @@ def taken_id(output: str) -> str:
     return re.search(r"backup (\S+) of \d+ host\(s\)", " ".join(output.split())).group(1)
 
 
-def pruned_by(output: str) -> str:
-    """What a backup run's commit step says it pruned (at -v)."""
+def pruned_by(output: str) -> set[str]:
+    """The ids a backup run's commit step says it pruned (at -v)."""
     flat = " ".join(output.split())
-    return " ".join(re.findall(r"pruned ((?:\d{8}T\d{6}Z(?:-\d+)?(?:, )?)+)", flat))
+    return {backup_id for listed in re.findall(r"pruned ((?:\d{8}T\d{6}Z(?:-\d+)?(?:, )?)+)",
+                                              flat)
+            for backup_id in re.findall(r"\d{8}T\d{6}Z(?:-\d+)?", listed)}
 
 
 def test_a_future_dated_backup_does_not_outlive_the_backup_just_taken(site, tmp_path):
@@ -363,6 +365,39 @@ def test_two_backups_at_once_with_keep_1_both_succeed_and_keep_their_own(site, t
     verify = flashmm_config("backup", "verify", str(site.inventory), "--backup-dir",
                             str(backups))
     assert verify.returncode == 0, verify.stderr
+
+
+def test_a_backup_sealed_last_is_kept_and_latest_though_it_started_first(site, tmp_path):
+    """Ordered, not by chance: backup A starts first and waits for a host held by another run;
+    backup B (the other host only) starts later and completes first; then A completes.  A is
+    the backup sealed last: its own prune keeps it (keep=1), and it is latest."""
+    import time
+
+    from flashmm_deploy.filesync import HostLock
+
+    backups = tmp_path / "backups"
+    env_dir = site.env_dir(backups)
+    ok(site.backup(backups=backups))                  # an older one, to be pruned
+    base = [str(VENV_BIN / "ansible-playbook"), str(ROOT / "playbooks" / "backup.yml"),
+            "-i", str(site.inventory), "-e", f"flashmm_backup_dir={backups}",
+            "-e", "flashmm_backup_keep=1", "-e", "flashmm_lock_timeout=300", "-v"]
+    with HostLock(str(site.sandbox / "sandbox-01"), "held-by-the-test", 1):
+        first = subprocess.Popen(base, cwd=ROOT, env=site.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120          # bounds the wait only; asserts nothing
+        while not list(env_dir.glob(".partial-*")):
+            assert first.poll() is None and time.monotonic() < deadline, \
+                "the first backup never started"
+            time.sleep(0.1)
+        second = ok(site.backup("-v", "--limit", "sandbox-02", "-e", "flashmm_backup_keep=1",
+                                backups=backups))
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out[-3000:]
+    first_id, second_id = taken_id(out), taken_id(second.stdout)
+    assert first_id < second_id                        # A's id (and date) is the older
+    assert first_id not in pruned_by(out) and second_id in pruned_by(out)
+    assert [b.backup_id for b in backup_store.list_backups(env_dir)] == [first_id]
+    assert backup_store.resolve_id(env_dir, "latest") == first_id
 
 
 # ---- the host side: all or nothing ----------------------------------------------------------

@@ -289,6 +289,7 @@ def test_latest_and_retention_go_by_sequence_not_by_the_clock(tmp_path):
     assert done["pruned"] == [future.name] and done["sequence"] == 2
     assert backup_store.resolve_id(env_dir, "latest") == "20261126T000000Z"
     assert (env_dir / ".sequence").read_text() == "2\n"
+    assert not future.exists() and not list(env_dir.glob(".pruned-*"))
     # a prune never removes what it protects, even when keep is smaller
     assert backup_store.prune(env_dir, 1, protect={"20261126T000000Z"}) == []
 
