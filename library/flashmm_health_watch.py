@@ -21,9 +21,9 @@ description:
     watchers in the same directory older than an hour (a run that stopped a watcher which had
     already ended) are removed when a watcher starts.
   - The action plugin sets O(owner) to the identity of the C(ansible-playbook) process of the
-    run. Where the watcher runs on the controller's machine (same boot, same pid namespace:
-    a local connection), it ends within a second of that process being killed; elsewhere the
-    pid means nothing and O(max_seconds) bounds it.
+    run. Where the watcher runs on the controller's machine (same boot, same pid namespace, as
+    with a local connection), it ends within a second of that process being killed; elsewhere
+    the pid means nothing and O(max_seconds) bounds it.
   - Meant to run asynchronously around a restart of the app (a secret rotation).
 options:
   state: {description: Watch or stop the watcher of O(stop_file)., type: str, default: watch, choices: [watch, stop]}
