@@ -387,13 +387,15 @@ def dump_redis(endpoint) -> list:
     return out
 
 
-def backup(root: str, endpoint, *, lock_timeout: float, note: str) -> dict:
-    """Files and Redis keys of one host, read under the host's lock (a deploy or restore
-    running on it finishes first, or this fails naming who holds it)."""
+def backup(root: str, endpoint, *, lock_timeout: float, note: str,
+           lease: dict | None = None) -> dict:
+    """Files and Redis keys of one host, read under the host's lock and outside any other
+    run's lease (a deploy or restore running on it, from its first step there to its last,
+    finishes first, or this fails naming who holds it)."""
     if not os.path.isdir(root):
         raise BackupHostError("%s: no such directory (nothing deployed here?)" % root)
     try:
-        with HostLock(root, note, lock_timeout):
+        with HostLock(root, note, lock_timeout, lease):
             result = read_files(root)
             result["redis"] = dump_redis(endpoint) if endpoint is not None else None
     except SyncError as exc:
