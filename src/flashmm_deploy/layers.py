@@ -123,7 +123,8 @@ def invisible(text: str) -> str | None:
 
 
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-_CONTROL_NAMES = {"\t": "CHARACTER TABULATION", "\n": "LINE FEED", "\r": "CARRIAGE RETURN",
+_CONTROL_NAMES = {"\t": "CHARACTER TABULATION", "\n": "LINE FEED, a newline",
+                  "\r": "CARRIAGE RETURN",
                   "\x00": "NULL", "\x1b": "ESCAPE", "\x7f": "DELETE", "\x85": "NEXT LINE"}
 
 
@@ -137,7 +138,9 @@ def _templated(path: str, value: Any, layer: LayerInput, issues: list[Issue],
     if hidden:
         issues.append(Issue(path, f"holds {hidden}, an invisible or control character: the "
                             "value would not be what it looks like in the file; remove it"
-                            + (" (value hidden)" if spec.secret else ""), layer.origin))
+                            + (" (value hidden)" if spec.secret else "")
+                            + ("" if spec.env in path else f"; .env variable {spec.env}"),
+                            layer.origin))
         return True
     marks = sorted({m for s in strings for m in TEMPLATE_MARKS if m in s})
     if marks:

@@ -71,8 +71,12 @@ def assert_whole(stack: Stack) -> None:
 
 
 def converged(stack: Stack, inventory: Path | None = None) -> None:
-    proc = ok(ansible_playbook("deploy.yml", inventory or stack.inventory, env=stack.env))
-    assert all(c["changed"] == 0 for c in recap(proc.stdout).values()), proc.stdout[-3000:]
+    inventory = inventory or stack.inventory
+    check = ansible_playbook("deploy.yml", inventory, "--check", "--diff", env=stack.env)
+    proc = ok(ansible_playbook("deploy.yml", inventory, env=stack.env))
+    # check mode names what would change and why (the stack step: which container)
+    assert all(c["changed"] == 0 for c in recap(proc.stdout).values()), \
+        check.stdout[-4000:] + proc.stdout[-3000:]
 
 
 def start(cmd_inventory: Path, stack: Stack, playbook: str = "deploy.yml", *args: str):
