@@ -16,16 +16,16 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARN
            "ERROR": logging.ERROR}
 
 
-class Log:
-    """``logging`` behind the interface the library's parts call."""
+class LogBase:
+    """What every log the library is given offers: ``log(message, level)`` (subclasses),
+    ``warning``, ``error`` and ``once``."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.logger = logger or logging.getLogger("flashmm_config")
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: set = set()
 
     def __call__(self, message: str, level: str = "INFO") -> None:
-        self.logger.log(_LEVELS.get(level, logging.INFO), "%s", message)
+        raise NotImplementedError
 
     def warning(self, message: str) -> None:
         self(message, "WARNING")
@@ -40,3 +40,14 @@ class Log:
                 return
             self._seen.add(tag)
         self(message, level)
+
+
+class Log(LogBase):
+    """``logging`` behind the interface the library's parts call."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__()
+        self.logger = logger or logging.getLogger("flashmm_config")
+
+    def __call__(self, message: str, level: str = "INFO") -> None:
+        self.logger.log(_LEVELS.get(level, logging.INFO), "%s", message)

@@ -52,7 +52,6 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-import fcntl
 import hashlib
 import hmac
 import json
@@ -69,9 +68,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import file_lock
 from .backup_host import SECURE_PREFIX as _SECURE, entry_problem
 from .errors import FlashmmError
-from .filesync import write_atomic
+from .atomic_write import write_atomic
 from .vault import VaultError, VaultKeys, header_vault_id, is_encrypted
 
 FORMAT = 2                  # 2: signed, with a sequence; 1: before (refused unless accepted)
@@ -264,25 +264,13 @@ def env_lock(env_dir: Path, timeout: float = LOCK_TIMEOUT_S):
     holder ends, however it ends."""
     _mkdir(env_dir)
     lock = env_dir / LOCK_FILE
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
-    except OSError as exc:
-        raise BackupError(f"{shown(lock)}: cannot open the backups' lock ({exc.strerror})") \
-            from None
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BackupError(f"{shown(lock)}: another backup run of this environment "
-                                      f"holds it (waited {timeout:g}s)") from None
-                time.sleep(0.05)
+    with file_lock.exclusive(
+            lock, timeout,
+            on_open_error=lambda exc: BackupError(
+                f"{shown(lock)}: cannot open the backups' lock ({exc.strerror})"),
+            on_busy=lambda: BackupError(f"{shown(lock)}: another backup run of this environment "
+                                        f"holds it (waited {timeout:g}s)")):
         yield
-    finally:
-        os.close(fd)
 
 
 def _read_sequence(env_dir: Path) -> int:

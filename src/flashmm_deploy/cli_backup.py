@@ -19,7 +19,8 @@ from typing import Any
 
 from . import backup_store, k8s_export, secret_files
 from .backup_store import BackupError
-from .filesync import mask_env, write_atomic
+from .atomic_write import write_atomic
+from .filesync import mask_env
 from .inventory import display_path
 
 EXTRA_SECRET_NAMES = ("REDIS_URL", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN",

@@ -20,14 +20,15 @@ import json
 import os
 import re
 import stat
-import tempfile
 import time
 
 try:
+    from flashmm_deploy.atomic_write import write_atomic
     from flashmm_deploy.host_lock import (
         GENERATION_FILE, LOCK_FILE, STATE_DIR, HostLock, SyncError, check_generation,
         record_generation)
 except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_atomic_write import write_atomic  # type: ignore[no-redef]
     from ansible.module_utils.flashmm_host_lock import (  # type: ignore[no-redef]
         GENERATION_FILE, LOCK_FILE, STATE_DIR, HostLock, SyncError, check_generation,
         record_generation)
@@ -89,7 +90,8 @@ def mask_env(text: str, names, other: str | None = None, reveal=None,
 
 
 STATE_FILE = STATE_DIR + "/state.json"   # the files the last run wrote, and that run's id
-__all__ = ["HostLock", "LOCK_FILE", "SyncError", "sync", "read_state", "check_run"]
+__all__ = ["HostLock", "LOCK_FILE", "SyncError", "sync", "read_state", "check_run",
+           "write_atomic"]
 
 
 def _resolve_owner(owner, group) -> tuple[int, int]:
@@ -106,26 +108,6 @@ def _resolve_owner(owner, group) -> tuple[int, int]:
     except KeyError:
         raise SyncError("no such user or group: %s" % (owner if owner else group)) from None
     return uid, gid
-
-
-def write_atomic(path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
-    """Temporary file in the same directory, mode (and owner) set before any byte is written,
-    fsync, rename: readers see the old file or the new one, never a part."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
-    try:
-        os.fchmod(fd, mode)             # restrictive before the first byte is written
-        if (uid, gid) != (-1, -1) and (uid, gid) != (os.geteuid(), os.getegid()):
-            os.fchown(fd, uid, gid)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_state(root: str) -> dict:

@@ -26,8 +26,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
+
+try:
+    from flashmm_deploy.atomic_write import write_atomic
+except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_atomic_write import write_atomic  # type: ignore[no-redef]
 
 STATE_DIR = ".flashmm"
 LOCK_FILE = STATE_DIR + "/lock"
@@ -60,18 +64,7 @@ def _read_json(path: str) -> dict:
 
 def _write_json(path: str, data: dict) -> None:
     """Atomic, 0600: a reader sees the old record or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".lease.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(json.dumps(data, sort_keys=True).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(data, sort_keys=True).encode(), 0o600)
 
 
 def _state_dir(root: str) -> str:

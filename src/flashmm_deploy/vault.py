@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import file_lock
 from .errors import FlashmmError
-from .filesync import write_atomic
+from .atomic_write import write_atomic
 
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 VAULT_FILE_MODE = 0o600
@@ -221,28 +222,14 @@ def edit_lock(path: Path, timeout: float = 30.0):
     """An exclusive lock for a read-modify-write of the vault file at ``path`` (two secrets or
     rotation runs at once would otherwise lose one's update): ``flock`` on a hidden file beside
     it (Ansible and the inventory reader skip hidden files), released when the holder ends."""
-    import fcntl
-    import time
-
     lock = Path(path).parent / ".vault.lock"
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise VaultError(f"{display(path)}: cannot lock its directory ({exc.strerror})") from None
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise VaultError(f"{display(path)}: another run is changing this vault "
-                                     f"(waited {timeout:g}s for {lock.name})") from None
-                time.sleep(0.1)
+    with file_lock.exclusive(
+            lock, timeout, poll=0.1,
+            on_open_error=lambda exc: VaultError(
+                f"{display(path)}: cannot lock its directory ({exc.strerror})"),
+            on_busy=lambda: VaultError(f"{display(path)}: another run is changing this vault "
+                                       f"(waited {timeout:g}s for {lock.name})")):
         yield
-    finally:
-        os.close(fd)
 
 
 def display(path: Path) -> str:

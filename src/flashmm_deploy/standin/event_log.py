@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime
 import sys
-import threading
 from typing import Any, Iterable
+
+from flashmm_config.log import LogBase
 
 MASK = "***"
 MIN_SECRET_LEN = 6
@@ -23,14 +24,13 @@ def utc_now() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000)
 
 
-class EventLog:
+class EventLog(LogBase):
     """Thread-safe line logger with a secret scrubber and log-once memory."""
 
     def __init__(self, stream: Any = None) -> None:
+        super().__init__()
         self._stream = stream
-        self._lock = threading.Lock()
         self._secrets: tuple[str, ...] = ()
-        self._seen: set = set()
 
     def add_secrets(self, values: Iterable[str | None]) -> None:
         """Register values that must never appear in a line (longest masked first)."""
@@ -54,17 +54,3 @@ class EventLog:
                 stream.flush()
             except (OSError, ValueError):      # closed or broken stdout: nothing to tell it
                 pass
-
-    def warning(self, message: str) -> None:
-        self(message, "WARNING")
-
-    def error(self, message: str) -> None:
-        self(message, "ERROR")
-
-    def once(self, tag: Any, message: str, level: str = "WARNING") -> None:
-        """Log ``message`` the first time ``tag`` is seen only."""
-        with self._lock:
-            if tag in self._seen:
-                return
-            self._seen.add(tag)
-        self(message, level)

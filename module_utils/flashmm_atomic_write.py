@@ -1,0 +1,1 @@
+../src/flashmm_deploy/atomic_write.py
