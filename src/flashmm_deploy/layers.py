@@ -139,7 +139,8 @@ def _templated(path: str, value: Any, layer: LayerInput, issues: list[Issue],
         issues.append(Issue(path, f"holds {hidden}, an invisible or control character: the "
                             "value would not be what it looks like in the file; remove it"
                             + (" (value hidden)" if spec.secret else "")
-                            + ("" if spec.env in path else f"; .env variable {spec.env}"),
+                            + (f"; .env variable {spec.env}"
+                               if spec.secret and spec.env not in path else ""),
                             layer.origin))
         return True
     marks = sorted({m for s in strings for m in TEMPLATE_MARKS if m in s})

@@ -92,7 +92,7 @@ def test_an_invisible_character_in_a_secret_never_shows_the_secret(inv):
     assert problems(proc.stderr) == ["secrets.api_auth_token: holds U+FEFF (ZERO WIDTH NO-BREAK "
                                      "SPACE), an invisible or control character: the value would "
                                      "not be what it looks like in the file; remove it (value "
-                                     "hidden)"]
+                                     "hidden); .env variable API_AUTH_TOKEN"]
     assert core not in proc.stdout + proc.stderr and core[:10] not in proc.stdout + proc.stderr
 
 
