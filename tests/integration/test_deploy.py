@@ -93,7 +93,9 @@ def test_deploy_writes_every_file_with_its_mode(deployed):
         modes = {rel: mode for rel, (mode, _) in snapshot_files(root).items()}
         assert modes == {"config/environments/local.yml": 0o644, ".env": 0o600,
                          "docker-compose.yml": 0o644, "redis/seed.lua": 0o644,
-                         "redis/users.acl": 0o600, ".flashmm/state.json": 0o600}
+                         "redis/users.acl": 0o600, ".flashmm/state.json": 0o600,
+                         # the vault's secrets generation (secrets generate bumped it)
+                         ".flashmm/generation.json": 0o600}
         assert (root / ".flashmm").stat().st_mode & 0o777 == 0o700
 
 
