@@ -21,6 +21,7 @@ import redis
 import redis.asyncio as aioredis
 import yaml
 
+from flashmm_config.log import LogBase
 from flashmm_config import (AsyncConfigManager, ConfigManager, RedisUnavailable,
                             RuntimeSetRefused)
 from flashmm_config_support import deployed_host
@@ -43,26 +44,15 @@ PRODUCTION = {"app": {"environment": "production", "debug": False, "log_level": 
               "monitoring": {"alert_enabled": False}}
 
 
-class ListLog:
+class ListLog(LogBase):
     """The library's log interface, kept in memory: (level, message) pairs."""
 
     def __init__(self):
+        super().__init__()
         self.lines: list[tuple[str, str]] = []
-        self._seen: set = set()
 
     def __call__(self, message, level="INFO"):
         self.lines.append((level, message))
-
-    def warning(self, message):
-        self(message, "WARNING")
-
-    def error(self, message):
-        self(message, "ERROR")
-
-    def once(self, tag, message, level="WARNING"):
-        if tag not in self._seen:
-            self._seen.add(tag)
-            self(message, level)
 
     def count(self, text):
         return sum(text in message for _, message in self.lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from flashmm_config.log import LogBase
 from flashmm_config import ConfigManager, RuntimeSetRefused, load_fields
 from flashmm_config.validation import check_change, check_key, check_value
 from flashmm_deploy import env_strings
@@ -16,21 +17,15 @@ from flashmm_deploy.schema import FIELDS
 LIB_FIELDS = load_fields()
 
 
-class ListLog:
+class ListLog(LogBase):
+    """The library's log interface, kept in memory: (level, message) pairs."""
+
     def __init__(self):
-        self.lines = []
+        super().__init__()
+        self.lines: list[tuple[str, str]] = []
 
     def __call__(self, message, level="INFO"):
         self.lines.append((level, message))
-
-    def warning(self, message):
-        self(message, "WARNING")
-
-    def error(self, message):
-        self(message, "ERROR")
-
-    def once(self, tag, message, level="WARNING"):
-        self(message, level)
 
 
 def other_value(path):
