@@ -215,7 +215,14 @@ def read_lease(root: str) -> dict:
 # -- secret generations ----------------------------------------------------------------------
 
 def read_generation(root: str) -> dict:
-    return _read_json(os.path.join(root, GENERATION_FILE))
+    """The host's recorded generation; a record that is not one (hand-edited, corrupt) reads as
+    a number that no vault is older than, so every run is refused until it is mended."""
+    data = _read_json(os.path.join(root, GENERATION_FILE))
+    number = data.get("number")
+    if data and (not isinstance(number, int) or isinstance(number, bool) or number < 0):
+        return {"number": float("inf"), "id": "unreadable %s (remove it to accept this vault)"
+                % os.path.join(root, GENERATION_FILE), "at": "?"}
+    return data
 
 
 def _describe(gen: dict) -> str:

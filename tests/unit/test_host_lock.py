@@ -178,3 +178,12 @@ def test_a_failed_write_puts_the_previous_generation_back(tmp_path):
     with pytest.raises(RuntimeError):
         sync(root, [spec("a.yml", "y\n")], generation=GEN2, after_write=seed_fails)
     assert read_generation(root) == GEN1 and (tmp_path / "a.yml").read_text() == "x\n"
+
+
+@pytest.mark.parametrize("record", ['{"number": "x"}', '{"number": true}', '{"number": -1}',
+                                    '{"id": "no number"}'])
+def test_a_corrupt_generation_record_refuses_with_a_clear_message(tmp_path, record):
+    (tmp_path / ".flashmm").mkdir()
+    (tmp_path / GENERATION_FILE).write_text(record)
+    with pytest.raises(SyncError, match="unreadable .*generation.json .remove it"):
+        check_generation(str(tmp_path), GEN2)
