@@ -19,7 +19,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import runs, secret_files, secret_generation
+from flashmm_deploy import redis_acl, runs, secret_files, secret_generation
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.values import native
 
@@ -68,9 +68,7 @@ class ActionModule(ActionBase):
         if host["runtime_with_files"]:
             module_args["runtime"] = secret_files.runtime_module_args(host["runtime"], secrets)
         if host.get("acl_reload"):
-            module_args["acl_reload"] = dict(host["acl_reload"],
-                                             password=secrets.get("REDIS_PASSWORD"),
-                                             previous_password=secrets.get("REDIS_PASSWORD_PREVIOUS"))
+            module_args["acl_reload"] = redis_acl.reload_args(host["acl_reload"], secrets)
         result.update(self._execute_module(module_name="flashmm_files", module_args=module_args,
                                            task_vars=task_vars))
         result.pop("invocation", None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import runs, secret_files
+from flashmm_deploy import redis_acl, runs, secret_files
 from flashmm_deploy.values import native
 
 
@@ -33,6 +33,11 @@ class ActionModule(ActionBase):
         except ValueError as exc:
             raise AnsibleActionFail(str(exc)) from None
         module_args = secret_files.runtime_module_args(host["runtime"], secrets)
+        acl = next((f["content"] for f in host["files"] if f["path"] == redis_acl.ACL_PATH), None)
+        if host.get("acl_reload") and acl is not None:
+            # after compose recreated the app: an upgrade's old default user goes now
+            module_args["acl_reload"] = dict(redis_acl.reload_args(host["acl_reload"], secrets),
+                                             content=acl)
         if host["files_this_run"]:      # hold the host's lock; refuse if another run wrote since
             module_args.update(root=host["root"], run_id=plan["run_id"],
                                lock_timeout=host["lock_timeout"],

@@ -37,7 +37,8 @@ class ActionModule(ActionBase):
             if not secrets.get("ENCRYPTION_KEY"):
                 raise AnsibleActionFail("flashmm_secure_records: ENCRYPTION_KEY is not set")
             args.update({k: host["runtime"][k] for k in _CONNECTION if k in host["runtime"]},
-                        password=secrets.get("REDIS_PASSWORD"),
+                        # deploy's user's (the plan's username), where Redis needs one
+                        password=secrets.get(host["runtime"].get("password_env") or ""),
                         new_key=secrets["ENCRYPTION_KEY"],
                         old_key=secrets.get("OLD_ENCRYPTION_KEY"))
         result.update(self._execute_module(module_name="flashmm_secure_records",

@@ -80,12 +80,16 @@ options:
   acl_reload:
     description:
       - The Redis of the host's stack, which reads C(redis/users.acl) of O(files). When it runs
-        and serves other passwords than that file, C(ACL LOAD) makes it serve the file's,
+        and serves other users than that file, C(ACL SETUSER) makes it serve the file's,
         without a restart and without dropping a client (check mode says it would). Nothing
-        listening is not an error (the stack starts from the file).
-      - Connection options as for the flashmm_runtime module (host, port, username, tls,
-        ca_file, cert_file, key_file, tls_verify, timeout), plus C(password) and
-        C(previous_password), tried in that order.
+        listening is not an error (the stack starts from the file). A C(default) user that is
+        still the all-powerful one of a stack deployed before the app and deploy users is kept
+        while this call changes a secret file of the app (the app connects as it until it
+        restarts; the seed step turns it off).
+      - Connection options as for the flashmm_runtime module (host, port, username (deploy's
+        user), tls, ca_file, cert_file, key_file, tls_verify, timeout), plus C(password) and
+        C(previous_password) (deploy's user's), tried in that order, then
+        C(legacy_passwords) (the app's, as C(default)).
     type: dict
 author: flashmm-deploy
 """
@@ -127,6 +131,14 @@ _SECRET_FILE = dict(path=dict(type="str", required=True),
                     content=dict(type="str", required=True, no_log=True),
                     mode=dict(type="str", required=True),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
+
+
+def _differs(path, content):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read() != content
+    except OSError:
+        return True
 
 
 def main():
@@ -172,9 +184,15 @@ def main():
         a = p["acl_reload"]
         acl_live.update(ensure_loaded(endpoint_args_from(a),
                                       [a["password"], a["previous_password"]], acl,
-                                      check=module.check_mode))
+                                      check=module.check_mode,
+                                      legacy_passwords=a["legacy_passwords"],
+                                      keep_legacy_default=app_moves))
 
     with_acl = bool(p["acl_reload"]) and acl is not None
+    # the app restarts with a changed secret file after this call: an old default user it
+    # may still connect as stays until then
+    app_moves = any(_differs(os.path.join(p["root"], f["path"]), f["content"])
+                    for f in p["secret_files"])
     try:
         if p["runtime"] and not os.path.isdir(p["root"]):
             preflight()     # a first deploy: not even the root is created if the check fails

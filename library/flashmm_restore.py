@@ -70,8 +70,7 @@ options:
         serve the restored file's (written first), without a restart and without dropping a
         client; nothing listening is not an error (the stack starts from the file).
       - Connection options as for the flashmm_files module's O(acl_reload); O(acl_reload.password)
-        and O(acl_reload.previous_password) are the passwords to authenticate with (the
-        backup's and the inventory's, either of which may be live).
+        and O(acl_reload.previous_password) are deploy's user's passwords to authenticate with.
     type: dict
     suboptions:
       host: {description: Redis host as the target reaches it., type: str, default: 127.0.0.1}
@@ -80,6 +79,7 @@ options:
       password: {description: A password to try first (never logged)., type: str}
       previous_password: {description: A password to try next (never logged)., type: str}
       other_passwords: {description: Passwords to try after those (never logged)., type: list, elements: str, default: []}
+      legacy_passwords: {description: "The app's passwords, tried as the default user of a stack deployed before the app and deploy users (never logged).", type: list, elements: str, default: []}
       tls: {description: Connect with TLS., type: bool, default: false}
       ca_file: {description: CA bundle to verify the server., type: path}
       cert_file: {description: Client certificate for mutual TLS., type: path}
@@ -230,7 +230,8 @@ def main():
         a = p["acl_reload"]
         acl_live.update(ensure_loaded(endpoint_args_from(a),
                                       [a["password"], a["previous_password"]]
-                                      + a["other_passwords"], acl, check=check))
+                                      + a["other_passwords"], acl, check=check,
+                                      legacy_passwords=a["legacy_passwords"]))
 
     result = dict(changed=False, changed_files=[], diff=[])
     try:

@@ -43,6 +43,13 @@ options:
   run_id: {description: The deploy run whose files this seed goes with., type: str}
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
   lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
+  acl_reload:
+    description:
+      - Before the seed, the running Redis is brought to the users of C(content) (the ACL file
+        deploy wrote) live, as the flashmm_files module's O(acl_reload) does, the C(default)
+        user included (an upgrade's old one, kept by the write step until the app restarted).
+      - The options of the flashmm_files module's O(acl_reload), plus C(content).
+    type: dict
 author: flashmm-deploy
 """
 
@@ -55,6 +62,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+acl_reloaded: {description: Whether the running Redis took (or would take) its ACL file's users., type: bool, returned: when the users changed}
 changed_keys: {description: Redis keys written or deleted (or that would be)., type: list, elements: str, returned: always}
 drift: {description: key -> runtime and inventory value of each override kept., type: dict, returned: always}
 enforced: {description: key -> runtime and inventory value of each override overwritten., type: dict, returned: always}
@@ -62,15 +70,30 @@ version: {description: flashmm:meta:version after the run (unchanged in check mo
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
+    ACL_RELOAD_OPTIONS, AclError, endpoint_args_from, ensure_loaded)
 from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
     RUNTIME_OPTIONS, SeedError, apply_for_module)
+
+_ACL_RELOAD = dict(ACL_RELOAD_OPTIONS, content=dict(type="str", required=True, no_log=True))
+
+
+def _acl(p, check):
+    """The live ACL brought to the file's users; whether it changed (would change)."""
+    a = p["acl_reload"]
+    if not a:
+        return False
+    return ensure_loaded(endpoint_args_from(a), [a["password"], a["previous_password"]],
+                         a["content"], check=check,
+                         legacy_passwords=a["legacy_passwords"])["reloaded"]
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(RUNTIME_OPTIONS, root=dict(type="path"), run_id=dict(type="str"),
                            lock_timeout=dict(type="float", default=60.0),
-                           lease=dict(type="dict")),
+                           lease=dict(type="dict"),
+                           acl_reload=dict(type="dict", options=_ACL_RELOAD)),
         supports_check_mode=True, required_by={"username": ("password",)},
         required_together=[("root", "run_id")])
     p = module.params
@@ -79,13 +102,19 @@ def main():
             from ansible.module_utils.flashmm_filesync import HostLock, check_run
             with HostLock(p["root"], p["run_id"], p["lock_timeout"], p["lease"]):
                 check_run(p["root"], p["run_id"])
+                reloaded = _acl(p, module.check_mode)
                 result, diff, warnings = apply_for_module(p, module.check_mode)
         else:
+            reloaded = _acl(p, module.check_mode)
             result, diff, warnings = apply_for_module(p, module.check_mode)
+    except AclError as exc:
+        module.fail_json(msg="flashmm_runtime: redis ACL: %s" % exc, kind=exc.kind)
     except SeedError as exc:
         module.fail_json(msg="flashmm_runtime: %s" % exc, kind=exc.kind)
     except Exception as exc:        # the lock or the run check (SyncError), or the host's disk
         module.fail_json(msg="flashmm_runtime: %s" % exc, kind="host")
+    if reloaded:
+        result.update(changed=True, acl_reloaded=True)
     for warning in warnings:
         module.warn(warning)
     if result["changed"]:

@@ -24,6 +24,7 @@ import redis
 import yaml
 
 from engine_support import DockerEngine
+from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
 from flashmm_deploy.sandbox import make_local_inventory
 from support import INVENTORIES, ansible_playbook, read_vault, tool_env, write_vault
 
@@ -111,6 +112,9 @@ class Stack:
     def password(self) -> str:
         return self.vault()["redis_password"]
 
+    def deploy_password(self) -> str:
+        return self.vault()["redis_deploy_password"]
+
     def set_secret(self, name: str, value: str) -> None:
         data = read_vault(self.vault_path)
         data["flashmm_secrets"][name] = value
@@ -123,7 +127,7 @@ class Stack:
 
     def redis_url(self, host: str, password: str | None = None) -> str:
         pw = self.password() if password is None else password
-        return f"redis://:{quote(pw, safe='')}@127.0.0.1:{self.redis_port(host)}/0"
+        return f"redis://{APP_USER}:{quote(pw, safe='')}@127.0.0.1:{self.redis_port(host)}/0"
 
     # ---- running things ----------------------------------------------------------------
 
@@ -181,9 +185,13 @@ class Stack:
                             f"{status} {body}")
             time.sleep(0.25)
 
-    def redis(self, host: str, password: str | None = None) -> redis.Redis:
-        pw = self.password() if password is None else password
-        return redis.Redis(host="127.0.0.1", port=self.redis_port(host), password=pw,
+    def redis(self, host: str, password: str | None = None,
+              user: str = APP_USER) -> redis.Redis:
+        """A client as the app's user (``user``: another; deploy's gets its password)."""
+        if password is None:
+            password = self.deploy_password() if user == DEPLOY_USER else self.password()
+        return redis.Redis(host="127.0.0.1", port=self.redis_port(host), password=password,
+                           username=user,
                            decode_responses=True, socket_timeout=5, protocol=2)
 
     def raw_redis(self, host: str, *commands: list[str]) -> list[bytes]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import backup_store, restore_secrets, runs
+from . import backup_store, redis_acl, restore_secrets, runs
 from .backup_store import BackupError
 from .secret_files import pick_secrets
 from .vault import VaultKeys
@@ -253,11 +253,14 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
     backup_vars = restore_secrets.backup_env(hb.files, host, backup_id) or {}
     backup_password = backup_vars.get("REDIS_PASSWORD") or None
     now_password = current.get("REDIS_PASSWORD")
-    # the passwords to try, the one the host is meant to end with first
+    # the app's passwords to try (as default, on a stack deployed before deploy's own user),
+    # the one the host is meant to end with first
     passwords = ([backup_password, now_password, current.get("REDIS_PASSWORD_PREVIOUS")]
                  if theirs else
                  [now_password, current.get("REDIS_PASSWORD_PREVIOUS"), backup_password])
     passwords = [p for i, p in enumerate(passwords) if p and p not in passwords[:i]]
+    # deploy's user's: the vault's (a backup never holds them; its ACL file gets them)
+    deploy = [p for p in (current.get(name) for name in redis_acl.DEPLOY_PASSWORD_ENVS) if p]
     # The restore holds each host from its files call to its Redis call (compose up between)
     redis_follows = part == "files" and stack
     args: dict[str, Any] = {"root": host_plan["root"], "run_id": verified["run_id"],
@@ -267,8 +270,8 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
     if part == "files":
         names = set(plan["secret_env"]) | set(EXTRA_SECRET_NAMES)
         files, secret_files = [], []
-        fresh = {} if theirs else _fresh_secret_files(plan, host_plan, hb, host, backup_id,
-                                                      current)
+        fresh = (_their_acl(host_plan, hb) if theirs else
+                 _fresh_secret_files(plan, host_plan, hb, host, backup_id, current))
         for path, (content, mode, secret) in sorted(hb.files.items()):
             if path in fresh:
                 text = fresh[path]
@@ -285,13 +288,14 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
                     group=host_plan["group"], directory_mode=host_plan["directory_mode"],
                     record_run=stack)
         if host_plan.get("acl_reload") and passwords:   # a running Redis loads the ACL live
-            args["acl_reload"] = dict(host_plan["acl_reload"], password=passwords[0],
-                                      previous_password=passwords[1] if len(passwords) > 1
-                                      else None, other_passwords=passwords[2:])
+            args["acl_reload"] = dict(host_plan["acl_reload"],
+                                      password=deploy[0] if deploy else None,
+                                      previous_password=deploy[1] if len(deploy) > 1 else None,
+                                      legacy_passwords=passwords)
     with_redis = part == "redis" or (part == "files" and not stack)
     if with_redis:
         # Without a stack nothing here manages the Redis's password: the vault's works there.
-        tries = passwords if stack else [p for p in (now_password, backup_password) if p]
+        tries = deploy if (host_plan.get("runtime") or {}).get("password_env") else []
         endpoint = redis_args(host_plan, tries[0] if tries else None)
         if endpoint is None:
             raise BackupError(f"{host}: the plan has no Redis endpoint for this host")
@@ -317,6 +321,27 @@ def restore_args(plan: Mapping[str, Any], verified: Mapping[str, Any], host: str
     return args
 
 
+def _their_acl(host_plan: Mapping[str, Any], hb: backup_store.HostBackup) -> dict[str, str]:
+    """``restore_secrets``: the ACL file deploy renders now with the backup's app passwords
+    (deploy's user keeps the vault's: a backup never holds its password), and the compose file
+    fingerprinting it."""
+    acl = next((f["content"] for f in host_plan["files"]
+                if f["path"] == restore_secrets.ACL_PATH), None)
+    theirs = hb.files.get(restore_secrets.ACL_PATH)
+    if acl is None or theirs is None:
+        return {}
+    try:
+        digests = redis_acl.app_digests(theirs[0].decode("utf-8"))
+        out = {restore_secrets.ACL_PATH: redis_acl.with_app_digests(acl, digests)}
+        compose = hb.files.get(restore_secrets.COMPOSE_PATH)
+        if compose is not None:
+            out[restore_secrets.COMPOSE_PATH] = restore_secrets.fresh_compose(
+                compose[0].decode("utf-8"), out[restore_secrets.ACL_PATH])
+    except UnicodeDecodeError:
+        return {}                       # refused below as not UTF-8 text
+    return out
+
+
 def _fresh_secret_files(plan: Mapping[str, Any], host_plan: Mapping[str, Any],
                         hb: backup_store.HostBackup, host: str, backup_id: str,
                         current: Mapping[str, str]) -> dict[str, str]:
@@ -327,7 +352,8 @@ def _fresh_secret_files(plan: Mapping[str, Any], host_plan: Mapping[str, Any],
     if env_vars is not None:
         out[restore_secrets.ENV_PATH] = restore_secrets.fresh_env(
             env_vars, plan["secret_env"], current,
-            bool((host_plan.get("env") or {}).get("redis_password_in_url")))
+            bool((host_plan.get("env") or {}).get("redis_password_in_url")),
+            (host_plan.get("env") or {}).get("redis_user"))
     influx = restore_secrets.backup_env(hb.files, host, backup_id,
                                         restore_secrets.INFLUXDB_ENV_PATH)
     if influx is not None:

@@ -81,7 +81,8 @@ def _derived_url(inv, host: str, values: dict) -> str | None:
     password = values.get("secrets.redis_password")
     if values.get("storage.redis.password_required") and password:
         from .secret_files import redis_url_with_password
-        url = redis_url_with_password(url, password)
+        from .redis_acl import APP_USER     # what the app does, as the app's user
+        url = redis_url_with_password(url, password, APP_USER)
     return url
 
 

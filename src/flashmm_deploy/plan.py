@@ -215,7 +215,9 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
 
     env_file = templates.render("environment.yml", host=host, config=public)
     previous = redis_password(config, previous=True)
-    acl = render.acl_file([p for p in (password, previous) if p] if protected else [])
+    acl = render.acl_file([p for p in (password, previous) if p] if protected else [],
+                          [p for p in (redis_password(config, deploy=True),
+                                       redis_password(config, previous=True, deploy=True)) if p])
     compose = templates.render("docker-compose.yml", host=host, config=public, stack=stack,
                                databases=values["flashmm_redis_databases"],
                                health_user=render.HEALTH_USER,
@@ -252,7 +254,9 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         "lock_break": values["flashmm_lock_break"],
         "files": files,
         "env": {"path": ENV_FILE, "mode": secret_mode, "public": effective.public_env(config),
-                "redis_password_in_url": protected},
+                "redis_password_in_url": protected,
+                # the user REDIS_URL names (the app's; none where Redis has no password)
+                "redis_user": render.APP_USER if protected else None},
         "influxdb_env": influx,
         "stack": {"project_name": stack["project_name"],
                   "wait_timeout": stack["wait_timeout"],
@@ -263,14 +267,17 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
                   "redis_restart_on_acl_change": stack["redis_restart_on_acl_change"],
                   } if compose_up else None,
         "runtime": {
-            "script": seed_lua, **_connection(runtime), "db": runtime["redis_db"],
+            "script": seed_lua, **_connection(runtime, protected), "db": runtime["redis_db"],
             "mode": runtime["mode"],
-            # the write/seed task picks this secret from the host's own variables
-            "password_env": "REDIS_PASSWORD" if protected else None,
+            # the write/seed task picks this secret from the host's own variables: deploy's
+            # user's password (the app's never authenticates a deploy step)
+            "password_env": DEPLOY_PASSWORD_ENV if protected else None,
         } if "runtime" in steps else None,
-        # A running stack's Redis loads a changed ACL file live (ACL LOAD) in the write call,
-        # before the app restarts with a new password: no Redis restart, no dropped client.
-        "acl_reload": (_connection(runtime) if compose_up and "files" in steps
+        # A running stack's Redis takes a changed ACL file live (ACL SETUSER) in the write
+        # call, before the app restarts with a new password, and again in the seed call
+        # (an upgrade's old default user, kept until the app restarted): no Redis restart, no
+        # dropped client.
+        "acl_reload": (_connection(runtime, protected) if compose_up and "files" in steps
                        and not stack["redis_restart_on_acl_change"] else None),
         # Where nothing must start first, the write call seeds too (one module call per host)
         "runtime_with_files": {"files", "runtime"} <= steps and not compose_up,
@@ -287,10 +294,11 @@ def _health_url(stack: Mapping[str, Any]) -> str | None:
     return f"http://{'[' + host + ']' if ':' in host else host}:{stack['api_port']}/health"
 
 
-def _connection(runtime: Mapping[str, Any]) -> dict:
-    """How the host reaches its Redis (the flashmm_runtime module's connection options)."""
+def _connection(runtime: Mapping[str, Any], protected: bool) -> dict:
+    """How deploy's steps on the host reach its Redis (the flashmm_runtime module's connection
+    options): as deploy's user where Redis needs a password."""
     return {"host": runtime["redis_host"], "port": runtime["redis_port"],
-            "username": runtime["redis_username"] or None,
+            "username": runtime["redis_username"] or (render.DEPLOY_USER if protected else None),
             "tls": runtime["redis_tls"], "ca_file": runtime["redis_ca_file"] or None,
             "cert_file": runtime["redis_cert_file"] or None,
             "key_file": runtime["redis_key_file"] or None,
@@ -307,7 +315,14 @@ def _images(stack: Mapping[str, Any], config: FlashMMConfig) -> dict[str, str]:
     return images
 
 
-def redis_password(config: FlashMMConfig, previous: bool = False) -> str | None:
-    secret = (config.secrets.redis_password_previous if previous
-              else config.secrets.redis_password)
+# The env var (secret_files.NOT_FOR_THE_APP) whose value deploy's steps authenticate with
+DEPLOY_PASSWORD_ENV = "REDIS_DEPLOY_PASSWORD"
+
+
+def redis_password(config: FlashMMConfig, previous: bool = False,
+                   deploy: bool = False) -> str | None:
+    """The app's Redis password (``deploy``: deploy's user's), or its previous one."""
+    name = ("redis_deploy_password" if deploy else "redis_password") + \
+        ("_previous" if previous else "")
+    secret = getattr(config.secrets, name)
     return secret.get_secret_value() if secret is not None else None

@@ -20,13 +20,16 @@ import yaml
 
 from . import seed_script
 from .effective import runtime_keys
+from . import redis_acl
 from .redis_acl import ACL_PATH  # noqa: F401 - where the ACL file goes, for the plan
 from .schema import RUNTIME_FIELDS
 
 MANAGED = "Managed by flashmm-deploy: changes here are overwritten on the next deploy."
-# Redis user the stack's health check authenticates as: it may run PING and nothing else.
-HEALTH_USER = "healthcheck"
-
+# The Redis users of a password-protected stack (``acl_file``; why each may do what it may: the
+# README, "Redis users").
+HEALTH_USER = redis_acl.HEALTH_USER
+APP_USER = redis_acl.APP_USER
+DEPLOY_USER = redis_acl.DEPLOY_USER
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)   # libyaml when present: 10x faster
 
@@ -54,15 +57,29 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def acl_file(passwords: Iterable[str]) -> str:
-    """The Redis ACL file: the ``default`` user (the one REDIS_URL authenticates as) with every
-    password given (several only while a rotation is switching clients over), as SHA-256
-    digests, or ``nopass`` when none; and a health-check user limited to PING.  (Redis
-    accepts no comment in an ACL file: what it is says the compose file that mounts it.)"""
+def acl_file(passwords: Iterable[str], deploy_passwords: Iterable[str] = ()) -> str:
+    """The Redis ACL file.  Protected (``passwords`` given): ``default`` off; the app's user
+    (the one REDIS_URL names) with ``passwords``, deploy's user with ``deploy_passwords`` (each
+    several only while a rotation switches clients over), as SHA-256 digests; each limited to
+    ``flashmm:*`` keys and channels and to the commands it uses (``redis_acl.APP_COMMANDS``,
+    ``DEPLOY_COMMANDS``).  Unprotected: a ``nopass`` ``default`` user that may do anything.
+    Both: a health-check user limited to PING.  (Redis accepts no comment in an ACL file: what
+    it is says the compose file that mounts it.)"""
     digests = sorted({"#" + sha256(p) for p in passwords})
-    auth = " ".join(digests) if digests else "nopass"
-    return (f"user default on {auth} ~* &* +@all\n"
-            f"user {HEALTH_USER} on nopass -@all +ping\n")
+    health = f"user {HEALTH_USER} on nopass -@all +ping\n"
+    if not digests:
+        return "user default on nopass ~* &* +@all\n" + health
+    deploy = sorted({"#" + sha256(p) for p in deploy_passwords}) or ["nopass"]
+    if deploy == ["nopass"]:
+        raise ValueError("a protected Redis needs a deploy password too")
+
+    def user(name: str, auth: list[str], commands: Iterable[str]) -> str:
+        return (f"user {name} on {' '.join(auth)} resetchannels ~flashmm:* &flashmm:* -@all "
+                + " ".join("+" + c for c in commands) + "\n")
+
+    return ("user default off resetchannels -@all\n"
+            + user(APP_USER, digests, redis_acl.APP_COMMANDS)
+            + user(DEPLOY_USER, deploy, redis_acl.DEPLOY_COMMANDS) + health)
 
 
 def seed_lua(public_config: Mapping[str, Any]) -> str:

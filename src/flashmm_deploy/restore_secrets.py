@@ -40,6 +40,7 @@ from typing import Any
 from . import dotenv_file, secret_generation
 from .backup_store import SECURE_PREFIX, BackupError
 from .errors import FlashmmError
+from .redis_acl import DEPLOY_PASSWORD_ENVS
 from .secret_files import env_file, influxdb_env_file
 
 ENV_PATH = ".env"
@@ -93,7 +94,8 @@ def _without_password(url: str) -> tuple[str, bool]:
 
 
 def fresh_env(backup_vars: Mapping[str, str], secret_env: Mapping[str, str],
-              secrets: Mapping[str, str], password_in_url: bool) -> str:
+              secrets: Mapping[str, str], password_in_url: bool,
+              redis_user: str | None = None) -> str:
     """The backup's ``.env`` with the secrets as deploy renders them from ``secrets`` (the
     current vault's; ``secret_files.env_file``): its non-secret values kept, ``REDIS_URL``
     carrying the current Redis password where it carried one (or the plan says it must)."""
@@ -102,7 +104,8 @@ def fresh_env(backup_vars: Mapping[str, str], secret_env: Mapping[str, str],
     if public.get("REDIS_URL"):
         public["REDIS_URL"], had_password = _without_password(public["REDIS_URL"])
         in_url = in_url or had_password
-    text, _ = env_file({"public": public, "redis_password_in_url": in_url}, secret_env, secrets)
+    text, _ = env_file({"public": public, "redis_password_in_url": in_url,
+                        "redis_user": redis_user}, secret_env, secrets)
     return text
 
 
@@ -217,6 +220,8 @@ def vault_values(host_envs: Mapping[str, Mapping[str, str] | None],
             raise BackupError(f"{host}: backup {backup_id} holds no .env: there are no secrets "
                               "of this host to restore (leave out -e restore_secrets)")
         for name, key in sorted(secret_env.items()):
+            if name in DEPLOY_PASSWORD_ENVS:    # never in .env: the vault's stay
+                continue
             value = env.get(name) or None
             if key in values and values[key] != value:
                 raise BackupError(f"backup {backup_id}: {name} differs between {seen[key]} and "

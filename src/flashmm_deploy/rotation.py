@@ -41,9 +41,11 @@ API_KEYS = ("cambrian_api_key", "cambrian_secret_key", "grafana_api_key",
 # Generated app secrets rolled by a restart of the app alone.  (The InfluxDB token and admin
 # password are InfluxDB's first-start setup: changing them means changing InfluxDB itself.)
 GENERATED = ("secret_key", "api_auth_token")
-# kind -> (the secret renewed, where its previous value stays during the switch)
-WITH_PREVIOUS = {"redis": ("redis_password", "redis_password_previous"),
-                 "encryption": ("encryption_key", "old_encryption_key")}
+# kind -> each (secret renewed, where its previous value stays during the switch): redis rolls
+# the app's user's password and deploy's user's
+WITH_PREVIOUS = {"redis": (("redis_password", "redis_password_previous"),
+                           ("redis_deploy_password", "redis_deploy_password_previous")),
+                 "encryption": (("encryption_key", "old_encryption_key"),)}
 BOOKKEEPING = "flashmm_rotations"
 # An id names the rotation in messages, the vault and the secrets generation: a short word.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -207,6 +209,7 @@ def read_new_values(path: Path, keys: VaultKeys) -> dict[str, str]:
 def check_settable(name: str) -> None:
     if name not in API_KEYS:
         how = {"redis_password": "rotate it: rotate_secrets.yml -e rotate=redis",
+               "redis_deploy_password": "rotate it: rotate_secrets.yml -e rotate=redis",
                "encryption_key": "rotate it: rotate_secrets.yml -e rotate=encryption"}
         how.update({g: "rotate it: rotate_secrets.yml -e rotate=generated" for g in GENERATED})
         raise RotationError(f"secrets set {str(name)[:64]!r}: "
@@ -249,13 +252,18 @@ def _begin(path: Path, keys: VaultKeys, kind: str, rotation_id: str | None,
                             "rotation_id) first")
     step = VaultStep(kind, rotation_id, "rolling", changed=True)
     if kind in WITH_PREVIOUS:
-        name, previous = WITH_PREVIOUS[kind]
+        name = WITH_PREVIOUS[kind][0][0]
         if not secrets.get(name):
             raise RotationError(f"{display_path(path)}: flashmm_secrets.{name} is not set: "
                                 "nothing to rotate")
-        secrets[previous] = secrets[name]
-        secrets[name] = GENERATORS[name]()
-        step.renewed.append(name)
+        # the others where the vault has them (deploy's user's: where Redis needs a password,
+        # the rotation's validation refuses a vault without it)
+        for name, previous in WITH_PREVIOUS[kind]:
+            if not secrets.get(name):
+                continue
+            secrets[previous] = secrets[name]
+            secrets[name] = GENERATORS[name]()
+            step.renewed.append(name)
     elif kind == "generated":
         for name in GENERATED:
             if secrets.get(name):
@@ -303,8 +311,8 @@ def _finish(path: Path, keys: VaultKeys, kind: str, rotation_id: str,
         raise RotationError(f"{display_path(path)}: no rotation {rotation_id!r} of {kind} to "
                             "finish")
     step = VaultStep(kind, rotation_id, "done", changed=True)
-    if kind in WITH_PREVIOUS:
-        vf.secrets_map().pop(WITH_PREVIOUS[kind][1], None)
+    for _, previous in WITH_PREVIOUS.get(kind, ()):
+        vf.secrets_map().pop(previous, None)
     _book(vf)[kind] = {"id": rotation_id, "state": "done"}
     secret_generation.bump(vf.doc, f"rotation {rotation_id} {kind}: finish")
     if not dry_run:

@@ -185,9 +185,16 @@ def _secret(env: str, doc: str):
 class Secrets(Section):
     cambrian_api_key: Optional[SecretStr] = _secret("CAMBRIAN_API_KEY", "Cambrian SDK API key")
     cambrian_secret_key: Optional[SecretStr] = _secret("CAMBRIAN_SECRET_KEY", "Cambrian SDK secret")
-    redis_password: Optional[SecretStr] = _secret("REDIS_PASSWORD", "Redis password")
+    redis_password: Optional[SecretStr] = _secret(
+        "REDIS_PASSWORD", "Redis password of the app's user (flashmm)")
     redis_password_previous: Optional[SecretStr] = _secret(
         "REDIS_PASSWORD_PREVIOUS", "Previous Redis password, accepted only during a rotation")
+    redis_deploy_password: Optional[SecretStr] = _secret(
+        "REDIS_DEPLOY_PASSWORD", "Redis password of deploy's user (flashmm-deploy); never in the "
+        "app's files")
+    redis_deploy_password_previous: Optional[SecretStr] = _secret(
+        "REDIS_DEPLOY_PASSWORD_PREVIOUS",
+        "Previous deploy Redis password, accepted only during a rotation")
     influxdb_token: Optional[SecretStr] = _secret("INFLUXDB_TOKEN", "InfluxDB API token")
     influxdb_admin_password: Optional[SecretStr] = _secret(
         "INFLUXDB_ADMIN_PASSWORD", "InfluxDB admin password (initial setup when auth is required)")

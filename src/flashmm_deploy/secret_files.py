@@ -70,7 +70,10 @@ def redis_url_with_password(url: str, password: str, username: str | None = None
 # authenticates deploy's own ACL reload (the app connects with the new one, which the ACL
 # accepts from the first roll on).  Kept out of .env, so dropping it at the end of a rotation
 # leaves .env unchanged and the app is not restarted a second time.
-NOT_FOR_THE_APP = frozenset({"REDIS_PASSWORD_PREVIOUS"})
+# Deploy's own Redis user's passwords (the app's user may not do what deploy does) never reach
+# the app at all.
+NOT_FOR_THE_APP = frozenset({"REDIS_PASSWORD_PREVIOUS", "REDIS_DEPLOY_PASSWORD",
+                             "REDIS_DEPLOY_PASSWORD_PREVIOUS"})
 
 
 def env_file(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
@@ -83,7 +86,8 @@ def env_file(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
     masked = set(secret_env)
     password = secrets.get("REDIS_PASSWORD")
     if plan_env.get("redis_password_in_url") and password:
-        env["REDIS_URL"] = redis_url_with_password(env["REDIS_URL"], password)
+        env["REDIS_URL"] = redis_url_with_password(env["REDIS_URL"], password,
+                                                   plan_env.get("redis_user"))
         masked.add("REDIS_URL")
     return dotenv_file.render(env, masked), sorted(masked)
 

@@ -27,6 +27,7 @@ GENERATORS = {
     "api_auth_token": lambda: _random.token_urlsafe(32),
     "encryption_key": lambda: Fernet.generate_key().decode("ascii"),
     "redis_password": lambda: _random.token_urlsafe(32),
+    "redis_deploy_password": lambda: _random.token_urlsafe(32),
     "influxdb_token": lambda: _random.token_urlsafe(48),
     "influxdb_admin_password": lambda: _random.token_urlsafe(24),
 }

@@ -29,6 +29,8 @@ SECRET_REQUIRED_WHEN: dict[str, tuple[str, Callable[[dict], bool]]] = {
                                     lambda v: v["app.environment"] in _PROD_LIKE),
     "secrets.redis_password": ("storage.redis.password_required is true",
                                lambda v: v["storage.redis.password_required"]),
+    "secrets.redis_deploy_password": ("storage.redis.password_required is true",
+                                      lambda v: v["storage.redis.password_required"]),
     "secrets.influxdb_token": ("storage.influxdb.auth_required is true",
                                lambda v: v["storage.influxdb.auth_required"]),
     "secrets.influxdb_admin_password": ("storage.influxdb.auth_required is true",
@@ -49,7 +51,8 @@ SECRET_REQUIRED_WHEN: dict[str, tuple[str, Callable[[dict], bool]]] = {
                                   and v["app.environment"] in _PROD_LIKE),
 }
 MIN_SECRET_LENGTH = {"secrets.secret_key": 32, "secrets.api_auth_token": 32,
-                     "secrets.redis_password": 16, "secrets.influxdb_admin_password": 16}
+                     "secrets.redis_password": 16, "secrets.redis_deploy_password": 16,
+                     "secrets.influxdb_admin_password": 16}
 FERNET_KEYS = ("secrets.encryption_key", "secrets.old_encryption_key")
 
 
@@ -168,6 +171,12 @@ def needed_secrets(values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _generatable() -> frozenset[str]:
+    from .secret_gen import GENERATORS      # it imports this module
+
+    return frozenset(GENERATORS)
+
+
 def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
                    vault_available: bool) -> tuple[list[Issue], list[Issue]]:
     """Errors and warnings about secrets.  Never includes a secret's value."""
@@ -184,8 +193,11 @@ def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
             what = "is required but not set"
         else:
             what = "is still a placeholder"
-        issue = Issue(path, f"{what}; needed because {reason}; set flashmm_secrets.{spec.key} "
-                      f"in group_vars/all/vault.yml or {spec.env}",
+        how = f"set flashmm_secrets.{spec.key} in group_vars/all/vault.yml or {spec.env}"
+        if value is None and vault_available and spec.key in _generatable():
+            how = ("`flashmm-config secrets generate <inventory>` adds it (keeping every other "
+                   "value), or " + how)
+        issue = Issue(path, f"{what}; needed because {reason}; {how}",
                       res.origin(path) if value is not None else None)
         soft = not require_secrets and (is_placeholder(value) or not vault_available)
         (warnings if soft else errors).append(issue)

@@ -13,7 +13,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from flashmm_deploy import record_keys, rotation
-from flashmm_deploy.redis_acl import AclError, ensure_loaded, file_rules
+from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER, AclError, ensure_loaded, file_rules
 from flashmm_deploy.redis_client import Endpoint
 from flashmm_deploy.render import acl_file
 from flashmm_deploy.vault import VaultKeys
@@ -28,44 +28,53 @@ def acl_redis(tmp_path):
     acl = tmp_path / "redis" / "users.acl"
     acl.parent.mkdir()
     old = secrets.token_urlsafe(16)
-    acl.write_text(acl_file([old]))
+    acl.write_text(acl_file([old], [DEPLOY_PW]))
     server = start_redis(tmp_path / "data", "--aclfile", str(acl))
     yield server, acl, old
     stop_redis(server)
 
 
+# deploy's user's password (the reload authenticates as that user; the app's user's rolls here)
+DEPLOY_PW = secrets.token_urlsafe(16)
+
+
 def args(server) -> dict:
-    return dict(host=server.host, port=server.port, db=0, username=None, tls=False,
+    return dict(host=server.host, port=server.port, db=0, username=DEPLOY_USER, tls=False,
                 ca_file=None, cert_file=None, key_file=None, verify=True, timeout=5.0)
 
 
 def test_acl_reload_switches_passwords_live_without_dropping_a_client(acl_redis):
     server, acl, old = acl_redis
     new = secrets.token_urlsafe(16)
-    client = redis.Redis(host=server.host, port=server.port, password=old)
-    client.set("k", "v")
-    assert ensure_loaded(args(server), [new, old], acl.read_text()) == \
-        {"running": True, "reloaded": False}          # the file is what runs
-    acl.write_text(acl_file([new, old]))               # the switch: both
-    assert ensure_loaded(args(server), [new, old], acl.read_text(), check=True)["reloaded"]
-    assert ensure_loaded(args(server), [new, old], acl.read_text())["reloaded"]
+
+    def app(password):
+        return redis.Redis(host=server.host, port=server.port, username=APP_USER,
+                           password=password)
+    client = app(old)
+    client.set("flashmm:k", "v")
+    assert ensure_loaded(args(server), [DEPLOY_PW], acl.read_text()) == \
+        {"running": True, "reloaded": False, "default_kept": False}   # the file is what runs
+    acl.write_text(acl_file([new, old], [DEPLOY_PW]))   # the switch: both
+    assert ensure_loaded(args(server), [DEPLOY_PW], acl.read_text(), check=True)["reloaded"]
+    assert ensure_loaded(args(server), [DEPLOY_PW], acl.read_text())["reloaded"]
     for password in (old, new):
-        assert redis.Redis(host=server.host, port=server.port, password=password).ping()
-    acl.write_text(acl_file([new]))                     # the end: new only
-    assert ensure_loaded(args(server), [new, None], acl.read_text())["reloaded"]
-    assert client.get("k") == b"v"                      # the old client is still connected
+        assert app(password).ping()
+    acl.write_text(acl_file([new], [DEPLOY_PW]))        # the end: new only
+    assert ensure_loaded(args(server), [DEPLOY_PW], acl.read_text())["reloaded"]
+    assert client.get("flashmm:k") == b"v"              # the old client is still connected
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host=server.host, port=server.port, password=old).ping()
-    assert file_rules(acl.read_text())[0] == tuple(
+        app(old).ping()
+    assert file_rules(acl.read_text(), APP_USER)[0] == tuple(
         sorted(d if isinstance(d, str) else d.decode() for d in redis.Redis(
-            host=server.host, port=server.port, password=new).acl_getuser("default")["passwords"]))
+            host=server.host, port=server.port, username=DEPLOY_USER,
+            password=DEPLOY_PW).acl_getuser(APP_USER)["passwords"]))
 
 
 def test_acl_reload_with_no_known_password_fails_naming_the_server_not_a_password(acl_redis):
     server, acl, old = acl_redis
     wrong = "Wr0ng-" + secrets.token_urlsafe(12)
     with pytest.raises(AclError) as err:
-        ensure_loaded(args(server), [wrong], acl_file([wrong]))
+        ensure_loaded(args(server), [wrong], acl_file([wrong], [wrong]))
     assert f"127.0.0.1:{server.port}" in str(err.value) and wrong not in str(err.value)
     assert old not in str(err.value)
 
@@ -74,7 +83,8 @@ def test_nothing_listening_is_not_an_error(tmp_path):
     from support import _free_port
     port = _free_port()
     assert ensure_loaded(dict(args(type("S", (), {"host": "127.0.0.1", "port": port})), ),
-                         ["x"], acl_file(["x"])) == {"running": False, "reloaded": False}
+                         ["x"], acl_file(["x"], ["y"])) == \
+        {"running": False, "reloaded": False, "default_kept": False}
 
 
 def test_records_move_in_batches_keep_ttls_and_resume(redis_server, redis_db):
@@ -210,7 +220,7 @@ def test_a_redis_that_hangs_is_an_error_not_a_stack_that_is_down():
         hung = dict(args(type("S", (), {"host": "127.0.0.1", "port": listener.getsockname()[1]})),
                     timeout=0.5)
         with pytest.raises(AclError) as err:
-            ensure_loaded(hung, ["pw-" + secrets.token_urlsafe(8)], acl_file(["x"]))
+            ensure_loaded(hung, ["pw-" + secrets.token_urlsafe(8)], acl_file(["x"], ["y"]))
         assert "pw-" not in str(err.value)
     finally:
         listener.close()

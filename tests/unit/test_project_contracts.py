@@ -55,7 +55,8 @@ def module_documentation(name: str) -> dict:
 def test_flashmm_runtime_documents_exactly_its_options():
     documented = module_documentation("flashmm_runtime")["options"]
     # the seed's options, shared with flashmm_files' runtime option, and the host's lock
-    assert set(documented) == set(RUNTIME_OPTIONS) | {"root", "run_id", "lock_timeout", "lease"}
+    assert set(documented) == set(RUNTIME_OPTIONS) | {"root", "run_id", "lock_timeout", "lease",
+                                                      "acl_reload"}
     for name, spec in RUNTIME_OPTIONS.items():
         assert documented[name]["type"] == spec["type"], name
         assert documented[name].get("default") == spec.get("default"), name
