@@ -1,4 +1,56 @@
-"""Fixtures for every test; the helpers behind them live in support.py."""
+"""Both tiers: the markers that select them, and the grouping that keeps pytest-xdist workers
+from sharing anything.  No fixture and no integration helper here (redis-py, cryptography,
+the engine): tests/integration/conftest.py registers those for the integration tier only.
 
-from support import redis_db, redis_server  # noqa: F401  (pytest fixtures)
-from engine_support import docker_engine  # noqa: F401  (pytest fixture)
+- ``integration`` (the ``pytestmark`` of every module in tests/integration, and of no other):
+  checked here, a module that forgets it is a collection error.
+- ``engine``: added here to every test that needs the Docker engine, i.e. whose fixtures
+  include ``docker_engine`` (directly or through a stack fixture), so the mark cannot be
+  forgotten.  Tiers: ``-m "not integration"`` (= tests/unit), ``-m "integration and not
+  engine"``, ``-m engine``.
+- Under ``--dist loadgroup`` the tests of a module that share a module-scoped fixture (a
+  deployed stack, a server, a site) run in one worker (``xdist_group`` = the module), and those
+  groups are handed out first, the engine's before the rest: they are the long ones, and a long
+  one started last would be the tail of the run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+INTEGRATION = TESTS / "integration"
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in ("module", "package", "class")
+               for name, defs in info.name2fixturedefs.items() if name in item.fixturenames)
+
+
+@pytest.hookimpl(tryfirst=True)     # before -m deselects and before xdist reads xdist_group
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        integration = INTEGRATION in Path(item.path).resolve().parents
+        if integration != (item.get_closest_marker("integration") is not None):
+            wrong.append(item.nodeid)
+        if "docker_engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+        if _module_scoped(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    if wrong:
+        raise pytest.UsageError(
+            "the integration mark is for tests/integration, every test there and none elsewhere; "
+            "wrong: " + ", ".join(wrong[:10]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):      # every worker sorts alike: xdist checks
+        def rank(item: pytest.Item) -> int:
+            grouped = item.get_closest_marker("xdist_group") is not None
+            engine = item.get_closest_marker("engine") is not None
+            return 0 if grouped and engine else 1 if engine else 2 if grouped else 3
+        items.sort(key=rank)                         # stable: file order within a rank

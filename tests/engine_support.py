@@ -1,12 +1,11 @@
-"""A real Docker engine for the tests (fixture re-exported by conftest.py): ``scripts/engine.sh
-start`` (the engine that answers, or a private dockerd) and ``scripts/build-images.sh`` (the local
-images, built from Debian packages: no registry is reachable).  No engine is a failure, never a
-skip: CI has one."""
+"""A real Docker engine for the tests (fixture registered by tests/integration/conftest.py):
+``scripts/engine.sh start`` (the engine that answers, or a private dockerd) and
+``scripts/build-images.sh`` (the local images, built from Debian packages: no registry is
+reachable).  No engine is a failure, never a skip: CI has one."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import warnings
 from dataclasses import dataclass, field
@@ -14,19 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port  # noqa: F401  (the name tests import from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_SH = ROOT / "scripts" / "engine.sh"
 BUILD_IMAGES_SH = ROOT / "scripts" / "build-images.sh"
 REDIS_IMAGE = "localhost/flashmm-redis:dev"
 STANDIN_IMAGE = "localhost/flashmm-standin:dev"
 SOURCE_LABEL = "io.flashmm.source-sha256"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def engine_env(host: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ operator can see: ``docker inspect``, the published API and Redis ports, the fil
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import socket
 import subprocess
@@ -26,35 +25,8 @@ import yaml
 from engine_support import DockerEngine
 from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
 from flashmm_deploy.sandbox import make_local_inventory
+from ports import free_port_block  # noqa: F401  (the name tests import from here)
 from support import INVENTORIES, ansible_playbook, read_vault, tool_env, write_vault
-
-# Ports other stacks of this project use (inventories/local): never chosen here.
-_FIXED = set(range(18001, 18004)) | set(range(16381, 16384))
-_taken: set[int] = set()
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that nothing listens on now and that
-    no other stack of this session was given (below the ephemeral range)."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - count)
-        block = set(range(base, base + count))
-        if block & (_FIXED | _taken):
-            continue
-        if all(_bindable(p) for p in block):
-            _taken.update(block)
-            return base
-    pytest.fail(f"no block of {count} free loopback ports found")
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

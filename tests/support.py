@@ -1,27 +1,35 @@
-"""Test support (imported as `support`, fixtures re-exported by conftest.py): a real
-redis-server on a loopback port, and helpers that run
-``ansible-playbook`` and ``flashmm-config`` the way an operator does."""
+"""Test support (imported as `support`): helpers that run ``ansible-playbook`` and
+``flashmm-config`` the way an operator does, inventories, vault files, plans.  Imported by both
+tiers, so it imports neither redis-py nor cryptography at the top: the redis-server helpers
+live in redis_support.py (their names are importable from here too, on first use) and the
+ports in ports.py."""
 
 from __future__ import annotations
 
 import os
 import re
+import secrets as random_tokens
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import secrets as random_tokens
-
-import pytest
-import redis
 import yaml
-from cryptography.fernet import Fernet
 
 from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
+from ports import free_port as _free_port  # noqa: F401  (the name tests import from here)
+
+# redis_support's names, importable from here as before; imported when first asked for
+_REDIS_NAMES = frozenset({"RedisServer", "start_redis", "stop_redis", "redis_server",
+                          "allocate_dbs", "redis_db", "snapshot_redis"})
+
+
+def __getattr__(name: str):
+    if name in _REDIS_NAMES:
+        import redis_support
+        return getattr(redis_support, name)
+    raise AttributeError(f"module 'support' has no attribute {name!r}")
+
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -30,84 +38,6 @@ INVENTORIES = ROOT / "inventories"
 # (a database each), roots under $FLASHMM_SANDBOX.
 FIXTURES = ROOT / "tests" / "fixtures" / "inventories"
 SANDBOX = FIXTURES / "sandbox"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class RedisServer:
-    host: str
-    port: int
-    process: subprocess.Popen
-
-    def client(self, db: int = 0, password: str | None = None) -> redis.Redis:
-        return redis.Redis(host=self.host, port=self.port, db=db, password=password,
-                           decode_responses=True, socket_timeout=5)
-
-
-def start_redis(tmp: Path, *extra: str) -> RedisServer:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run scripts/setup.sh")
-    port = _free_port()
-    tmp.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp), "--databases", "256", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer("127.0.0.1", port, proc)
-    deadline = time.monotonic() + 10
-    while True:     # listening means ready: it starts with no dataset to load
-        try:        # (a plain socket: redis-py retries a refused connection for seconds)
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.02)
-
-
-def stop_redis(server: RedisServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """One real redis-server for the session (256 databases: give each test its own)."""
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    stop_redis(server)
-
-
-_next_db = iter(range(1, 256))
-
-
-def allocate_dbs(server: RedisServer, count: int) -> list[int]:
-    """``count`` database numbers no other test uses, emptied."""
-    try:
-        dbs = [next(_next_db) for _ in range(count)]
-    except StopIteration:
-        pytest.fail("the session's redis-server has no free databases left: raise --databases")
-    for db in dbs:
-        server.client(db).flushdb()
-    return dbs
-
-
-@pytest.fixture
-def redis_db(redis_server):
-    """A fresh, empty database number on the session's redis-server."""
-    db = allocate_dbs(redis_server, 1)[0]
-    yield db
-    redis_server.client(db).flushdb()
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -172,21 +102,10 @@ def snapshot_files(root: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != "lock"}
 
 
-def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:
-    """db -> {key: value} for strings and hashes (all the seed writes)."""
-    out = {}
-    for db in dbs:
-        client = server.client(db)
-        data = {}
-        for key in client.scan_iter("*"):
-            kind = client.type(key)
-            data[key] = client.hgetall(key) if kind == "hash" else client.get(key)
-        out[db] = data
-    return out
-
-
 def valid_secrets() -> dict[str, str]:
     """A valid value for every secret of the schema (so every 'needed because' is satisfied)."""
+    from cryptography.fernet import Fernet
+
     out = {}
     for spec in SECRET_FIELDS:
         if spec.key.endswith("encryption_key"):

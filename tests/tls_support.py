@@ -1,24 +1,19 @@
 """TLS test support: a throw-away CA with server and client certificates (``cryptography``), and
-a redis-server listening on a TLS port only."""
+a redis-server listening on a TLS port only (redis_support.start_redis with ``tls``)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import shutil
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from support import RedisServer, _free_port
+from redis_support import RedisServer, start_redis
 
 
 @dataclass
@@ -107,25 +102,7 @@ def start_tls_redis(tmp: Path, certs: Certs, *extra: str,
                     auth_clients: bool = False) -> RedisServer:
     """A redis-server with its plain port closed (``--port 0``) and a TLS port; the returned
     RedisServer's ``port`` is the TLS port (stop it with ``support.stop_redis``)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run scripts/setup.sh")
-    port = _free_port()
-    tmp.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(certs.server_cert), "--tls-key-file", str(certs.server_key),
-         "--tls-ca-cert-file", str(certs.ca),
-         "--tls-auth-clients", "yes" if auth_clients else "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:                 # listening means loaded (no dataset to load)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return RedisServer("127.0.0.1", port, proc)
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"TLS redis-server did not start on port {port} (built with TLS?)")
-            time.sleep(0.05)
+    return start_redis(
+        tmp, "--tls-cert-file", str(certs.server_cert), "--tls-key-file", str(certs.server_key),
+        "--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "yes" if auth_clients else "no",
+        *extra, tls=True, what="TLS redis-server (built with TLS?)")

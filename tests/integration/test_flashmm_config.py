@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -28,7 +25,8 @@ from flashmm_config_support import deployed_host
 from flashmm_deploy import effective
 from flashmm_deploy.redis_client import RedisError
 from flashmm_deploy.schema import FIELDS
-from support import valid_secrets
+from ports import free_port
+from support import start_redis, valid_secrets
 
 pytestmark = pytest.mark.integration
 
@@ -248,7 +246,7 @@ def test_an_unset_falls_back_and_every_refused_set_changes_nothing(tmp_path, red
 def test_the_mounted_file_is_reloaded_and_a_bad_one_keeps_the_last_good(tmp_path):
     """Development's file-based reload, by the library's own poller (no Redis needed)."""
     environ, config_dir, _ = deployed_host(tmp_path, DEV, valid_secrets())
-    environ["REDIS_URL"] = f"redis://127.0.0.1:{_free_port()}/0"           # nobody there
+    environ["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"            # nobody there
     for var in ("TRADING_MAX_POSITION_USDC", "TRADING_RISK_MULTIPLIER"):  # file layer only
         environ.pop(var)
     log = ListLog()
@@ -276,32 +274,16 @@ def test_the_mounted_file_is_reloaded_and_a_bad_one_keeps_the_last_good(tmp_path
         config.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class OwnRedis:
     """A redis-server this test stops and starts on one port (append-only file: a restart
     keeps the keys, as a deployed Redis does)."""
 
     def __init__(self, tmp: Path):
-        self.port, self.dir, self.process = _free_port(), tmp, None
+        self.port, self.dir, self.process = free_port(), tmp, None
         tmp.mkdir(parents=True, exist_ok=True)
 
     def start(self):
-        self.process = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "yes", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._answers, 10, "redis-server to start")
-
-    def _answers(self):
-        try:
-            return redis.Redis(port=self.port, socket_timeout=1).ping()
-        except redis.ConnectionError:
-            return False
+        self.process = start_redis(self.dir, "--appendonly", "yes", port=self.port).process
 
     def stop(self):
         self.process.terminate()

@@ -14,6 +14,7 @@ import pytest
 
 from flashmm_deploy.seed_script import SEEDED_KEY as SEEDED
 from flashmm_deploy.seed_script import render_script
+from ports import free_port
 from support import (CONF, HZ, POS, ROOT, SEED_DESIRED, VENV_BIN, recap, run, start_redis,
                      stop_redis, tool_env)
 from tls_support import make_certs, start_tls_redis
@@ -188,10 +189,7 @@ def test_password_never_printed_even_with_vvv(tmp_path, server):
 
 
 def test_unreachable_redis_fails_clearly(tmp_path, server):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]                          # closed again: nothing listens
+    port = free_port()                                     # claimed: nothing listens
     play = Play(tmp_path, server)
     proc = play.run(port=port)
     assert proc.returncode != 0

@@ -20,7 +20,6 @@ import io
 import json
 import secrets as random_tokens
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from flashmm_deploy import cli
 from flashmm_deploy.sandbox import make_local_inventory
 from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
 from flashmm_deploy.secret_files import NOT_FOR_THE_APP
+from ports import free_port
 from support import INVENTORIES, ROOT, VENV_BIN, start_redis, stop_redis, tool_env
 
 pytestmark = pytest.mark.integration
@@ -97,12 +97,6 @@ class Canaries:
         for c in self.all:
             text = text.replace(c.value, f"<{c.slot}>").replace(c.core, f"<{c.slot}>")
         return text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load(path: Path) -> dict:

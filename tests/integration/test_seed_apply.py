@@ -22,6 +22,7 @@ from flashmm_deploy.seed_script import SUMMARY_CHANNEL as SUMMARY
 from flashmm_deploy.seed_script import UPDATES_CHANNEL as CHANNEL
 from flashmm_deploy.seed_script import VERSION_KEY as VERSION
 from flashmm_deploy.seed_script import lua_string, render_script, script_sha
+from ports import free_port
 from support import ALERT, CONF, HZ, POS, SEED_DESIRED, start_redis, stop_redis
 
 pytestmark = pytest.mark.integration
@@ -136,10 +137,7 @@ def auth_apply(server, db, desired, **kw):
 
 
 def test_unreachable_redis_is_a_clear_error():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()                                     # claimed: nothing listens
     with pytest.raises(SeedError) as err:
         apply(Endpoint(port=port, db=4, password="hunter2-unreach"), render_script(D1))
     assert err.value.kind == "connect"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -163,17 +162,8 @@ class AppProcess:
 
 def start_redis_on(port: int, tmp: Path, password: str) -> RedisServer:
     """A new redis-server on a given port (the same port after a crash), password-protected."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp), "--requirepass", password],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer("127.0.0.1", port, proc)
-    ok, _ = wait_for(lambda: server.client(password=password).ping(), 10)
-    if not ok:
-        proc.kill()
-        pytest.fail(f"redis-server did not start again on port {port}")
-    return server
+    return start_redis(tmp, "--requirepass", password, port=port,
+                       what="redis-server (started again)")
 
 
 @pytest.fixture

@@ -99,16 +99,31 @@ def samples(spec) -> list:
         "float": [0.1, 2.0, 1e-07, 100000.0, 12345.678, 5.0, -0.5, 1e21],
         "list": [[], ["*"], ["https://a.example", "b c", "ü"]],
         "choice": list(spec.choices),
-        "str": ["1.10", "a b#c$d=e", "ünïcødé", "0", "true",
-                random_tokens.token_urlsafe(32)],
+        "str": ["1.10", "a b#c$d=e", "ünïcødé", "0", "true", random_token()],
     }[spec.kind]
     return out
+
+
+RANDOM_TOKENS: set[str] = set()
+
+
+def random_token() -> str:
+    """A new random token, named "<random token>" in test ids: pytest-xdist's workers must
+    collect the same ids."""
+    token = random_tokens.token_urlsafe(32)
+    RANDOM_TOKENS.add(token)
+    return token
 
 
 ROUND_TRIPS = [(path, v) for path, spec in FIELDS.items() for v in samples(spec)]
 
 
-@pytest.mark.parametrize("path,value", ROUND_TRIPS, ids=[f"{p}={v!r}" for p, v in ROUND_TRIPS])
+def _id(path: str, value) -> str:
+    random = isinstance(value, str) and value in RANDOM_TOKENS
+    return f"{path}={'<random token>' if random else repr(value)}"
+
+
+@pytest.mark.parametrize("path,value", ROUND_TRIPS, ids=[_id(p, v) for p, v in ROUND_TRIPS])
 def test_value_round_trips_through_its_env_spelling(path, value):
     spec = FIELDS[path]
     text = env_strings.render(spec, value)
