@@ -43,13 +43,7 @@ class ActionModule(ActionBase):
             secrets = secret_files.pick_secrets(secret_env,
                                                 native(task_vars.get("flashmm_secrets")),
                                                 native(task_vars.get("flashmm_env_overrides")))
-            env_text, env_masked = secret_files.env_file(host["env"], secret_env, secrets)
-            written = [{"path": host["env"]["path"], "mode": host["env"]["mode"],
-                        "content": env_text, "mask_keys": env_masked}]
-            if host.get("influxdb_env"):
-                text, masked = secret_files.influxdb_env_file(host["influxdb_env"], secrets)
-                written.append({"path": host["influxdb_env"]["path"], "content": text,
-                                "mode": host["influxdb_env"]["mode"], "mask_keys": masked})
+            written = secret_files.host_secret_files(host, secret_env, secrets)
         except (ValueError, FlashmmError) as exc:   # a misshapen secret variable or value
             raise AnsibleActionFail(str(exc)) from None
         # a seed call of this run follows: it checks that no other run wrote in between, and

@@ -61,12 +61,23 @@ class ActionModule(ActionBase):
             if first.get("failed"):
                 result.update(first)
                 return result
+        stale = stack_check.stale_app_args(host)
+        if stale is not None:       # compose secrets: before up, with the new compose file
+            recreated = self._execute_module(module_name="flashmm_stack", module_args=stale,
+                                             task_vars=task_vars)
+            recreated.pop("invocation", None)
+            if recreated.get("failed"):
+                result.update(recreated)
+                return result
         up = self._execute_module(module_name=COMPOSE_MODULE,
                                   module_args=stack_check.compose_args(host), task_vars=task_vars)
         result.update(up)
         if hatch is not None and first.get("changed"):
             result["changed"] = True
             result["redis_restart"] = first["containers"]
+        if stale is not None and recreated.get("changed"):
+            result["changed"] = True
+            result["app_restart"] = recreated["containers"]
         return result
 
     def _planned_files(self, plan, host, hostname, task_vars):

@@ -54,6 +54,11 @@ options:
       content: {description: Full file content (secret)., type: str, required: true}
       mode: {description: Octal mode string such as C("0600")., type: str, required: true}
       mask_keys: {description: Variables whose values are masked in the diff., type: list, elements: str, default: []}
+      mask:
+        description: C(env) (the default) shows KEY=value lines with the values of C(mask_keys) masked; C(all) shows nothing of the content (a file holding one secret).
+        type: str
+        choices: [env, all]
+        default: env
   owner: {description: Owner of the files (default, the connecting user)., type: str}
   group: {description: Group of the files., type: str}
   directory_mode: {description: Mode of O(root) and the directories created below it., type: str, default: "0755"}
@@ -130,6 +135,7 @@ _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", requ
 _SECRET_FILE = dict(path=dict(type="str", required=True),
                     content=dict(type="str", required=True, no_log=True),
                     mode=dict(type="str", required=True),
+                    mask=dict(type="str", choices=["env", "all"], default="env"),
                     mask_keys=dict(type="list", elements="str", default=[], no_log=False))
 
 
@@ -161,7 +167,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    specs = p["files"] + [dict(f, mask="env") for f in p["secret_files"]]
+    specs = p["files"] + p["secret_files"]
     seeded = {}
 
     def preflight():

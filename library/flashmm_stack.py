@@ -19,12 +19,16 @@ description:
   - O(task=restart_stale_redis) (the escape hatch, in a real run after the files are written)
     recreates the Redis container when it runs and started before its ACL file was last
     written, so that it reads the new file; once only, since afterwards it started later.
+  - O(task=restart_stale_app) (compose secrets, in a real run after the files are written)
+    recreates the app's container when it runs and started before one of its secret files
+    (O(app_secret_files)) was last written: a secret file is a bind mount of the file, and a
+    running container keeps the one it started with.
   - Needs the C(docker) CLI with the compose v2 plugin on the target.
 options:
   task:
     description: What to do.
     type: str
-    choices: [preview, restart_stale_redis]
+    choices: [preview, restart_stale_redis, restart_stale_app]
     default: preview
   root: {description: The stack's directory (compose project directory)., type: path, required: true}
   project_name: {description: Compose project name., type: str, required: true}
@@ -45,6 +49,12 @@ options:
     description: The escape hatch is on (Redis restarts to read a changed ACL file).
     type: bool
     default: false
+  app_service: {description: The app's service name., type: str, default: flashmm}
+  app_secret_files:
+    description: The app's secret files (compose secrets), relative to O(root).
+    type: list
+    elements: str
+    default: []
   timeout: {description: Seconds a docker command may take., type: int, default: 180}
 author: flashmm-deploy
 """
@@ -59,13 +69,14 @@ msg: {description: One line per container that changes (or would), naming it and
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_compose_state import (  # noqa: E402
-    ComposeError, preview, restart_stale_redis)
+    ComposeError, preview, restart_stale_app, restart_stale_redis)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            task=dict(type="str", choices=["preview", "restart_stale_redis"], default="preview"),
+            task=dict(type="str", choices=["preview", "restart_stale_redis", "restart_stale_app"],
+                      default="preview"),
             root=dict(type="path", required=True),
             project_name=dict(type="str", required=True),
             compose=dict(type="str"),
@@ -75,6 +86,8 @@ def main():
             acl_path=dict(type="str", default="redis/users.acl"),
             redis_service=dict(type="str", default="redis"),
             restart_redis_on_acl_change=dict(type="bool", default=False),
+            app_service=dict(type="str", default="flashmm"),
+            app_secret_files=dict(type="list", elements="str", default=[]),
             timeout=dict(type="int", default=180)),
         required_if=[("task", "preview", ("compose",))],
         supports_check_mode=True)
@@ -85,6 +98,8 @@ def main():
             result = preview(docker, p)
         elif module.check_mode:
             result = {"changed": False, "containers": {}, "msg": "check mode: see the preview"}
+        elif p["task"] == "restart_stale_app":
+            result = restart_stale_app(docker, p)
         else:
             result = restart_stale_redis(docker, p)
     except (ComposeError, OSError, ValueError) as exc:

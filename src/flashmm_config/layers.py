@@ -11,7 +11,8 @@ Layers, lowest first; every effective value carries the name of the layer it cam
 * ``default``  fields.json;
 * ``file``     ``<config dir>/environments/<ENVIRONMENT>.yml``, nested YAML, typed values;
 * ``env``      the process environment, strictly parsed by ``env_strings.parse`` (an optional
-  key's empty variable means unset);
+  key's empty variable means unset); a variable may be given as ``<VAR>_FILE``, the path of
+  a file holding its value (``read_secret_files``: compose secrets under ``/run/secrets``);
 * ``runtime``  Redis ``flashmm:config:<section>:<key>``, JSON, runtime keys only.
 
 Every problem names the key and, for a secret key, never its value.
@@ -32,6 +33,8 @@ from flashmm_deploy import env_strings
 
 LAYERS = ("default", "file", "env", "runtime")
 CONFIG_PREFIX = "flashmm:config:"
+# <VAR>_FILE names a file holding <VAR>'s value (compose secrets): ``read_secret_files``
+FILE_SUFFIX = "_FILE"
 # The seed's Settings has no default for these: they must be present (they may be empty).
 REQUIRED_ENV = ("CAMBRIAN_API_KEY", "CAMBRIAN_SECRET_KEY", "SEI_RPC_URL", "SEI_WS_URL",
                 "SEI_CHAIN_ID")
@@ -147,6 +150,42 @@ def file_layer(fields: Mapping[str, Field], path: Path) -> tuple[dict[str, Any],
     if problems:
         raise ConfigError(problems)
     return values, unknown
+
+
+def read_secret_files(fields: Mapping[str, Field],
+                      environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``environ`` with every schema variable given as a file resolved: ``<VAR>_FILE=<path>``
+    (what deploy's ``.env`` holds with compose secrets, the file mounted at
+    ``/run/secrets/<name>``) becomes ``<VAR>`` = the file's content, one trailing newline
+    stripped.  Returns (the environment, problems).  Both ``<VAR>`` and ``<VAR>_FILE`` present,
+    or a file that cannot be read (or is not UTF-8 text), is a problem naming the variable and
+    the path, never the content; that variable is then left unset.  An empty ``<VAR>_FILE`` is
+    unset, like any empty variable."""
+    out = dict(environ)
+    problems: list[str] = []
+    for field in fields.values():
+        file_var = field.env + FILE_SUFFIX
+        path = out.pop(file_var, None)
+        if not path:
+            continue
+        if field.env in environ:
+            problems.append("%s and %s (%s) are both set: give the value one way only"
+                            % (field.env, file_var, path))
+            out.pop(field.env)
+            continue
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            text = data.decode("utf-8")
+        except OSError as exc:
+            problems.append("%s (%s): cannot read %s (%s)" % (
+                file_var, field.key, path, exc.strerror or type(exc).__name__))
+            continue
+        except UnicodeDecodeError:
+            problems.append("%s (%s): %s is not UTF-8 text" % (file_var, field.key, path))
+            continue
+        out[field.env] = text[:-1] if text.endswith("\n") else text
+    return out, problems
 
 
 def env_layer(fields: Mapping[str, Field], environ: Mapping[str, str]) -> dict[str, Any]:

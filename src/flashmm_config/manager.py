@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
 from flashmm_deploy.redis_url import mask_url
-from flashmm_config.layers import ConfigError, load_fields
+from flashmm_config.layers import ConfigError, load_fields, read_secret_files
 from flashmm_config.link import Link, RedisUnavailable
 from flashmm_config.log import Log
 from flashmm_config.runtime_keys import (ABSENT, SET, read_one, read_runtime, read_version,
@@ -75,9 +75,11 @@ class ConfigManager:
                  log: Any = None, connect: Callable[[Endpoint], Any] = Connection,
                  clock: Callable[[], float] = time.monotonic,
                  check_interval: float = CHECK_INTERVAL, file_poll: float = FILE_POLL) -> None:
-        self.environ = dict(os.environ if environ is None else environ)
         self.log = log if log is not None else Log()
         self.fields = load_fields()
+        # <VAR>_FILE resolved to <VAR> (compose secrets); problems are raised by load()
+        self.environ, self.environ_problems = read_secret_files(
+            self.fields, os.environ if environ is None else environ)
         config_dir = config_dir or self.environ.get("FLASHMM_CONFIG_DIR") or DEFAULT_CONFIG_DIR
         self.state = ConfigState(self.fields, self.environ, Path(config_dir), self.log)
         self.state.listener = self._dispatch
@@ -102,6 +104,8 @@ class ConfigManager:
     def load(self) -> None:
         """Read the default, file and env layers and make the Redis parts (no connection
         yet).  Raises ConfigError with every problem, each naming its key or variable."""
+        if self.environ_problems:
+            raise ConfigError(list(self.environ_problems))
         self.state.load()
         self.redis_url = self.state.value("storage.redis.url") or DEFAULT_REDIS_URL
         try:

@@ -72,6 +72,7 @@ from . import file_lock
 from .backup_host import SECURE_PREFIX as _SECURE, entry_problem
 from .errors import FlashmmError
 from .atomic_write import write_atomic
+from .compose_secrets import is_secret_path
 from .vault import VaultError, VaultKeys, header_vault_id, is_encrypted
 
 FORMAT = 2                  # 2: signed, with a sequence; 1: before (refused unless accepted)
@@ -99,7 +100,8 @@ _KDF_SALT = b"flashmm-deploy backup signing key\x00"
 _SIGNED_AS = {INDEX: b"flashmm-deploy backup index\n", MANIFEST: b"flashmm-deploy backup manifest\n"}
 # A host's directory: one plain path component (an inventory host name), never . or ..
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]*")
-# Files that hold secrets wherever deploy writes them: stored encrypted, restored 0600.
+# Files that hold secrets wherever deploy writes them: stored encrypted, restored 0600; and
+# every file under secrets/ (the app's secret files of compose secrets: is_secret_path).
 SECRET_PATHS = (".env", "redis/users.acl", "influxdb/influxdb.env")
 # The modes deploy itself accepts (role_settings.RULES: flashmm_files_config_mode and
 # flashmm_files_secret_mode; a unit test keeps the two in step): (bits forbidden, bits required)
@@ -373,7 +375,7 @@ def write_host(run: dict[str, Any], host: str, taken: dict[str, Any], public_pat
             raise BackupError(f"{host}: {path}: the content received differs from the sum the "
                               "host computed; nothing stored for this backup")
         record = {"mode": info["mode"], "size": len(data), "sha256": info["sha256"]}
-        if path in public_paths and path not in SECRET_PATHS:
+        if path in public_paths and path not in SECRET_PATHS and not is_secret_path(path):
             record.update(secret=False, stored=f"{FILES_DIR}/{path}")
             _write(host_dir / FILES_DIR / path, data)
         else:
@@ -822,7 +824,7 @@ def _load_host(path: Path, backup_id: str, environment: str, host: str, expect_s
                             "host's directory, or the toolkit's own .flashmm/)")
             continue
         secret = info.get("secret")
-        if rel in SECRET_PATHS and secret is not True:
+        if (rel in SECRET_PATHS or is_secret_path(rel)) and secret is not True:
             problems.append(f"{shown(mpath)}: {rel} holds secrets, but is listed as stored in "
                             "clear")
             continue

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import backup_store, redis_acl, restore_secrets, runs
+from . import backup_store, compose_secrets, redis_acl, restore_secrets, runs, secret_files
 from .backup_store import BackupError
 from .secret_files import pick_secrets
 from .vault import VaultKeys
@@ -120,10 +120,13 @@ def accept_unsigned_setting(value: Any) -> bool:
     raise BackupError(f"flashmm_restore_accept_unsigned must be true or false (got {value!r})")
 
 
-def planned_paths(host_plan: Mapping[str, Any]) -> set[str]:
+def planned_paths(host_plan: Mapping[str, Any], secret_env=()) -> set[str]:
     """The files deploy writes on a host (its plan's), and those holding secrets wherever
-    deploy writes them (a backup from before InfluxDB was turned off still restores)."""
+    deploy writes them (a backup from before InfluxDB was turned off still restores; the
+    app's secret files of compose secrets, on or off now, for each of ``secret_env``)."""
     paths = {f["path"] for f in host_plan["files"]} | set(backup_store.SECRET_PATHS)
+    paths |= {compose_secrets.host_path(v) for v in compose_secrets.app_vars(
+        secret_env, secret_files.NOT_FOR_THE_APP, True)}
     for part in ("env", "influxdb_env"):
         if host_plan.get(part):
             paths.add(host_plan[part]["path"])
@@ -180,7 +183,7 @@ def verify(plan: Mapping[str, Any], play_hosts, backup_id: Any, subset: Any,
                  f"not a file deploy writes on {h} (it writes "
                  f"{', '.join(sorted(planned_paths(plan['hosts'][h])))})"
                  for h in targets for p in sorted(checked.hosts[h].files)
-                 if p not in planned_paths(plan["hosts"][h])]
+                 if p not in planned_paths(plan["hosts"][h], plan["secret_env"])]
     if unplanned:
         raise BackupError(f"backup {resolved} refused: {len(unplanned)} problem(s), nothing "
                           "restored:\n  - " + "\n  - ".join(unplanned))
@@ -347,13 +350,11 @@ def _fresh_secret_files(plan: Mapping[str, Any], host_plan: Mapping[str, Any],
                         current: Mapping[str, str]) -> dict[str, str]:
     """path -> content of the backup's files that hold secrets, with the vault's secrets
     instead of the backup's; and a compose file that fingerprints the ACL file, matching it."""
-    out: dict[str, str] = {}
-    env_vars = restore_secrets.backup_env(hb.files, host, backup_id)
-    if env_vars is not None:
-        out[restore_secrets.ENV_PATH] = restore_secrets.fresh_env(
-            env_vars, plan["secret_env"], current,
-            bool((host_plan.get("env") or {}).get("redis_password_in_url")),
-            (host_plan.get("env") or {}).get("redis_user"))
+    # .env and (compose secrets on when the backup was taken) the app's secret files
+    out: dict[str, str] = restore_secrets.fresh_app_files(
+        hb.files, host, backup_id, plan["secret_env"], current,
+        bool((host_plan.get("env") or {}).get("redis_password_in_url")),
+        (host_plan.get("env") or {}).get("redis_user"))
     influx = restore_secrets.backup_env(hb.files, host, backup_id,
                                         restore_secrets.INFLUXDB_ENV_PATH)
     if influx is not None:
@@ -370,6 +371,10 @@ def _fresh_secret_files(plan: Mapping[str, Any], host_plan: Mapping[str, Any],
                     compose[0].decode("utf-8"), acl)
             except UnicodeDecodeError:
                 pass                    # refused below as not UTF-8 text
+    compose = out.get(restore_secrets.COMPOSE_PATH) or hb.files.get(
+        restore_secrets.COMPOSE_PATH, (b"",))[0].decode("utf-8", "replace")
+    if any(compose_secrets.is_secret_path(p) for p in out):   # its label digests them
+        out[restore_secrets.COMPOSE_PATH] = restore_secrets.fresh_secrets_label(compose, host, out)
     return out
 
 

@@ -174,11 +174,8 @@ def _unified(a: str, b: str, name: str) -> list[str]:
 def _current_files(fact, secrets, host) -> dict[str, tuple[str, bool]]:
     hp = fact["hosts"][host]
     out = {f["path"]: (f["content"], bool(f.get("mask"))) for f in hp["files"]}
-    text, _ = secret_files.env_file(hp["env"], fact["secret_env"], secrets)
-    out[hp["env"]["path"]] = (text, True)
-    if hp.get("influxdb_env"):
-        text, _ = secret_files.influxdb_env_file(hp["influxdb_env"], secrets)
-        out[hp["influxdb_env"]["path"]] = (text, True)
+    out.update((f["path"], (f["content"], True))
+               for f in secret_files.host_secret_files(hp, fact["secret_env"], secrets))
     return out
 
 

@@ -42,7 +42,8 @@ HASH_LABEL = "com.docker.compose.config-hash"
 IMAGE_LABEL = "com.docker.compose.image"
 OUR_LABELS = "io.flashmm."
 # What a file's label fingerprints, for the reason a check gives
-LABEL_MEANING = {"io.flashmm.config-sha256": "its configuration file changed"}
+LABEL_MEANING = {"io.flashmm.config-sha256": "its configuration file changed",
+                 "io.flashmm.secrets-digest": "a secret file it mounts changed"}
 
 
 class ComposeError(Exception):
@@ -193,6 +194,9 @@ def preview(docker: str, p: Mapping[str, Any]) -> Dict[str, Any]:
                                % (want["image"], current[:19]))
         if p.get("restart_redis_on_acl_change") and service == p.get("redis_service"):
             reasons.extend(_hatch_reasons(root, p["acl_path"], planned, have))
+        if service == p.get("app_service") and not reasons:
+            reasons.extend(_secret_file_reasons(root, list(p.get("app_secret_files") or []),
+                                                planned, have))
         if reasons:
             actions[service] = {"container": name, "action": "recreate", "reasons": reasons}
         elif have["status"] != "running":
@@ -214,6 +218,55 @@ def _hatch_reasons(root: str, acl_path: str, planned: Mapping[str, str],
         return ["it started before its ACL file was written and "
                 "flashmm_stack_redis_restart_on_acl_change is set"]
     return []
+
+
+def _written_after_start(root: str, paths: List[str],
+                         container: Mapping[str, Any]) -> Optional[str]:
+    """The first of ``paths`` written after the container last started, if any."""
+    for path in paths:
+        try:
+            if os.stat(os.path.join(root, path)).st_mtime_ns > container["started_ns"]:
+                return path
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _secret_file_reasons(root: str, paths: List[str], planned: Mapping[str, str],
+                         have: Mapping[str, Any]) -> List[str]:
+    """Why the app must be recreated for its secret files (compose secrets), beyond its label:
+    a secret file is a bind mount of the file, and a running container keeps the file (inode)
+    it started with, so one rewritten since (a hand-edited file put back, by deploy or a
+    restore, with the content the label already digests) is not what it sees."""
+    for path in paths:
+        if path in planned and planned[path] != file_sha256(os.path.join(root, path)):
+            return ["its secret file %s is rewritten (a running container keeps the file it "
+                    "started with)" % path]
+    if have["status"] == "running":
+        path = _written_after_start(root, paths, have)
+        if path:
+            return ["it started before its secret file %s was written" % path]
+    return []
+
+
+def restart_stale_app(docker: str, p: Mapping[str, Any]) -> Dict[str, Any]:
+    """Compose secrets, in a real run after the files are written: recreate the app's
+    container if it runs and started before one of its secret files was written, so that it
+    mounts the files there now (``_secret_file_reasons``).  Before ``up``, with the new
+    compose file: one recreation, and ``up`` then finds nothing to change."""
+    root, project, service = p["root"], p["project_name"], p["app_service"]
+    have = containers(docker, project).get(service)
+    actions: Dict[str, Dict[str, Any]] = {}
+    path = (_written_after_start(root, list(p.get("app_secret_files") or []), have)
+            if have is not None and have["status"] == "running" else None)
+    if path:
+        run_docker(docker, ["compose", "--project-directory", root, "-p", project, "up",
+                            "--detach", "--no-deps", "--force-recreate", service], cwd=root,
+                   timeout=float(p.get("timeout") or 180))
+        actions[service] = {"container": have["name"], "action": "recreate",
+                            "reasons": ["it started before its secret file %s was written"
+                                        % path]}
+    return summarize(project, actions, check=False)
 
 
 def restart_stale_redis(docker: str, p: Mapping[str, Any]) -> Dict[str, Any]:

@@ -18,7 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import effective, host_validation, render, role_settings
+from . import (compose_secrets, effective, host_validation, render, role_settings,
+               secret_files)
 from .errors import ConfigInvalid, Issue, Origin
 from .inventory import LAYER_VARS, Inventory
 from .schema import FlashMMConfig
@@ -126,7 +127,7 @@ def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[s
     if templates is None:
         return Plan({}, warnings)
     return Plan({h: _host_plan(h, results[h].config, settings[h], templates,
-                               steps=steps)
+                               steps=steps, layer_vars=inputs[h].layer_vars)
                  for h in inputs}, warnings)
 
 
@@ -202,7 +203,8 @@ def _strip(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
-               templates: render.Templates, *, steps: frozenset[str]) -> dict:
+               templates: render.Templates, *, steps: frozenset[str],
+               layer_vars: Mapping[str, Any] | None = None) -> dict:
     public = effective.environment_file_layer(config)
     env_name = config.app.environment
     redis = config.storage.redis
@@ -218,7 +220,14 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
     acl = render.acl_file([p for p in (password, previous) if p] if protected else [],
                           [p for p in (redis_password(config, deploy=True),
                                        redis_password(config, previous=True, deploy=True)) if p])
+    env_plan = {"path": ENV_FILE, "mode": secret_mode, "public": effective.public_env(config),
+                "redis_password_in_url": protected,
+                # the user REDIS_URL names (the app's; none where Redis has no password)
+                "redis_user": render.APP_USER if protected else None}
+    env_plan["as_files"], app_secrets = _app_secrets(host, stack, env_plan,
+                                                     layer_vars or {})
     compose = templates.render("docker-compose.yml", host=host, config=public, stack=stack,
+                               app_secrets=app_secrets,
                                databases=values["flashmm_redis_databases"],
                                health_user=render.HEALTH_USER,
                                fingerprints={"config": render.sha256(env_file),
@@ -253,10 +262,7 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         "lease_ttl": values["flashmm_lock_lease"],
         "lock_break": values["flashmm_lock_break"],
         "files": files,
-        "env": {"path": ENV_FILE, "mode": secret_mode, "public": effective.public_env(config),
-                "redis_password_in_url": protected,
-                # the user REDIS_URL names (the app's; none where Redis has no password)
-                "redis_user": render.APP_USER if protected else None},
+        "env": env_plan,
         "influxdb_env": influx,
         "stack": {"project_name": stack["project_name"],
                   "wait_timeout": stack["wait_timeout"],
@@ -265,6 +271,8 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
                   "health_url": _health_url(stack),
                   # the escape hatch: the stack step recreates Redis once to read its ACL file
                   "redis_restart_on_acl_change": stack["redis_restart_on_acl_change"],
+                  # compose secrets: the app is recreated when one was written after it started
+                  "app_secret_files": [compose_secrets.host_path(v) for v in env_plan["as_files"]],
                   } if compose_up else None,
         "runtime": {
             "script": seed_lua, **_connection(runtime, protected), "db": runtime["redis_db"],
@@ -284,6 +292,23 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         # this run writes the host's files, so its seed checks no other run wrote since
         "files_this_run": "files" in steps,
     }
+
+
+def _app_secrets(host: str, stack: Mapping[str, Any], env: Mapping[str, Any],
+                 layer_vars: Mapping[str, Any]) -> tuple[list[str], dict | None]:
+    """With ``flashmm_stack_compose_secrets``: the variables the app gets as files, and what
+    the compose file says of them (``compose_secrets``), its label a digest over the files the
+    write task will write for ``env`` (the plan's ``.env`` part; the secrets picked here from
+    the same layer variables, by the same rule)."""
+    if not stack["compose_secrets"]:
+        return [], None
+    as_files = compose_secrets.app_vars(effective.SECRET_ENV, secret_files.NOT_FOR_THE_APP,
+                                        bool(env.get("redis_password_in_url")))
+    secrets = secret_files.pick_secrets(effective.SECRET_ENV, layer_vars.get("flashmm_secrets"),
+                                        layer_vars.get("flashmm_env_overrides"))
+    files = secret_files.app_secret_files(dict(env, as_files=as_files), effective.SECRET_ENV,
+                                          secrets)
+    return as_files, compose_secrets.compose_context(host, as_files, files)
 
 
 def _health_url(stack: Mapping[str, Any]) -> str | None:

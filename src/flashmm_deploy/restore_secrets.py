@@ -37,11 +37,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import dotenv_file, secret_generation
+from . import compose_secrets, dotenv_file, secret_generation
 from .backup_store import SECURE_PREFIX, BackupError
 from .errors import FlashmmError
 from .redis_acl import DEPLOY_PASSWORD_ENVS
-from .secret_files import env_file, influxdb_env_file
+from .secret_files import app_secret_files, env_file, influxdb_env_file
 
 ENV_PATH = ".env"
 INFLUXDB_ENV_PATH = "influxdb/influxdb.env"
@@ -73,12 +73,68 @@ def backup_env(files: Mapping[str, tuple[bytes, str, bool]], host: str, backup_i
     if path not in files:
         return None
     try:
-        return dotenv_file.parse(files[path][0].decode("utf-8"))
+        env = dotenv_file.parse(files[path][0].decode("utf-8"))
+        return _with_app_secret_files(env, files) if path == ENV_PATH else env
     except (UnicodeDecodeError, FlashmmError) as exc:
         why = str(exc) if isinstance(exc, FlashmmError) else "not UTF-8 text"
         raise BackupError(f"{host}: {path} in backup {backup_id} is not the file deploy writes "
                           f"({why}): its secrets cannot be replaced by the vault's; restore it "
                           "as it is with -e restore_secrets=true") from None
+
+
+def backup_as_files(files: Mapping[str, tuple[bytes, str, bool]]) -> list[str]:
+    """The variables the backup's ``.env`` gives as files (``<VAR>_FILE``: compose secrets
+    were on when it was taken)."""
+    try:
+        env = dotenv_file.parse(files[ENV_PATH][0].decode("utf-8"))
+    except (KeyError, UnicodeDecodeError, FlashmmError):
+        return []
+    suffix = compose_secrets.FILE_SUFFIX
+    return sorted(name[:-len(suffix)] for name, value in env.items()
+                  if name.endswith(suffix) and value == compose_secrets.container_path(
+                      name[:-len(suffix)]))
+
+
+def _with_app_secret_files(env: Mapping[str, str],
+                           files: Mapping[str, tuple[bytes, str, bool]]) -> dict[str, str]:
+    """A backup's ``.env`` variables with each ``<VAR>_FILE`` (compose secrets) replaced by
+    ``<VAR>`` and the content of the backup's ``secrets/<name>``: what the app had."""
+    out = dict(env)
+    for var in backup_as_files(files):
+        path = compose_secrets.host_path(var)
+        if path not in files:
+            raise FlashmmError(f"it names {var} as a file, but the backup holds no {path}")
+        del out[var + compose_secrets.FILE_SUFFIX]
+        out[var] = files[path][0].decode("utf-8")
+    return out
+
+
+def fresh_app_files(files: Mapping[str, tuple[bytes, str, bool]], host: str, backup_id: str,
+                    secret_env: Mapping[str, str], secrets: Mapping[str, str],
+                    password_in_url: bool, redis_user: str | None = None) -> dict[str, str]:
+    """path -> content of the backup's ``.env`` and, when it was taken with compose secrets on,
+    its ``secrets/<name>`` files, with the secrets as deploy renders them from ``secrets`` (the
+    current vault's); the compose file's ``io.flashmm.secrets-digest`` then digests those
+    files (``fresh_secrets_label``).  Empty when the backup holds no ``.env``."""
+    backup_vars = backup_env(files, host, backup_id)
+    if backup_vars is None:
+        return {}
+    plan_env = fresh_plan_env(backup_vars, secret_env, password_in_url, redis_user)
+    plan_env["as_files"] = backup_as_files(files)
+    out = {ENV_PATH: env_file(plan_env, secret_env, secrets)[0]}
+    out.update(app_secret_files(plan_env, secret_env, secrets))
+    return out
+
+
+_SECRETS_LABEL = re.compile(r'(' + re.escape(compose_secrets.LABEL) + r': )"[0-9a-f]{64}"')
+
+
+def fresh_secrets_label(text: str, host: str, app_files: Mapping[str, str]) -> str:
+    """A compose file whose app carries ``io.flashmm.secrets-digest`` with the digest of
+    ``app_files`` (path -> content of the secret files written with it)."""
+    digest = compose_secrets.digest(host, {p: c for p, c in app_files.items()
+                                           if compose_secrets.is_secret_path(p)})
+    return _SECRETS_LABEL.sub(lambda m: f'{m.group(1)}"{digest}"', text)
 
 
 def _without_password(url: str) -> tuple[str, bool]:
@@ -99,14 +155,21 @@ def fresh_env(backup_vars: Mapping[str, str], secret_env: Mapping[str, str],
     """The backup's ``.env`` with the secrets as deploy renders them from ``secrets`` (the
     current vault's; ``secret_files.env_file``): its non-secret values kept, ``REDIS_URL``
     carrying the current Redis password where it carried one (or the plan says it must)."""
+    text, _ = env_file(fresh_plan_env(backup_vars, secret_env, password_in_url, redis_user),
+                       secret_env, secrets)
+    return text
+
+
+def fresh_plan_env(backup_vars: Mapping[str, str], secret_env: Mapping[str, str],
+                   password_in_url: bool, redis_user: str | None = None) -> dict[str, Any]:
+    """The ``.env`` part of a plan (``secret_files.env_file``'s input) that renders the
+    backup's variables ``backup_vars`` again, with other secrets."""
     public = {k: v for k, v in backup_vars.items() if k not in secret_env}
     in_url = password_in_url
     if public.get("REDIS_URL"):
         public["REDIS_URL"], had_password = _without_password(public["REDIS_URL"])
         in_url = in_url or had_password
-    text, _ = env_file({"public": public, "redis_password_in_url": in_url,
-                        "redis_user": redis_user}, secret_env, secrets)
-    return text
+    return {"public": public, "redis_password_in_url": in_url, "redis_user": redis_user}
 
 
 def fresh_influxdb_env(backup_vars: Mapping[str, str], secrets: Mapping[str, str]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from . import dotenv_file
+from . import compose_secrets, dotenv_file
 
 
 class SecretFileError(ValueError):
@@ -76,10 +76,10 @@ NOT_FOR_THE_APP = frozenset({"REDIS_PASSWORD_PREVIOUS", "REDIS_DEPLOY_PASSWORD",
                              "REDIS_DEPLOY_PASSWORD_PREVIOUS"})
 
 
-def env_file(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
-             secrets: Mapping[str, str]) -> tuple[str, list[str]]:
-    """The ``.env`` text of a host and the names whose values a diff must mask.  Every variable
-    of the schema is present, ``""`` where unset."""
+def _app_env(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
+             secrets: Mapping[str, str]) -> tuple[dict[str, str], set[str]]:
+    """Every variable the app gets (``""`` where unset) and the names whose values are
+    secret."""
     env = dict(plan_env["public"])
     for name in secret_env:
         env[name] = "" if name in NOT_FOR_THE_APP else secrets.get(name, "")
@@ -89,7 +89,25 @@ def env_file(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
         env["REDIS_URL"] = redis_url_with_password(env["REDIS_URL"], password,
                                                    plan_env.get("redis_user"))
         masked.add("REDIS_URL")
-    return dotenv_file.render(env, masked), sorted(masked)
+    return env, masked
+
+
+def env_file(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
+             secrets: Mapping[str, str]) -> tuple[str, list[str]]:
+    """The ``.env`` text of a host and the names whose values a diff must mask.  Every variable
+    of the schema is present, ``""`` where unset; with compose secrets on (the plan's
+    ``as_files``), each of those as ``<VAR>_FILE`` instead (``compose_secrets``)."""
+    env, masked = _app_env(plan_env, secret_env, secrets)
+    env = compose_secrets.split(env, plan_env.get("as_files") or ())[0]
+    return dotenv_file.render(env, masked), sorted(masked & set(env))
+
+
+def app_secret_files(plan_env: Mapping[str, Any], secret_env: Mapping[str, str],
+                     secrets: Mapping[str, str]) -> dict[str, str]:
+    """path -> content of each secret file the app's container mounts (compose secrets on:
+    the plan's ``as_files``); empty when off."""
+    env, _ = _app_env(plan_env, secret_env, secrets)
+    return compose_secrets.split(env, plan_env.get("as_files") or ())[1]
 
 
 def influxdb_env_file(plan_influx: Mapping[str, Any],
@@ -101,6 +119,25 @@ def influxdb_env_file(plan_influx: Mapping[str, Any],
     env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] = secrets.get("INFLUXDB_TOKEN", "")
     masked = ["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", "DOCKER_INFLUXDB_INIT_PASSWORD"]
     return dotenv_file.render(env, masked), masked
+
+
+def host_secret_files(host_plan: Mapping[str, Any], secret_env: Mapping[str, str],
+                      secrets: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Every file of a host that holds secrets, as the write task writes it (the flashmm_files
+    module's ``secret_files``): ``.env``, the app's secret files (compose secrets on) and
+    ``influxdb/influxdb.env``.  A diff shows a KEY=value file with its secrets masked and
+    nothing of a one-secret file."""
+    plan_env = host_plan["env"]
+    text, masked = env_file(plan_env, secret_env, secrets)
+    out = [{"path": plan_env["path"], "mode": plan_env["mode"], "content": text,
+            "mask_keys": masked}]
+    out += [{"path": path, "mode": plan_env["mode"], "content": content, "mask": "all"}
+            for path, content in sorted(app_secret_files(plan_env, secret_env, secrets).items())]
+    if host_plan.get("influxdb_env"):
+        text, masked = influxdb_env_file(host_plan["influxdb_env"], secrets)
+        out.append({"path": host_plan["influxdb_env"]["path"], "content": text,
+                    "mode": host_plan["influxdb_env"]["mode"], "mask_keys": masked})
+    return out
 
 
 def runtime_module_args(runtime: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:

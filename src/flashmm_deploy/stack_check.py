@@ -29,6 +29,7 @@ from .redis_acl import ACL_PATH
 
 COMPOSE_FILE = "docker-compose.yml"
 REDIS_SERVICE = "redis"
+APP_SERVICE = "flashmm"
 
 
 class StackCheckError(ValueError):
@@ -46,10 +47,8 @@ def deploy_files(plan: Mapping[str, Any], host: Mapping[str, Any], vault: Any,
     out = {f["path"]: f["content"] for f in host["files"]}
     secret_env = plan["secret_env"]
     secrets = secret_files.pick_secrets(secret_env, vault, overrides)
-    out[host["env"]["path"]] = secret_files.env_file(host["env"], secret_env, secrets)[0]
-    if host.get("influxdb_env"):
-        out[host["influxdb_env"]["path"]] = secret_files.influxdb_env_file(
-            host["influxdb_env"], secrets)[0]
+    out.update((f["path"], f["content"])
+               for f in secret_files.host_secret_files(host, secret_env, secrets))
     return out
 
 
@@ -99,8 +98,23 @@ def preview_args(host: Mapping[str, Any], files: Mapping[str, str]) -> dict[str,
         "planned_sha256": {path: _sha256(text) for path, text in files.items()},
         "acl_path": ACL_PATH, "redis_service": REDIS_SERVICE,
         "restart_redis_on_acl_change": bool(stack.get("redis_restart_on_acl_change")),
+        "app_service": APP_SERVICE, "app_secret_files": list(stack.get("app_secret_files") or []),
         "timeout": int(stack.get("wait_timeout") or 180),
     }
+
+
+def stale_app_args(host: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The flashmm_stack module's arguments (task restart_stale_app) in a real run with
+    compose secrets on: the app is recreated if it started before one of its secret files was
+    written (a bind-mounted file replaced by rename stays the old one in a running
+    container); None with compose secrets off."""
+    stack = host["stack"]
+    if not stack.get("app_secret_files"):
+        return None
+    return {"task": "restart_stale_app", "root": host["root"],
+            "project_name": stack["project_name"], "app_service": APP_SERVICE,
+            "app_secret_files": list(stack["app_secret_files"]),
+            "timeout": int(stack.get("wait_timeout") or 180)}
 
 
 def hatch_args(host: Mapping[str, Any]) -> dict[str, Any] | None:

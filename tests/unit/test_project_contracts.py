@@ -69,7 +69,7 @@ def test_flashmm_files_documents_its_options():
                                    "directory_mode", "runtime", "run_id", "record_run",
                                    "lock_timeout", "acl_reload", "lease", "generation"}
     assert doc["options"]["secret_files"]["suboptions"].keys() == {"path", "content", "mode",
-                                                                    "mask_keys"}
+                                                                    "mask_keys", "mask"}
 
 
 def third_party_imports(directory: Path) -> set[str]:

@@ -61,6 +61,8 @@ class StandIn(ConfigManager):
 
     def prepare(self) -> list[str]:
         """Everything that must hold before serving; returns the problems (empty: ready)."""
+        if self.environ_problems:           # a <VAR>_FILE that cannot be read, or both given
+            return list(self.environ_problems)
         missing = missing_required(self.environ)
         if missing:
             return ["missing required environment variable(s) (they may be empty): "
