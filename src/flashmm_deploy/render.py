@@ -58,9 +58,10 @@ def sha256(text: str) -> str:
 
 
 def acl_file(passwords: Iterable[str], deploy_passwords: Iterable[str] = ()) -> str:
-    """The Redis ACL file.  Protected (``passwords`` given): ``default`` off; the app's user
-    (the one REDIS_URL names) with ``passwords``, deploy's user with ``deploy_passwords`` (each
-    several only while a rotation switches clients over), as SHA-256 digests; each limited to
+    """The Redis ACL file.  Protected (``passwords`` given): ``default`` off (no AUTH as it);
+    the app's user (the one REDIS_URL names) with ``passwords``, deploy's user with
+    ``deploy_passwords`` (each several only while a rotation switches clients over), as
+    SHA-256 digests; each limited to
     ``flashmm:*`` keys and channels and to the commands it uses (``redis_acl.APP_COMMANDS``,
     ``DEPLOY_COMMANDS``).  Unprotected: a ``nopass`` ``default`` user that may do anything.
     Both: a health-check user limited to PING.  (Redis accepts no comment in an ACL file: what
@@ -69,15 +70,18 @@ def acl_file(passwords: Iterable[str], deploy_passwords: Iterable[str] = ()) -> 
     health = f"user {HEALTH_USER} on nopass -@all +ping\n"
     if not digests:
         return "user default on nopass ~* &* +@all\n" + health
-    deploy = sorted({"#" + sha256(p) for p in deploy_passwords}) or ["nopass"]
-    if deploy == ["nopass"]:
+    deploy = sorted({"#" + sha256(p) for p in deploy_passwords})
+    if not deploy:          # validation requires it wherever Redis needs a password
         raise ValueError("a protected Redis needs a deploy password too")
 
     def user(name: str, auth: list[str], commands: Iterable[str]) -> str:
         return (f"user {name} on {' '.join(auth)} resetchannels ~flashmm:* &flashmm:* -@all "
                 + " ".join("+" + c for c in commands) + "\n")
 
-    return ("user default off resetchannels -@all\n"
+    # default: off (nobody can authenticate as it), yet with every right: Redis 7.0 replays a
+    # script's writes from the append-only file as a MULTI/EXEC checked against default's
+    # rules, so a default with fewer rights loses them at every restart (measured)
+    return ("user default off ~* &* +@all\n"
             + user(APP_USER, digests, redis_acl.APP_COMMANDS)
             + user(DEPLOY_USER, deploy, redis_acl.DEPLOY_COMMANDS) + health)
 

@@ -19,6 +19,7 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
+from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
 from stack_support import Stack, ok
 from support import ansible_playbook, read_vault, recap
 
@@ -49,8 +50,8 @@ def env_of(stack: Stack, host: str) -> dict:
     return dotenv_values(stack.root(host) / ".env")
 
 
-def auth_reply(stack: Stack, host: str, password: str) -> bytes:
-    return stack.raw_redis(host, ["AUTH", password])[0]
+def auth_reply(stack: Stack, host: str, password: str, user: str = APP_USER) -> bytes:
+    return stack.raw_redis(host, ["AUTH", user, password])[0]
 
 
 def downtimes(stdout: str) -> list[float]:
@@ -78,13 +79,13 @@ class ClientLoop:
             for host in self.stack.hosts:
                 env = env_of(self.stack, host)
                 client = redis.Redis(host="127.0.0.1", port=self.stack.redis_port(host),
-                                     password=env["REDIS_PASSWORD"], socket_timeout=5,
-                                     protocol=2)
+                                     username=APP_USER, password=env["REDIS_PASSWORD"],
+                                     socket_timeout=5, protocol=2)
                 try:
                     for _ in range(5):
                         n += 1
-                        client.set(f"rotation-test:{n % 50}", n)
-                        assert client.get(f"rotation-test:{n % 50}") == str(n).encode()
+                        client.set(f"flashmm:rotation-test:{n % 50}", n)
+                        assert client.get(f"flashmm:rotation-test:{n % 50}") == str(n).encode()
                         self.ops += 2
                 except Exception as exc:  # noqa: BLE001 - every failure counts
                     self.failures += 1
@@ -110,7 +111,7 @@ class ClientLoop:
 
 def test_redis_password_rotates_with_zero_failed_operations(stack):
     before = vault(stack)["flashmm_secrets"]
-    old = before["redis_password"]
+    old, old_deploy = before["redis_password"], before["redis_deploy_password"]
     redis_ids = {h: stack.containers(h)["redis"]["id"] for h in stack.hosts}
     redis_started = {h: stack.containers(h)["redis"]["started_at"] for h in stack.hosts}
     with ClientLoop(stack) as loop:
@@ -120,6 +121,9 @@ def test_redis_password_rotates_with_zero_failed_operations(stack):
     after = vault(stack)
     new = after["flashmm_secrets"]["redis_password"]
     assert new != old and "redis_password_previous" not in after["flashmm_secrets"]
+    new_deploy = after["flashmm_secrets"]["redis_deploy_password"]      # both users rolled
+    assert new_deploy != old_deploy
+    assert "redis_deploy_password_previous" not in after["flashmm_secrets"]
     assert after["flashmm_rotations"]["redis"] == {"id": "test-redis", "state": "done"}
     # no secret in the -vvv output, whatever the step; nor in any host file but .env, nor in
     # Redis (the ACL file holds digests)
@@ -138,6 +142,9 @@ def test_redis_password_rotates_with_zero_failed_operations(stack):
         assert env_of(stack, host)["REDIS_PASSWORD_PREVIOUS"] == ""
         assert auth_reply(stack, host, old).startswith(b"-WRONGPASS")
         assert auth_reply(stack, host, new) == b"+OK"
+        assert auth_reply(stack, host, old_deploy, DEPLOY_USER).startswith(b"-WRONGPASS")
+        assert auth_reply(stack, host, new_deploy, DEPLOY_USER) == b"+OK"
+        assert env_of(stack, host)["REDIS_DEPLOY_PASSWORD"] == ""      # never the app's
         c = stack.containers(host)["redis"]
         assert (c["id"], c["started_at"]) == (redis_ids[host], redis_started[host]), \
             "Redis was restarted: its clients were dropped"
