@@ -16,6 +16,7 @@ Secrets may only come from ``vault`` or ``env``: a secret in a plain-text layer 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -95,6 +96,7 @@ class Resolution:
         return prov.origin if prov else None
 
 
+@functools.lru_cache(maxsize=65536)    # each host's layers ask again for the same unknown keys
 def did_you_mean(path: str) -> str:
     """A hint naming the closest known key, or '' when nothing is close."""
     known = list(FIELDS) + sorted(SECTIONS)

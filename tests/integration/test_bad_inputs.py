@@ -72,7 +72,8 @@ def ids(variants: list[Variant]) -> list[str]:
     return [v.id for v in variants]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: built once per pytest-xdist worker, so the variants spread over the workers.
+@pytest.fixture(scope="session")
 def base(tmp_path_factory) -> Path:
     """A valid 3-host local inventory (secrets generated) that each variant copies."""
     tmp = tmp_path_factory.mktemp("bad-inputs")
@@ -231,7 +232,7 @@ class DeployedSite:
         assert all(self.baseline[1].get(db) for db in self.dbs), "the base deploy seeded nothing"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")       # one per worker, as `base`
 def site(tmp_path_factory, redis_server) -> DeployedSite:
     return DeployedSite(tmp_path_factory.mktemp("bad-inputs-deploy"), redis_server)
 
