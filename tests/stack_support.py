@@ -9,6 +9,7 @@ import json
 import secrets
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -91,6 +92,17 @@ class Stack:
         data = read_vault(self.vault_path)
         data["flashmm_secrets"][name] = value
         write_vault(self.vault_path, data)
+
+    def set_group_var(self, name: str, value: Any = None) -> None:
+        """A role variable in the generated inventory's group vars (None: removed, so the
+        role's default applies)."""
+        path = self.inventory / "hosts.yml"
+        data = yaml.safe_load(path.read_text())
+        group = data["all"]["children"]["flashmm"]["vars"]
+        group.pop(name, None)
+        if value is not None:
+            group[name] = value
+        path.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
 
     def edit_env_layer(self, change: Callable[[dict], None]) -> None:
         data = yaml.safe_load(self.env_layer_path.read_text())
@@ -200,3 +212,42 @@ class Stack:
                 warnings.warn(f"compose down of {project} failed: {proc.stderr}", stacklevel=1)
         with ThreadPoolExecutor(len(projects)) as pool:
             list(pool.map(down, projects))
+
+
+class AppIdentities:
+    """The app containers a host ran while a block ran: compose recreates the app on each
+    restart (a new container id); sampled every 0.2 s, while a recreated app lives for seconds
+    (the roll that follows is a whole play away).  (docker events cannot tell: the engine
+    keeps only its last 256 events, and every stack's health checks fill them.)"""
+
+    def __init__(self, stack: Stack, host: str):
+        self.stack, self.host, self.seen = stack, host, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for service in ("flashmm", "redis"):     # mid-recreation, old and new both exist
+            ids = self.stack.engine.docker(
+                "ps", "-a", "-q", "--no-trunc", "--filter",
+                f"label=com.docker.compose.project={self.stack.project(self.host)}",
+                "--filter", f"label=com.docker.compose.service={service}",
+                check=False).stdout.split()
+            self.seen += [(service, i) for i in ids if (service, i) not in self.seen]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self._sample()
+            time.sleep(0.2)
+
+    def restarts(self, service: str) -> int:
+        return len([i for s, i in self.seen if s == service]) - 1
+
+    def __enter__(self) -> "AppIdentities":
+        self._sample()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self._sample()

@@ -18,7 +18,6 @@ import stat
 from pathlib import Path
 
 import pytest
-import yaml
 from dotenv import dotenv_values
 
 from stack_support import Stack, ok
@@ -29,23 +28,12 @@ pytestmark = pytest.mark.integration
 SETTING = "flashmm_stack_compose_secrets"
 
 
-def set_setting(stack: Stack, value: bool | None) -> None:
-    """The setting in the generated inventory's group vars (None: removed, the default)."""
-    path = stack.inventory / "hosts.yml"
-    data = yaml.safe_load(path.read_text())
-    group = data["all"]["children"]["flashmm"]["vars"]
-    group.pop(SETTING, None)
-    if value is not None:
-        group[SETTING] = value
-    path.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def stack(docker_engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compose-secrets")
     s = Stack(docker_engine, tmp, hosts=1, label="csec")
     s.backups = tmp / "backups"
-    set_setting(s, True)
+    s.set_group_var(SETTING, True)
     try:
         ok(s.deploy())
         yield s
@@ -203,7 +191,7 @@ def test_backup_and_restore_keep_files_label_and_vault_in_step(stack):
 
 def test_turning_it_off_removes_the_files_and_on_again_brings_them_back(stack):
     host = stack.hosts[0]
-    set_setting(stack, None)                          # local's default: off
+    stack.set_group_var(SETTING, None)                          # local's default: off
     try:
         ok(stack.deploy())
         assert not [p for p in (stack.root(host) / "secrets").glob("*")] \
@@ -215,7 +203,7 @@ def test_turning_it_off_removes_the_files_and_on_again_brings_them_back(stack):
         rerun = ok(stack.deploy())
         assert all(r["changed"] == 0 for r in recap(rerun.stdout).values()), recap(rerun.stdout)
     finally:
-        set_setting(stack, True)
+        stack.set_group_var(SETTING, True)
     ok(stack.deploy())
     assert host_file(stack, host, "secrets/secret_key") == sha(stack.vault()["secret_key"])
     stack.wait_health(host)

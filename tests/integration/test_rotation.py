@@ -12,6 +12,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,7 +22,7 @@ from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
-from stack_support import Stack, ok
+from stack_support import AppIdentities, Stack, ok
 from support import ansible_playbook, read_vault, recap
 
 pytestmark = pytest.mark.integration
@@ -47,7 +49,13 @@ def vault(stack: Stack) -> dict:
 
 
 def env_of(stack: Stack, host: str) -> dict:
-    return dotenv_values(stack.root(host) / ".env")
+    """The app's variables on the host: .env, each <VAR>_FILE (compose secrets) read from its
+    file under the host's secrets/."""
+    env = dotenv_values(stack.root(host) / ".env")
+    for name in [n for n in env if n.endswith("_FILE")]:
+        env[name[:-len("_FILE")]] = (stack.root(host) / "secrets" / Path(env.pop(name)).name
+                                     ).read_text()
+    return env
 
 
 def auth_reply(stack: Stack, host: str, password: str, user: str = APP_USER) -> bytes:
@@ -164,11 +172,12 @@ def test_redis_password_rotates_with_zero_failed_operations(stack):
 
 
 def secrets_outside_env(stack: Stack, values: set[str]) -> list[str]:
-    """Where any of ``values`` appears: host files other than .env, and Redis values."""
+    """Where any of ``values`` appears: host files other than .env and the app's secret
+    files (secrets/, compose secrets), and Redis values."""
     found = []
     for host in stack.hosts:
         for path in stack.root(host).rglob("*"):
-            if path.is_file() and path.name != ".env":
+            if path.is_file() and path.name != ".env" and path.parent.name != "secrets":
                 data = path.read_bytes()
                 found += [f"{path}" for v in values if v.encode() in data]
         client = stack.redis(host)
@@ -319,3 +328,64 @@ def test_bad_requests_are_refused_and_check_mode_changes_nothing(stack):
     assert not any(v in out for v in vault(stack)["flashmm_secrets"].values())
     for host in stack.hosts:
         stack.wait_health(host)
+
+
+@pytest.fixture(scope="module")
+def files_stack(docker_engine, tmp_path_factory):
+    """A second stack, with compose secrets on (testnet's and production's setting): the app
+    reads every secret from /run/secrets."""
+    s = Stack(docker_engine, tmp_path_factory.mktemp("rotation-files"), hosts=2,
+              label="rotfile")
+    s.set_group_var("flashmm_stack_compose_secrets", True)
+    try:
+        ok(s.deploy())
+        yield s
+    finally:
+        s.down()
+
+
+def test_rotations_with_compose_secrets_restart_the_app_once_per_roll(files_stack):
+    """redis, then api: zero failed client operations (the loop reads the password from the
+    host's secret file), the app recreated once per host and roll and Redis never, the new
+    values in the files the app's container mounts, none in docker inspect."""
+    stack = files_stack
+    old = vault(stack)["flashmm_secrets"]["redis_password"]
+    with ClientLoop(stack) as loop, ExitStack() as watching:
+        seen = {h: watching.enter_context(AppIdentities(stack, h)) for h in stack.hosts}
+        proc = rotate(stack, "redis")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    assert loop.running_at_end and loop.ops >= 100, loop.ops
+    assert loop.failures == 0, loop.errors[:5]
+    restarts = {h: (s.restarts("flashmm"), s.restarts("redis")) for h, s in seen.items()}
+    print(f"redis rotation, compose secrets: {loop.ops} client operations, {loop.failures} "
+          f"failed; (app, Redis) recreated per host: {restarts}")
+    assert all(r == (1, 0) for r in restarts.values()), restarts
+    new = vault(stack)["flashmm_secrets"]["redis_password"]
+    for host in stack.hosts:
+        assert "REDIS_PASSWORD" not in dotenv_values(stack.root(host) / ".env")
+        assert env_of(stack, host)["REDIS_PASSWORD"] == new != old
+        assert auth_reply(stack, host, old).startswith(b"-WRONGPASS")
+        assert auth_reply(stack, host, new) == b"+OK"
+        stack.wait_health(host)
+
+    keys_file = Path(stack.inventory) / "new-keys.yml"
+    new_key = "cam-" + secrets.token_urlsafe(24)
+    keys_file.write_text(yaml.safe_dump({"cambrian_api_key": new_key}))
+    with ExitStack() as watching:
+        seen = {h: watching.enter_context(AppIdentities(stack, h)) for h in stack.hosts}
+        proc = rotate(stack, "api", "-e", f"rotate_new_values_file={keys_file}")
+    keys_file.unlink()
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    restarts = {h: (s.restarts("flashmm"), s.restarts("redis")) for h, s in seen.items()}
+    assert all(r == (1, 0) for r in restarts.values()), restarts
+    values = {v for v in vault(stack)["flashmm_secrets"].values() if len(v) >= 8} | {old}
+    for host in stack.hosts:
+        app = stack.containers(host)["flashmm"]["name"]
+        seen_in_app = stack.engine.docker("exec", app, "cat",
+                                          "/run/secrets/cambrian_api_key").stdout
+        assert seen_in_app == new_key, "the app's container does not see the new key"
+        inspect = stack.engine.docker("inspect", app).stdout
+        assert not [v for v in values if v in inspect], "a secret value in docker inspect"
+        stack.wait_health(host)
+    again = rotate(stack, "api")
+    assert all(r["changed"] == 0 for r in recap(again.stdout).values()), recap(again.stdout)

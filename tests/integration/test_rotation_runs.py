@@ -9,14 +9,13 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
 
-from stack_support import Stack, ok
+from stack_support import AppIdentities, Stack, ok
 from support import ROOT, VENV_BIN, ansible_playbook, read_vault
 
 pytestmark = pytest.mark.integration
@@ -35,45 +34,6 @@ def stack(docker_engine, tmp_path_factory):
 def rotate(stack: Stack, kind: str, *args: str) -> subprocess.CompletedProcess:
     return ansible_playbook("playbooks/rotate_secrets.yml", stack.inventory, "-e",
                             f"rotate={kind}", *args, env=stack.env)
-
-
-class AppIdentities:
-    """The app containers a host ran while a block ran: compose recreates the app on each
-    restart (a new container id); sampled every 0.2 s, while a recreated app lives for seconds
-    (the roll that follows is a whole play away).  (docker events cannot tell: the engine
-    keeps only its last 256 events, and every stack's health checks fill them.)"""
-
-    def __init__(self, stack: Stack, host: str):
-        self.stack, self.host, self.seen = stack, host, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        for service in ("flashmm", "redis"):     # mid-recreation, old and new both exist
-            ids = self.stack.engine.docker(
-                "ps", "-a", "-q", "--no-trunc", "--filter",
-                f"label=com.docker.compose.project={self.stack.project(self.host)}",
-                "--filter", f"label=com.docker.compose.service={service}",
-                check=False).stdout.split()
-            self.seen += [(service, i) for i in ids if (service, i) not in self.seen]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self._sample()
-            time.sleep(0.2)
-
-    def restarts(self, service: str) -> int:
-        return len([i for s, i in self.seen if s == service]) - 1
-
-    def __enter__(self) -> "AppIdentities":
-        self._sample()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self._sample()
 
 
 def stop_files(stack: Stack, host: str) -> list[str]:
