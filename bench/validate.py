@@ -8,7 +8,7 @@ Per environment (local, development, testnet, production):
   imports it needed), best and median of 5 fresh processes;
 - process: ``flashmm-config validate <inventory> -q`` wall time, best and median of 5.
 
-Target (DESIGN): in-process validation under 150 ms per environment.  Figures only.
+Target: in-process validation under 150 ms per environment.  Figures only.
 
     .venv/bin/python bench/validate.py
 """

@@ -131,7 +131,8 @@ def test_refused_value_is_misread_when_written_naively(value, naive_reads):
 
 def test_newline_is_refused_by_policy_though_both_readers_here_would_keep_it(naive_reads):
     """LF inside single quotes survives python-dotenv and compose v2 alike; render refuses it
-    anyway because parse, mask and diffs are line based (and DESIGN says so)."""
+    anyway: parse, mask and diffs are line based, so a value spanning lines could hide a
+    secret from the masking or split a diff."""
     with pytest.raises(FlashmmError, match="NAIVE contains a newline"):
         dotenv_file.render({"NAIVE": NEWLINE})
     assert naive_reads[NEWLINE] == (NEWLINE, NEWLINE)

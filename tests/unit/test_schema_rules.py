@@ -1,4 +1,5 @@
-"""Every validation rule of DESIGN "The configuration model", one failing mutation each.
+"""Every validation rule of the configuration model (README "Where configuration lives",
+docs/configuration.md), one failing mutation each.
 
 Each rejected mutation must name the dotted path, the layer and the file that set the bad value
 in the rendered message.  Configs are built from LayerInputs with fake inventory file names; a
@@ -291,8 +292,9 @@ def test_required_sei_key_missing_is_an_error(path):
 
 
 def test_missing_required_key_names_the_environment_file_and_layer():
-    """DESIGN: every error names its dotted path, layer and file.  A missing required key has no
-    winning value, so the file to name is the environment layer's, where it belongs."""
+    """Every error names its dotted path, layer and file (README "Everyday use").  A missing
+    required key has no winning value, so the file to name is the environment layer's, where
+    it belongs."""
     result = check(without(dev_config(), "sei.chain_id"))
     hits = [i for i in result.errors if i.path == "sei.chain_id"]
     assert hits, rendered(result.errors)

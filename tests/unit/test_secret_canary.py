@@ -1,4 +1,5 @@
-"""No secret value in any output (DESIGN "Operational contracts").
+"""No secret value in any output: errors, logs, reprs, diffs (README "Everyday use": secrets
+appear in no output and in no file but `.env` and `influxdb/influxdb.env`).
 
 A canary (``CANARY-`` + a random url-safe token) is planted as many secrets, valid and invalid
 (too short, with a quote, a backslash, ``${``, a newline, not a Fernet key, of the wrong type, in
