@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import backup_store, k8s_export, secret_files
+from . import backup_store, k8s_export, restore_secrets, secret_files
 from .backup_store import BackupError
 from .atomic_write import write_atomic
 from .filesync import mask_env
@@ -306,7 +306,9 @@ def cmd_export_k8s(args) -> int:
     config = {p[len("config/"):]: c for p, c in files.items() if p.startswith("config/")}
     if ".env" not in files:
         raise BackupError(f"{host}: no .env in the {source}")
-    env_vars = dotenv_file.parse(files[".env"].decode("utf-8"))
+    # compose secrets: the values of the app's secret files, not their paths
+    env_vars = restore_secrets.with_app_secret_files(
+        dotenv_file.parse(files[".env"].decode("utf-8")), files)
     objs = k8s_export.objects(host, env, config, env_vars, namespace=args.namespace,
                               source=source)
     text = k8s_export.to_yaml(objs)

@@ -74,7 +74,8 @@ def backup_env(files: Mapping[str, tuple[bytes, str, bool]], host: str, backup_i
         return None
     try:
         env = dotenv_file.parse(files[path][0].decode("utf-8"))
-        return _with_app_secret_files(env, files) if path == ENV_PATH else env
+        return (with_app_secret_files(env, {p: f[0] for p, f in files.items()})
+                if path == ENV_PATH else env)
     except (UnicodeDecodeError, FlashmmError) as exc:
         why = str(exc) if isinstance(exc, FlashmmError) else "not UTF-8 text"
         raise BackupError(f"{host}: {path} in backup {backup_id} is not the file deploy writes "
@@ -82,30 +83,39 @@ def backup_env(files: Mapping[str, tuple[bytes, str, bool]], host: str, backup_i
                           "as it is with -e restore_secrets=true") from None
 
 
-def backup_as_files(files: Mapping[str, tuple[bytes, str, bool]]) -> list[str]:
-    """The variables the backup's ``.env`` gives as files (``<VAR>_FILE``: compose secrets
-    were on when it was taken)."""
-    try:
-        env = dotenv_file.parse(files[ENV_PATH][0].decode("utf-8"))
-    except (KeyError, UnicodeDecodeError, FlashmmError):
-        return []
+def app_file_vars(env: Mapping[str, str]) -> list[str]:
+    """The variables a ``.env`` gives as files (``<VAR>_FILE`` naming ``/run/secrets/<name>``:
+    compose secrets were on when it was written)."""
     suffix = compose_secrets.FILE_SUFFIX
     return sorted(name[:-len(suffix)] for name, value in env.items()
                   if name.endswith(suffix) and value == compose_secrets.container_path(
                       name[:-len(suffix)]))
 
 
-def _with_app_secret_files(env: Mapping[str, str],
-                           files: Mapping[str, tuple[bytes, str, bool]]) -> dict[str, str]:
-    """A backup's ``.env`` variables with each ``<VAR>_FILE`` (compose secrets) replaced by
-    ``<VAR>`` and the content of the backup's ``secrets/<name>``: what the app had."""
+def backup_as_files(files: Mapping[str, tuple[bytes, str, bool]]) -> list[str]:
+    """``app_file_vars`` of the backup's ``.env`` (none without a readable one)."""
+    try:
+        return app_file_vars(dotenv_file.parse(files[ENV_PATH][0].decode("utf-8")))
+    except (KeyError, UnicodeDecodeError, FlashmmError):
+        return []
+
+
+def with_app_secret_files(env: Mapping[str, str],
+                          contents: Mapping[str, bytes]) -> dict[str, str]:
+    """``.env``'s variables with each ``<VAR>_FILE`` (compose secrets) replaced by ``<VAR>``
+    and the content of ``secrets/<name>`` (``contents``: path -> bytes): what the app had.
+    FlashmmError (naming the file, never a value) when a named file is missing or not
+    UTF-8."""
     out = dict(env)
-    for var in backup_as_files(files):
+    for var in app_file_vars(env):
         path = compose_secrets.host_path(var)
-        if path not in files:
-            raise FlashmmError(f"it names {var} as a file, but the backup holds no {path}")
+        if path not in contents:
+            raise FlashmmError(f"it names {var} as a file, but there is no {path}")
+        try:
+            out[var] = contents[path].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FlashmmError(f"{path} is not UTF-8 text") from None
         del out[var + compose_secrets.FILE_SUFFIX]
-        out[var] = files[path][0].decode("utf-8")
     return out
 
 
