@@ -38,7 +38,7 @@ def deployed_host(tmp: Path, config: dict, secrets: dict[str, str], *,
     (config_dir / "environments").mkdir(parents=True, exist_ok=True)
     (config_dir / "environments" / f"{env_name}.yml").write_text(
         yaml.safe_dump(effective.environment_file_layer(cfg), sort_keys=True))
-    environ = {**effective.public_env(cfg), **effective.secret_env(cfg)}
+    environ = {**effective.app_env(cfg), **effective.secret_env(cfg)}     # what .env holds
     if redis_url is not None:
         environ["REDIS_URL"] = redis_url
         script = seed_script.render_script(effective.runtime_keys(effective.effective(cfg)))

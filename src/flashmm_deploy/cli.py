@@ -177,7 +177,7 @@ def cmd_docs(args) -> int:
                          "where .env.example and docs/ are written")
     stale = []
     for rel, make in docs.GENERATED.items():
-        target, text = root / rel, make()
+        target = root / rel
         try:
             current = target.read_text(encoding="utf-8") if target.is_file() else None
         except (OSError, UnicodeDecodeError) as exc:
@@ -186,6 +186,12 @@ def cmd_docs(args) -> int:
             else:
                 raise UsageError(f"{display_path(target)}: cannot read it "
                                  f"({getattr(exc, 'strerror', None) or exc.reason})") from None
+        try:
+            text = make(current)
+        except docs.SectionMissing as exc:
+            if not args.check:      # a hand-written file: never rewritten without its markers
+                raise UsageError(f"{display_path(target)}: {exc}") from None
+            text = None
         if current == text:
             continue
         stale.append(rel)

@@ -1,8 +1,10 @@
-"""Generate ``.env.example`` and ``docs/configuration.md`` from the schema."""
+"""Generate ``.env.example``, ``docs/configuration.md``, the client library's ``fields.json``
+and README's list of restart-free keys from the schema."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import groupby
 
 from . import env_strings
@@ -32,7 +34,9 @@ def env_example() -> str:
         lines += ["", f"# --- {section} ---"]
         for spec in specs:
             notes = [spec.doc] + [n for n, on in (("secret", spec.secret),
-                                                 ("runtime-overridable", spec.runtime),
+                                                 ("runtime-overridable (deploy leaves it out of .env: "
+                                                  "the config file and Redis carry it)",
+                                                  spec.runtime),
                                                  ("required", spec.required)) if on]
             lines.append(f"# {spec.path}: {'; '.join(notes)}")
             value = "" if spec.secret or spec.required or spec.default is None else \
@@ -81,5 +85,44 @@ def standin_fields() -> str:
     return json.dumps({"generated_by": HEADER, "fields": fields}, indent=1, sort_keys=True) + "\n"
 
 
-GENERATED = {".env.example": env_example, "docs/configuration.md": configuration_md,
-             "src/flashmm_config/fields.json": standin_fields}
+def restart_keys_md() -> str:
+    """README's list of the keys a deploy changes without restarting the app."""
+    runtime = [spec for spec in FIELDS.values() if spec.runtime]
+    lines = [f"<!-- {HEADER} -->", "",
+             f"No restart for these {len(runtime)} runtime keys (deploy's seed writes them to "
+             "Redis and publishes them; the app applies them live):", ""]
+    lines += [f"- `{spec.path}` (`{spec.redis_key}`)" for spec in runtime]
+    lines += ["", f"Every other key ({len(FIELDS) - len(runtime)} of {len(FIELDS)}, secrets "
+              "included) restarts the `flashmm` container when it changes; Redis and the "
+              "other services are never restarted for the app's configuration."]
+    return "\n".join(lines) + "\n"
+
+
+class SectionMissing(ValueError):
+    """A file that holds a generated section lacks its markers."""
+
+
+def _section(name: str, make: Callable[[], str]) -> Callable[[str | None], str]:
+    """A generator of one marked section of a hand-written file: the text between
+    ``<!-- begin generated: name -->`` and ``<!-- end generated: name -->`` is replaced."""
+    begin, end = f"<!-- begin generated: {name} -->\n", f"<!-- end generated: {name} -->"
+
+    def splice(current: str | None) -> str:
+        head, sep, rest = (current or "").partition(begin)
+        _, sep2, tail = rest.partition(end)
+        if not (sep and sep2):
+            raise SectionMissing(f"the markers of the generated section {name!r} are missing "
+                                 f"({begin.strip()} ... {end})")
+        return head + begin + make() + end + tail
+    return splice
+
+
+def _whole(make: Callable[[], str]) -> Callable[[str | None], str]:
+    return lambda current: make()
+
+
+# project-relative path -> (current text or None) -> the text it must have
+GENERATED: dict[str, Callable[[str | None], str]] = {
+    ".env.example": _whole(env_example), "docs/configuration.md": _whole(configuration_md),
+    "src/flashmm_config/fields.json": _whole(standin_fields),
+    "README.md": _section("restart-keys", restart_keys_md)}

@@ -80,6 +80,28 @@ def public_env(config: FlashMMConfig) -> dict[str, str]:
             if not spec.secret}
 
 
+def app_env(config: FlashMMConfig) -> dict[str, str]:
+    """The public part of deploy's ``.env``: ``public_env`` without the runtime-overridable
+    keys.  The app gets those from the config file and Redis (which wins over both), so a
+    deploy that changes only runtime keys leaves ``.env``, and with it the container, alone."""
+    runtime = {spec.env for spec in RUNTIME_FIELDS}
+    return {name: value for name, value in public_env(config).items() if name not in runtime}
+
+
+def without_runtime_values(effective_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an ``effective()`` config with every runtime key's value replaced by None:
+    what the app's restart fingerprint is taken over (a runtime key reaches the running app
+    through Redis, never by a restart)."""
+    out = json.loads(json.dumps(plain(effective_config)))
+    for spec in RUNTIME_FIELDS:
+        *sections, leaf = spec.path.split(".")
+        node = out
+        for part in sections:
+            node = node[part]
+        node[leaf] = None
+    return out
+
+
 def secret_env(config: FlashMMConfig) -> dict[str, str]:
     """Every secret env var -> its value, ``""`` where unset.  Secrets in clear: for the CLI's
     own checks and tests; deploy assembles ``.env`` per host instead (``secret_files``)."""

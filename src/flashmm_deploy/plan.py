@@ -220,7 +220,7 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
     acl = render.acl_file([p for p in (password, previous) if p] if protected else [],
                           [p for p in (redis_password(config, deploy=True),
                                        redis_password(config, previous=True, deploy=True)) if p])
-    env_plan = {"path": ENV_FILE, "mode": secret_mode, "public": effective.public_env(config),
+    env_plan = {"path": ENV_FILE, "mode": secret_mode, "public": effective.app_env(config),
                 "redis_password_in_url": protected,
                 # the user REDIS_URL names (the app's; none where Redis has no password)
                 "redis_user": render.APP_USER if protected else None}
@@ -230,7 +230,8 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
                                app_secrets=app_secrets,
                                databases=values["flashmm_redis_databases"],
                                health_user=render.HEALTH_USER,
-                               fingerprints={"config": render.sha256(env_file),
+                               fingerprints={"config": _restart_fingerprint(templates, host,
+                                                                            public),
                                              "acl": render.sha256(acl)})
     seed_lua = render.seed_lua(public)
     files = [
@@ -292,6 +293,17 @@ def _host_plan(host: str, config: FlashMMConfig, values: Mapping[str, Any],
         # this run writes the host's files, so its seed checks no other run wrote since
         "files_this_run": "files" in steps,
     }
+
+
+def _restart_fingerprint(templates: render.Templates, host: str,
+                         public: Mapping[str, Any]) -> str:
+    """The app container's ``io.flashmm.config-sha256`` label: the config file as it would
+    read with no runtime key set.  A change to any other key (or to the template) changes it
+    and compose recreates the app; a runtime key reaches the running app through the seed's
+    publish instead, without a restart (the file still holds its new value, for the next
+    start)."""
+    neutral = effective.without_runtime_values(public)
+    return render.sha256(templates.render("environment.yml", host=host, config=neutral))
 
 
 def _app_secrets(host: str, stack: Mapping[str, Any], env: Mapping[str, Any],

@@ -68,7 +68,9 @@ class Site:
     def expected_env(self, host: str) -> dict[str, str]:
         inv = Inventory(self.inventory)
         config = host_validation.validate_host(inv, host, require_secrets=True).config
-        return {**effective.public_env(config), **effective.secret_env(config)}
+        # runtime keys are not in .env (the config file and Redis carry them: a change to
+        # them restarts nothing)
+        return {**effective.app_env(config), **effective.secret_env(config)}
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -187,7 +189,7 @@ def test_check_diff_shows_the_change_and_writes_nothing(deployed):
     assert deployed.snapshot() == before
     out = proc.stdout
     assert "-  max_position_usdc: 100.0" in out and "+  max_position_usdc: 250.0" in out
-    assert "+TRADING_MAX_POSITION_USDC='250.0'" in out
+    assert "TRADING_MAX_POSITION_USDC" not in out       # a runtime key: not in .env
     # the seed script's own diff (not masked away) and the Redis keys that would change
     assert '+  {"flashmm:config:trading:max_position_usdc", "250.0"},' in out
     assert "+flashmm:config:trading:max_position_usdc = 250.0" in out
@@ -367,7 +369,7 @@ def test_check_mode_on_a_fresh_host_creates_nothing(site):
     proc = ok(site.deploy("--check", "--diff"))
     assert not site.sandbox.exists()
     assert all(not keys for keys in snapshot_redis(site.server, site.dbs).values())
-    assert "+TRADING_MAX_POSITION_USDC='100.0'" in proc.stdout       # the diff says what would be
+    assert "+API_PORT='8000'" in proc.stdout       # the diff says what would be
     assert all(c["changed"] >= 1 for h, c in recap(proc.stdout).items() if h != "localhost")
 
 

@@ -67,3 +67,15 @@ def test_docs_rewrites_stale_files_then_check_passes(stale_root):
         assert (stale_root / rel).read_bytes() == (ROOT / rel).read_bytes()
     again = flashmm_config("docs", "--check", "--root", str(stale_root))
     assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def test_docs_refuses_a_readme_without_its_section_markers_and_check_calls_it_stale(stale_root):
+    readme = stale_root / "README.md"
+    readme.write_text("# a README someone rewrote\n", encoding="utf-8")
+    before = snapshot(stale_root)
+    check = flashmm_config("docs", "--check", "--root", str(stale_root))
+    assert check.returncode == 1 and "README.md" in check.stderr
+    proc = flashmm_config("docs", "--root", str(stale_root))
+    assert proc.returncode == 2 and "README.md" in proc.stderr
+    assert "markers of the generated section 'restart-keys' are missing" in proc.stderr
+    assert snapshot(stale_root) == before

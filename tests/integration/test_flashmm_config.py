@@ -237,7 +237,8 @@ def test_an_unset_falls_back_and_every_refused_set_changes_nothing(tmp_path, red
         assert client.get("flashmm:meta:version") == "2"
         assert config.unset_runtime_config(HZ)["version"] == 3
         assert client.get("flashmm:config:trading:quote_frequency_hz") is None
-        assert config.explain(HZ)["layer"] == "env" and config.get(HZ) == 5.0   # .env has every key
+        # .env holds no runtime key: the config file's value is next
+        assert config.explain(HZ)["layer"] == "file" and config.get(HZ) == 5.0
     finally:
         pubsub.close()
         config.close()
@@ -247,8 +248,7 @@ def test_the_mounted_file_is_reloaded_and_a_bad_one_keeps_the_last_good(tmp_path
     """Development's file-based reload, by the library's own poller (no Redis needed)."""
     environ, config_dir, _ = deployed_host(tmp_path, DEV, valid_secrets())
     environ["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"            # nobody there
-    for var in ("TRADING_MAX_POSITION_USDC", "TRADING_RISK_MULTIPLIER"):  # file layer only
-        environ.pop(var)
+    environ.pop("TRADING_RISK_MULTIPLIER")              # file layer only (runtime keys are)
     log = ListLog()
     config = ConfigManager(environ, config_dir, log=log, file_poll=0.05).initialize()
     changes = []
@@ -305,7 +305,7 @@ def test_redis_down_at_start_during_an_outage_and_back(tmp_path, capfd):
     log = ListLog()
     config = ConfigManager(environ, config_dir, log=log, check_interval=0.1).initialize()
     try:
-        assert config.get(HZ) == 1.0 and config.explain(HZ)["layer"] == "env"
+        assert config.get(HZ) == 1.0 and config.explain(HZ)["layer"] == "file"
         time.sleep(0.5)                               # several reconnect attempts
         assert log.count("redis unavailable") == 1
         assert log.count("starting without the runtime layer (defaults, file and environment "

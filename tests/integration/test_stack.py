@@ -293,6 +293,45 @@ def test_config_change_recreates_only_flashmm(scope_stack):
     assert values["trading.spread_buffer_bps"]["value"] == new
 
 
+def test_runtime_only_change_restarts_nothing_and_reaches_the_running_app(scope_stack):
+    """The seed's runtime layer is "updated without restart": a deploy that changes only
+    runtime keys leaves .env, the compose file and every container alone; the running app
+    has the new values from the seed's publish, and a later restart still sees them."""
+    host = scope_stack.hosts[0]
+    before_ids, files = scope_stack.identities()[host], deployed_files(scope_stack.root(host))
+    trading = yaml.safe_load(files["config/environments/local.yml"][1])["trading"]
+    new = {"trading.quote_frequency_hz": trading["quote_frequency_hz"] + 0.5,
+           "trading.max_position_usdc": trading["max_position_usdc"] + 7.0}
+    assert all(FIELDS[k].runtime for k in new)
+    scope_stack.edit_env_layer(lambda c: c["trading"].update(
+        quote_frequency_hz=new["trading.quote_frequency_hz"],
+        max_position_usdc=new["trading.max_position_usdc"]))
+    proc = ok(scope_stack.deploy())
+    assert recap(proc.stdout)[host]["changed"] >= 1
+    ended = time.monotonic()
+    assert changed_files(files, deployed_files(scope_stack.root(host))) == \
+        {"config/environments/local.yml", "redis/seed.lua"}
+    assert scope_stack.identities()[host] == before_ids          # no container restarted
+
+    def arrived(values):
+        return all(values.get(k, {}).get("value") == v and values[k]["layer"] == "runtime"
+                   for k, v in new.items())
+    values = wait_config(scope_stack, host, arrived)
+    print(f"runtime-only deploy: new values served {time.monotonic() - ended:.3f} s after "
+          "the deploy ended")
+    assert arrived(values), {k: values.get(k) for k in new}
+
+    scope_stack.engine.docker("restart", "--time", "5", scope_stack.containers(host)[
+        "flashmm"]["name"])
+    scope_stack.wait_health(host)
+    assert arrived(wait_config(scope_stack, host, arrived)), "lost by a restart"
+    # and the file layer has them too, for a start while Redis is down
+    config_file = (scope_stack.root(host) / "config/environments/local.yml").read_text()
+    assert yaml.safe_load(config_file)["trading"]["quote_frequency_hz"] == \
+        new["trading.quote_frequency_hz"]
+    no_change_recap(scope_stack, ok(scope_stack.deploy()))
+
+
 def test_env_file_only_change_recreates_only_flashmm(scope_stack):
     host = scope_stack.hosts[0]
     before, files = scope_stack.containers(host), deployed_files(scope_stack.root(host))

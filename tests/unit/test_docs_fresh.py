@@ -4,6 +4,8 @@ kept fresh: ``flashmm-config docs --check`` fails on stale copies and writes not
 from __future__ import annotations
 
 import re
+
+import pytest
 from pathlib import Path
 
 
@@ -11,7 +13,7 @@ from flashmm_deploy import docs
 from flashmm_deploy.schema import FIELDS, FIELDS_BY_ENV
 from support import ROOT
 
-GENERATED = (".env.example", "docs/configuration.md")
+GENERATED = (".env.example", "docs/configuration.md", "src/flashmm_config/fields.json", "README.md")
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$", re.M)
 
 
@@ -56,3 +58,23 @@ def test_reference_doc_names_every_key_and_env_var():
     for spec in FIELDS.values():
         if spec.runtime:
             assert spec.redis_key in md
+
+
+def test_readme_lists_the_restart_free_keys_from_the_schema():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.GENERATED["README.md"](readme) == readme
+    section = readme.split("<!-- begin generated: restart-keys -->")[1].split("<!-- end")[0]
+    listed = re.findall(r"^- `([a-z_.]+)`", section, re.M)
+    assert listed == [spec.path for spec in FIELDS.values() if spec.runtime]
+
+
+def test_a_generated_section_is_spliced_between_its_markers_and_missing_markers_are_named():
+    splice = docs.GENERATED["README.md"]
+    text = ("intro\n<!-- begin generated: restart-keys -->\nSTALE-TEXT\n"
+            "<!-- end generated: restart-keys -->\noutro\n")
+    out = splice(text)
+    assert out.startswith("intro\n<!-- begin") and out.endswith("restart-keys -->\noutro\n")
+    assert "STALE-TEXT" not in out and "`trading.quote_frequency_hz`" in out
+    assert splice(out) == out
+    with pytest.raises(docs.SectionMissing, match="'restart-keys' are missing"):
+        splice("a README without markers\n")

@@ -84,3 +84,32 @@ def test_pick_secrets_refuses_misshapen_layers_without_the_value(fact, vault, ov
     with pytest.raises(secret_files.SecretFileError, match=message) as caught:
         secret_files.pick_secrets(fact["secret_env"], vault, overrides)
     assert "12345678" not in str(caught.value)
+
+
+# ---- what restarts the app ----------------------------------------------------------------
+
+def _app_inputs(**trading) -> tuple[str, str, dict]:
+    """(compose file, config file, .env's public vars) the plan renders for one stack host."""
+    config = dict(CONFIG, trading=trading) if trading else CONFIG
+    plan = build_plan({"h": dict(host("/srv/h", flashmm_compose_up=True),
+                                 flashmm_config=config)})
+    part = plan.fact()["hosts"]["h"]
+    files = {f["path"]: f["content"] for f in part["files"]}
+    return files["docker-compose.yml"], files["config/environments/local.yml"], \
+        part["env"]["public"]
+
+
+def test_a_runtime_only_change_leaves_the_compose_file_and_env_alone():
+    compose, config_file, env = _app_inputs()
+    runtime = _app_inputs(quote_frequency_hz=7.5, max_position_usdc=321.0)
+    assert runtime[1] != config_file and "quote_frequency_hz: 7.5" in runtime[1]
+    assert (runtime[0], runtime[2]) == (compose, env)
+    assert "TRADING_QUOTE_FREQUENCY_HZ" not in env and "TRADING_MAX_POSITION_USDC" not in env
+
+
+def test_any_other_change_moves_the_apps_fingerprint():
+    compose, _, env = _app_inputs()
+    other = _app_inputs(spread_buffer_bps=9.75)
+    assert other[0] != compose and other[2] != env
+    changed = [line for line in other[0].splitlines() if line not in compose.splitlines()]
+    assert len(changed) == 1 and "io.flashmm.config-sha256" in changed[0]
