@@ -61,11 +61,11 @@ def _tag_runs(tag, run_tags, skip_tags):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("require_secrets", "render", "steps", "action"))
+    _VALID_ARGS = frozenset(("require_secrets", "render", "steps", "action", "preflight"))
 
     def run(self, tmp=None, task_vars=None):
-        from flashmm_deploy import (host_validation, plan, render, role_settings, runs,
-                                    secret_generation)
+        from flashmm_deploy import (host_validation, plan, preflight, render, role_settings,
+                                    runs, secret_generation)
         from flashmm_deploy.errors import FlashmmError
 
         result = super().run(tmp, task_vars)
@@ -97,12 +97,24 @@ class ActionModule(ActionBase):
             templates = render.Templates({
                 name: (roles_dir / role / "templates" / src).read_text("utf-8")
                 for name, (role, src) in plan.TEMPLATES.items()})
+        preflight_hosts = self._task.args.get("preflight") or "auto"
+        if preflight_hosts not in ("auto", "all", "none"):
+            raise AnsibleActionFail(f"preflight must be auto, all or none, not {preflight_hosts!r}")
         try:
             built = plan.build(inputs, role_specs=specs, templates=templates,
-                               require_secrets=require_secrets, steps=frozenset(steps))
+                               require_secrets=require_secrets, steps=frozenset(steps),
+                               preflight_hosts=preflight_hosts)
         except FlashmmError as exc:
             raise AnsibleActionFail(str(exc)) from None
-        result.update(changed=False, msg=f"{len(inputs)} host(s) valid",
+        if built.preflight:
+            # read-only requests to the outside world, so check mode runs them too
+            failed = preflight.run(built.preflight)
+            if failed:
+                raise AnsibleActionFail(
+                    f"preflight failed ({len(failed)} check(s)); no host was touched:\n  "
+                    + "\n  ".join(failed))
+        checked = f"; preflight passed for {len(built.preflight)}" if built.preflight else ""
+        result.update(changed=False, msg=f"{len(inputs)} host(s) valid{checked}",
                       warnings=built.warnings)
         action = self._task.args.get("action") or "deploy"
         rolling = secret_generation.rotations_in_progress(task_vars.get("flashmm_rotations"))

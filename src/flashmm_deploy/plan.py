@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import (compose_secrets, effective, host_validation, render, role_settings,
+from . import (compose_secrets, effective, host_validation, preflight, render, role_settings,
                secret_files)
 from .errors import ConfigInvalid, Issue, Origin
 from .inventory import LAYER_VARS, Inventory
@@ -29,7 +29,7 @@ from .schema import FlashMMConfig
 ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashmm_backup",
          "flashmm_restore")
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
-                           "flashmm_plan_steps", "flashmm_explain",
+                           "flashmm_plan_steps", "flashmm_plan_preflight", "flashmm_explain",
                            "flashmm_rotations",     # the vault's rotation bookkeeping
                            "flashmm_secrets_generation",    # ... and its secrets generation
                            "flashmm_run_action",    # what a playbook's run is (host leases)
@@ -89,6 +89,8 @@ def _is_template(value: Any) -> bool:
 class Plan:
     hosts: dict[str, dict[str, Any]]
     warnings: list[str]
+    # what the preflight checks of each host that has them need (holds secrets: never a fact)
+    preflight: dict[str, preflight.Target] = field(default_factory=dict, repr=False)
     # names this run on the hosts (their lock and their last writer)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -113,10 +115,11 @@ class Plan:
 
 def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[str, Any]],
           templates: render.Templates | None, require_secrets: bool,
-          steps: frozenset[str] = frozenset(STEPS)) -> Plan:
+          steps: frozenset[str] = frozenset(STEPS), preflight_hosts: str = "auto") -> Plan:
     """Validate every host (configuration, role variables, hosts against each other) and,
     when ``templates`` is given, render each host's plan.  Raises ConfigInvalid with every
-    problem of every host."""
+    problem of every host.  ``preflight_hosts``: whose preflight inputs the plan carries:
+    ``auto`` the hosts with ``flashmm_preflight`` on, ``all``, or ``none``."""
     results = host_validation.validate_host_layers(
         {h: i.layer_vars for h, i in inputs.items()}, require_secrets=require_secrets)
     issues: dict[str, list[Issue]] = {h: list(r.errors) for h, r in results.items()}
@@ -124,11 +127,14 @@ def build(inputs: Mapping[str, HostInput], *, role_specs: Mapping[str, Mapping[s
     if any(issues.values()):
         raise ConfigInvalid({h: i for h, i in issues.items() if i})
     warnings = [f"host {h}: {w.render()}" for h, r in sorted(results.items()) for w in r.warnings]
+    checks = {h: preflight.target(results[h].config, settings[h]) for h in inputs
+              if preflight_hosts == "all"
+              or (preflight_hosts == "auto" and settings[h]["flashmm_preflight"])}
     if templates is None:
-        return Plan({}, warnings)
+        return Plan({}, warnings, preflight=checks)
     return Plan({h: _host_plan(h, results[h].config, settings[h], templates,
                                steps=steps, layer_vars=inputs[h].layer_vars)
-                 for h in inputs}, warnings)
+                 for h in inputs}, warnings, preflight=checks)
 
 
 def check_settings(inputs: Mapping[str, HostInput],
