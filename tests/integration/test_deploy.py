@@ -14,12 +14,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis
 import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from flashmm_deploy import effective, host_validation, secret_gen
 from flashmm_deploy.inventory import Inventory
+from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
+from flashmm_deploy.render import acl_file
 from flashmm_deploy.sandbox import make_local_inventory
 from engine_support import free_port
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
@@ -296,7 +299,10 @@ def test_every_environment_renders_a_valid_compose_file(tmp_path, environment):
     acl = (root / "redis" / "users.acl").read_text()
     if environment == "production":
         digest = hashlib.sha256(values["redis_password"].encode()).hexdigest()
-        assert f"user default on #{digest} " in acl
+        deploy = hashlib.sha256(values["redis_deploy_password"].encode()).hexdigest()
+        assert acl.startswith("user default off ")
+        assert f"user {APP_USER} on #{digest} " in acl
+        assert f"user {DEPLOY_USER} on #{deploy} " in acl
         assert values["redis_password"] not in acl
         # InfluxDB reads its first-start secrets from its own env file, never from the shell
         assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"].replace(
@@ -375,7 +381,11 @@ def test_check_mode_on_a_fresh_host_creates_nothing(site):
 
 def test_password_protected_redis_is_seeded_and_the_password_never_printed(tmp_path):
     password = "CANARY-redis-" + secrets.token_urlsafe(24)
-    server = start_redis(tmp_path / "redis", "--requirepass", password)
+    deploy_password = "CANARY-deploy-" + secrets.token_urlsafe(24)
+    # a Redis deploy does not manage: it loads the users deploy renders (redis/users.acl)
+    acl = tmp_path / "users.acl"
+    acl.write_text(acl_file([password], [deploy_password]))
+    server = start_redis(tmp_path / "redis", "--aclfile", str(acl))
     try:
         sandbox = tmp_path / "sandbox"
         inv = make_local_inventory(INVENTORIES / "local", tmp_path / "inventory", hosts=2,
@@ -387,17 +397,23 @@ def test_password_protected_redis_is_seeded_and_the_password_never_printed(tmp_p
         env_file.write_text(yaml.safe_dump(data))
         vault = inv / "group_vars" / "all" / "vault.yml"
         vault.write_text(yaml.safe_dump({"flashmm_secrets": {
-            "redis_password": password, "secret_key": secrets.token_urlsafe(40),
+            "redis_password": password, "redis_deploy_password": deploy_password,
+            "secret_key": secrets.token_urlsafe(40),
             "api_auth_token": secrets.token_urlsafe(40),
             "encryption_key": Fernet.generate_key().decode()}}))
         proc = ok(ansible_playbook("deploy.yml", inv, "-vvv", "--diff"))
         assert password not in proc.stdout + proc.stderr
-        client = server.client(1, password=password)
+        assert deploy_password not in proc.stdout + proc.stderr
+        client = redis.Redis(host=server.host, port=server.port, db=1, username=APP_USER,
+                             password=password, decode_responses=True, socket_timeout=5)
         assert client.get("flashmm:meta:version") == "1"
         env = dotenv_values(sandbox / "sandbox-01" / ".env")
         assert env["REDIS_PASSWORD"] == password
         # the seed's app reads only REDIS_URL: it carries the password, percent-encoded
-        assert env["REDIS_URL"] == f"redis://:{quote(password, safe='')}@127.0.0.1:{server.port}/1"
+        assert env["REDIS_URL"] == \
+            f"redis://{APP_USER}:{quote(password, safe='')}@127.0.0.1:{server.port}/1"
+        assert not [rel for rel, (_, body) in snapshot_files(sandbox).items()
+                    if deploy_password.encode() in body]          # deploy's: on no host file
         holders = [rel for rel, (_, body) in snapshot_files(sandbox).items() if password.encode() in body]
         assert sorted(holders) == ["sandbox-01/.env", "sandbox-02/.env"]
     finally:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
-from stack_support import Stack, ok
+from stack_support import Stack
 from support import ROOT, flashmm_config, read_vault, recap, tool_env, write_vault
 
 pytestmark = pytest.mark.integration

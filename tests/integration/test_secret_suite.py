@@ -30,6 +30,7 @@ import yaml
 from bad_inputs import URL_FIELDS, Ran, run_bounded
 from flashmm_deploy import cli
 from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
 from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
 from flashmm_deploy.secret_files import NOT_FOR_THE_APP
 from ports import free_port
@@ -185,12 +186,19 @@ class Suite:
 def build_and_run(tmp: Path) -> Suite:
     suite = Suite(tmp)
     c = suite.canaries
-    # Redis: the default user knows both Redis passwords (the vault's, the override's).
+    # Redis: the default and app users know both app passwords (the vault's, the override's),
+    # deploy's user both of its own (deploy's steps log in as it)
     redis_passwords = {"vault:redis_password": c.plain("vault:redis_password"),
                        "env:REDIS_PASSWORD": c.plain("env:REDIS_PASSWORD")}
+    deploy_passwords = {"vault:redis_deploy_password": c.plain("vault:redis_deploy_password"),
+                        "env:REDIS_DEPLOY_PASSWORD": c.plain("env:REDIS_DEPLOY_PASSWORD")}
     acl = tmp / "users.acl"
-    acl.write_text("user default on " + " ".join(f">{p}" for p in redis_passwords.values())
-                   + " ~* &* +@all\n")
+    acl.write_text("".join(f"user {user} on " + " ".join(f">{p}" for p in known.values())
+                           + " ~* &* +@all\n"
+                           for user, known in (("default", redis_passwords),
+                                               (APP_USER, redis_passwords),
+                                               (DEPLOY_USER, deploy_passwords))))
+    redis_passwords.update(deploy_passwords)
     server = start_redis(tmp / "redis", "--aclfile", str(acl))
     suite.server = server
     password = redis_passwords["vault:redis_password"]

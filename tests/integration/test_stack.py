@@ -27,7 +27,7 @@ from flashmm_deploy import effective, host_validation
 from flashmm_deploy.inventory import Inventory
 from flashmm_deploy.redis_url import mask_url
 from flashmm_deploy.schema import FIELDS
-from stack_support import Stack, ok
+from stack_support import APP_USER, DEPLOY_USER, Stack, ok
 from support import flashmm_config, recap, snapshot_files
 
 pytestmark = pytest.mark.integration
@@ -153,9 +153,10 @@ def test_stack_comes_up_healthy_password_protected_and_seeded(deployed):
         assert containers["redis"]["image"] == deployed.engine.redis_image
         # the published Redis: no command without AUTH, the vault's password accepted
         assert deployed.raw_redis(host, ["PING"]) == [b"-NOAUTH Authentication required."]
-        wrong = deployed.raw_redis(host, ["AUTH", "not-the-password"], ["PING"])
+        wrong = deployed.raw_redis(host, ["AUTH", APP_USER, "not-the-password"], ["PING"])
         assert wrong[0].startswith(b"-WRONGPASS"), wrong
-        assert deployed.raw_redis(host, ["AUTH", password], ["PING"]) == [b"+OK", b"+PONG"]
+        assert deployed.raw_redis(host, ["AUTH", APP_USER, password], ["PING"]) == \
+            [b"+OK", b"+PONG"]
         # the runtime layer: in Redis, and in the app with layer "runtime"
         expected = expected_runtime(deployed, host)
         assert {FIELDS[k].redis_key for k in RUNTIME} == set(expected)
@@ -349,18 +350,19 @@ def test_env_file_only_change_recreates_only_flashmm(scope_stack):
 
 def test_redis_password_changed_outside_a_rotation_is_refused_and_nothing_changes(scope_stack):
     """Redis is never restarted for a password (that would drop every client): a vault whose
-    Redis password the running Redis does not accept, and no previous one it does, is refused
-    before a file changes, pointing at the rotation (tests/integration/test_rotation.py)."""
+    deploy password the running Redis does not accept, and no previous one it does, is
+    refused before a file changes, pointing at the rotation (tests/integration/test_rotation.py).
+    (The app's password, deploy's user changes live: below.)"""
     host = scope_stack.hosts[0]
     before = scope_stack.containers(host)
     root = scope_stack.root(host)
     files = {p: (root / p).read_bytes() for p in (".env", "redis/users.acl")}
-    old, new = scope_stack.password(), new_token()
-    scope_stack.set_secret("redis_password", new)
+    old, new = scope_stack.deploy_password(), new_token()
+    scope_stack.set_secret("redis_deploy_password", new)
     try:
         proc = scope_stack.deploy()
     finally:
-        scope_stack.set_secret("redis_password", old)
+        scope_stack.set_secret("redis_deploy_password", old)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "playbooks/rotate_secrets.yml -e rotate=redis" in " ".join(out.split())
@@ -368,16 +370,28 @@ def test_redis_password_changed_outside_a_rotation_is_refused_and_nothing_change
     assert {p: (root / p).read_bytes() for p in files} == files
     assert {s: c["id"] for s, c in scope_stack.containers(host).items()} == \
         {s: c["id"] for s, c in before.items()}
-    assert scope_stack.raw_redis(host, ["AUTH", old], ["PING"]) == [b"+OK", b"+PONG"]
+    assert scope_stack.raw_redis(host, ["AUTH", DEPLOY_USER, old], ["PING"]) == \
+        [b"+OK", b"+PONG"]
     assert recap(ok(scope_stack.deploy()).stdout)[host]["changed"] == 0
 
     # the escape hatch for a lost password: Redis restarts from the new ACL file
-    scope_stack.set_secret("redis_password", new)
+    scope_stack.set_secret("redis_deploy_password", new)
     ok(scope_stack.deploy("-e", "flashmm_stack_redis_restart_on_acl_change=true"))
     after = assert_healthy(scope_stack, host)
     assert after["redis"]["id"] != before["redis"]["id"]
-    assert scope_stack.raw_redis(host, ["AUTH", old])[0].startswith(b"-WRONGPASS")
-    assert scope_stack.raw_redis(host, ["AUTH", new], ["PING"]) == [b"+OK", b"+PONG"]
+    assert scope_stack.raw_redis(host, ["AUTH", DEPLOY_USER, old])[0].startswith(b"-WRONGPASS")
+    assert scope_stack.raw_redis(host, ["AUTH", DEPLOY_USER, new], ["PING"]) == \
+        [b"+OK", b"+PONG"]
+    # the app's password edited by hand: deploy's user gives Redis the new one live (the
+    # rotation is still the way that keeps the old one valid until the app has restarted)
+    app_old, app_new = scope_stack.password(), new_token()
+    scope_stack.set_secret("redis_password", app_new)
+    ok(scope_stack.deploy())
+    now = assert_healthy(scope_stack, host)
+    assert now["redis"]["id"] == after["redis"]["id"]
+    assert scope_stack.raw_redis(host, ["AUTH", APP_USER, app_old])[0].startswith(b"-WRONGPASS")
+    assert scope_stack.raw_redis(host, ["AUTH", APP_USER, app_new], ["PING"]) == \
+        [b"+OK", b"+PONG"]
     # back to live reloads: Redis keeps running (once is enough: test_stack_check.py)
     assert recap(ok(scope_stack.deploy()).stdout)[host]["changed"] == 0
     assert scope_stack.containers(host)["redis"]["id"] == after["redis"]["id"]
@@ -416,9 +430,9 @@ def test_secrets_reach_containers_only_from_the_env_file(scope_stack):
     leaked = [name for name, value in hostile.items()
               if name != "COMPOSE_PROJECT_NAME" and value in env.values()]
     assert not leaked, f"shell values reached the container: {leaked}"
-    assert scope_stack.raw_redis(host, ["AUTH", hostile["REDIS_PASSWORD"]])[0].startswith(
-        b"-WRONGPASS")
-    assert scope_stack.raw_redis(host, ["AUTH", vault["redis_password"]]) == [b"+OK"]
+    assert scope_stack.raw_redis(host, ["AUTH", APP_USER, hostile["REDIS_PASSWORD"]])[
+        0].startswith(b"-WRONGPASS")
+    assert scope_stack.raw_redis(host, ["AUTH", APP_USER, vault["redis_password"]]) == [b"+OK"]
 
     # the compose file's top-level name: `docker compose ps` in the host's directory (as an
     # operator would, no -p) and `-p <project>` both list exactly the deployed containers
