@@ -26,6 +26,7 @@ DUMP = """---
         tasks_from: plan
       vars:
         flashmm_plan_require_secrets: false
+        flashmm_plan_preflight: none      # no outside world here
 
     - name: Write the rendered config files on the controller
       ansible.builtin.copy:

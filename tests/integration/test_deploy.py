@@ -290,6 +290,7 @@ def test_every_environment_renders_a_valid_compose_file(tmp_path, environment):
     ok(ansible_playbook("deploy.yml", inv, "-e", "ansible_connection=local",
                         "-e", f"flashmm_root={root}", "-e", "flashmm_compose_up=false",
                         "-e", "ansible_python_interpreter=/usr/bin/python3",
+                        "-e", "flashmm_plan_preflight=none",      # no outside world here
                         "--skip-tags", "flashmm_runtime"))
     services = compose_config(root)["services"]
     assert ("grafana" in services) is (environment != "development")
@@ -337,7 +338,8 @@ def test_deploy_opens_the_testnet_vault_with_its_vault_id_and_refuses_placeholde
     assert made.returncode == 0, made.stderr
     root = tmp_path / "root"
     args = ("-e", "ansible_connection=local", "-e", f"flashmm_root={root}",
-            "-e", "ansible_python_interpreter=/usr/bin/python3")
+            "-e", "ansible_python_interpreter=/usr/bin/python3",
+            "-e", "flashmm_plan_preflight=none")      # no outside world here
     closed = ansible_playbook("deploy.yml", inv, *args)
     assert closed.returncode != 0 and "Decryption failed" in \
         closed.stdout + closed.stderr, closed.stdout[-2000:] + closed.stderr[-2000:]
