@@ -92,9 +92,18 @@ def deployed(site) -> Site:
     return site
 
 
-def test_deploy_writes_every_file_with_its_mode(deployed):
+@pytest.fixture(scope="module")
+def deployed_once(tmp_path_factory, redis_server) -> Site:
+    """One deploy shared by the tests that only read what it left (files, Redis): none of them
+    may change the site."""
+    site = Site(tmp_path_factory.mktemp("deployed-once"), redis_server)
+    ok(site.deploy())
+    return site
+
+
+def test_deploy_writes_every_file_with_its_mode(deployed_once):
     for host in HOSTS:
-        root = deployed.root(host)
+        root = deployed_once.root(host)
         modes = {rel: mode for rel, (mode, _) in snapshot_files(root).items()}
         assert modes == {"config/environments/local.yml": 0o644, ".env": 0o600,
                          "docker-compose.yml": 0o644, "redis/seed.lua": 0o644,
@@ -104,18 +113,18 @@ def test_deploy_writes_every_file_with_its_mode(deployed):
         assert (root / ".flashmm").stat().st_mode & 0o777 == 0o700
 
 
-def test_config_file_is_the_validated_layer_without_secrets(deployed):
-    text = (deployed.root("sandbox-02") / "config/environments/local.yml").read_text()
+def test_config_file_is_the_validated_layer_without_secrets(deployed_once):
+    text = (deployed_once.root("sandbox-02") / "config/environments/local.yml").read_text()
     data = yaml.safe_load(text)
-    assert data["storage"]["redis"]["db"] == deployed.dbs[1]
+    assert data["storage"]["redis"]["db"] == deployed_once.dbs[1]
     assert data["trading"]["max_position_usdc"] == 100.0
     assert "secrets" not in data
 
 
-def test_env_file_reads_back_identically_with_python_dotenv(deployed):
+def test_env_file_reads_back_identically_with_python_dotenv(deployed_once):
     for host in HOSTS:
-        read = dotenv_values(deployed.root(host) / ".env")
-        assert read == deployed.expected_env(host)
+        read = dotenv_values(deployed_once.root(host) / ".env")
+        assert read == deployed_once.expected_env(host)
         assert read["SECRET_KEY"] and read["REDIS_URL"].endswith(f"/{read['REDIS_DB']}")
 
 
@@ -130,21 +139,21 @@ def compose_config(root: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_compose_file_is_valid_for_compose_v2(deployed):
-    root = deployed.root("sandbox-01")
+def test_compose_file_is_valid_for_compose_v2(deployed_once):
+    root = deployed_once.root("sandbox-01")
     config = compose_config(root)
     assert config["name"] == "flashmm-test-sandbox-01"
     assert set(config["services"]) == {"flashmm", "redis"}     # influxdb off, grafana disabled
     flashmm = config["services"]["flashmm"]
     assert flashmm["depends_on"]["redis"]["condition"] == "service_healthy"
-    env = deployed.expected_env("sandbox-01")
+    env = deployed_once.expected_env("sandbox-01")
     assert flashmm["environment"]["SECRET_KEY"].replace("$$", "$") == env["SECRET_KEY"]
     assert "environment" not in config["services"]["redis"]    # Redis reads no env at all
 
 
-def test_redis_holds_runtime_keys_seeded_record_and_version(deployed):
-    for db in deployed.dbs:
-        client = deployed.server.client(db)
+def test_redis_holds_runtime_keys_seeded_record_and_version(deployed_once):
+    for db in deployed_once.dbs:
+        client = deployed_once.server.client(db)
         assert set(client.scan_iter("flashmm:config:*")) == RUNTIME_KEYS      # values only
         assert set(client.scan_iter("flashmm:meta:*")) == {"flashmm:meta:seeded",
                                                             "flashmm:meta:version"}
