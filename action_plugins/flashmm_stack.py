@@ -4,6 +4,9 @@
   one module call per host, as before.  With the escape hatch
   (``flashmm_stack_redis_restart_on_acl_change``) the ``flashmm_stack`` module first recreates
   Redis once if it started before its ACL file was written (a second call, that run only).
+  With compose secrets (``flashmm_stack_compose_secrets``) it first recreates the app if it
+  started before one of its secret files was written (a second call on every run: a running
+  container keeps the bind-mounted file it started with).
 - Check mode: the ``flashmm_stack`` module (task preview) compares the containers with the
   files the run would write, as compose does, and says which container ``up`` would create,
   recreate, start or remove and why (``msg``, and the --diff text); ``changed`` exactly when
@@ -53,31 +56,27 @@ class ActionModule(ActionBase):
                                                module_args=module_args, task_vars=task_vars))
             result.pop("invocation", None)
             return result
-        hatch = stack_check.hatch_args(host)
-        if hatch is not None:
-            first = self._execute_module(module_name="flashmm_stack", module_args=hatch,
-                                         task_vars=task_vars)
-            first.pop("invocation", None)
-            if first.get("failed"):
-                result.update(first)
+        # Before up, with the new files: the escape hatch's Redis, and (compose secrets) an
+        # app that started before one of its secret files was written; each recreated once.
+        before = {}
+        for key, args in (("redis_restart", stack_check.hatch_args(host)),
+                          ("app_restart", stack_check.stale_app_args(host))):
+            if args is None:
+                continue
+            done = self._execute_module(module_name="flashmm_stack", module_args=args,
+                                        task_vars=task_vars)
+            done.pop("invocation", None)
+            if done.get("failed"):
+                result.update(done)
                 return result
-        stale = stack_check.stale_app_args(host)
-        if stale is not None:       # compose secrets: before up, with the new compose file
-            recreated = self._execute_module(module_name="flashmm_stack", module_args=stale,
-                                             task_vars=task_vars)
-            recreated.pop("invocation", None)
-            if recreated.get("failed"):
-                result.update(recreated)
-                return result
+            before[key] = done
         up = self._execute_module(module_name=COMPOSE_MODULE,
                                   module_args=stack_check.compose_args(host), task_vars=task_vars)
         result.update(up)
-        if hatch is not None and first.get("changed"):
-            result["changed"] = True
-            result["redis_restart"] = first["containers"]
-        if stale is not None and recreated.get("changed"):
-            result["changed"] = True
-            result["app_restart"] = recreated["containers"]
+        for key, done in before.items():
+            if done.get("changed"):
+                result["changed"] = True
+                result[key] = done["containers"]
         return result
 
     def _planned_files(self, plan, host, hostname, task_vars):

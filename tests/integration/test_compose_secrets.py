@@ -115,8 +115,9 @@ def test_the_container_api_and_the_engine_hold_no_secret_value(stack):
                                             ).stdout)[0]["Config"]["Labels"]
     digest = labels["io.flashmm.secrets-digest"]
     assert all(hashlib.sha256(v.encode()).hexdigest() != digest for v in values)
-    rerun = ok(stack.deploy())
+    rerun = ok(stack.deploy("-vvv"))
     assert all(r["changed"] == 0 for r in recap(rerun.stdout).values()), recap(rerun.stdout)
+    assert not [v for v in values if v in rerun.stdout + rerun.stderr], "a secret in -vvv"
 
 
 def test_a_changed_secret_recreates_the_app_once_and_reaches_it(stack):
