@@ -9,8 +9,8 @@ the engine): tests/integration/conftest.py registers those for the integration t
   forgotten.  Tiers: ``-m "not integration"`` (= tests/unit), ``-m "integration and not
   engine"``, ``-m engine``.
 - Under ``--dist loadgroup`` the tests of a module that share a module-scoped fixture (a
-  deployed stack, a server, a site) run in one worker (``xdist_group`` = the module), and those
-  groups are handed out first, the engine's before the rest: they are the long ones, and a long
+  deployed stack, a server, a site) run in one worker (``xdist_group`` = module and fixture),
+  and those groups are handed out first, the engine's before the rest: they are the long ones, and a long
   one started last would be the tail of the run.
 """
 
@@ -25,25 +25,47 @@ TESTS = Path(__file__).resolve().parent
 INTEGRATION = TESTS / "integration"
 
 
-def _module_scoped(item: pytest.Item) -> bool:
+def _module_scoped(item: pytest.Item) -> set[str]:
+    """The module-, class- or package-scoped fixtures ``item`` uses (directly or not)."""
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
-        return False
-    return any(defs and defs[-1].scope in ("module", "package", "class")
-               for name, defs in info.name2fixturedefs.items() if name in item.fixturenames)
+        return set()
+    return {name for name, defs in info.name2fixturedefs.items()
+            if name in item.fixturenames and defs and defs[-1].scope in ("module", "package", "class")}
+
+
+def _groups(items: list[pytest.Item]) -> dict[pytest.Item, str]:
+    """item -> xdist group: the tests of a module that share a module-scoped fixture, directly or
+    through another test (``site`` and ``scoped`` of one module make two groups, a test using
+    both joins them)."""
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    used = {item: _module_scoped(item) for item in items}
+    for item, names in used.items():
+        keys = [(item.module.__name__, n) for n in sorted(names)]
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    return {item: "::".join(root((item.module.__name__, min(names))))
+            for item, names in used.items() if names}
 
 
 @pytest.hookimpl(tryfirst=True)     # before -m deselects and before xdist reads xdist_group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wrong = []
+    groups = _groups(items)
     for item in items:
         integration = INTEGRATION in Path(item.path).resolve().parents
         if integration != (item.get_closest_marker("integration") is not None):
             wrong.append(item.nodeid)
         if "docker_engine" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.engine)
-        if _module_scoped(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        if item in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item]))
     if wrong:
         raise pytest.UsageError(
             "the integration mark is for tests/integration, every test there and none elsewhere; "
