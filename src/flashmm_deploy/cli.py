@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import (cli_backup, cli_runtime, docs, effective, filesync, host_validation, plan,
-               role_settings, secret_gen)
+# Each command imports what only it uses (docs, the plan, secret generation, the backup code):
+# a `validate` process should not pay for the others (`python -X importtime`).
+from . import cli_backup, cli_runtime, host_validation
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
@@ -89,6 +90,8 @@ def cmd_validate(args) -> int:
 
 def _check_settings(inv, results) -> None:
     """A deploy's checks of role variables, roots and host names, added to ``results``."""
+    from . import plan, role_settings
+
     specs = role_settings.project_specs()
     if specs is None:
         return
@@ -107,6 +110,8 @@ def _check_settings(inv, results) -> None:
 
 
 def cmd_explain(args) -> int:
+    from . import effective
+
     if args.key not in FIELDS:
         raise UsageError(f"{args.key}: unknown key{did_you_mean(args.key)}")
     inv = _inventory(args, args.inventory)
@@ -130,6 +135,8 @@ def cmd_explain(args) -> int:
 
 
 def _flat_effective(inv, host: str) -> tuple[dict[str, Any] | None, Any]:
+    from . import effective
+
     result = host_validation.validate_host(inv, host)
     if result.errors:
         return None, result
@@ -169,6 +176,8 @@ def cmd_diff(args) -> int:
 def cmd_docs(args) -> int:
     """Every problem with the root or a file is a usage error naming the path (an unreadable
     or unwritable file, a root that is no directory); each file is replaced atomically."""
+    from . import docs, filesync
+
     root = Path(args.root)
     if not root.is_dir():
         what = "does not exist" if not root.exists() and not root.is_symlink() else \
@@ -191,8 +200,9 @@ def cmd_docs(args) -> int:
         except docs.SectionMissing as exc:
             if not args.check:      # a hand-written file: never rewritten without its markers
                 raise UsageError(f"{display_path(target)}: {exc}") from None
-            text = None
-        if current == text:
+            stale.append(rel)
+            continue
+        if text is None or current == text:     # absent hand-written file, or fresh
             continue
         stale.append(rel)
         if not args.check:
@@ -214,6 +224,8 @@ def cmd_docs(args) -> int:
 def cmd_secrets(args) -> int:
     """init: a new encrypted vault (``--replace`` starts an existing one over); generate: add
     the missing generatable secrets to it.  Names are printed, never values."""
+    from . import secret_gen
+
     inv = _inventory(args, args.inventory)
     create = args.secrets_command == "init"
     replace = create and args.replace

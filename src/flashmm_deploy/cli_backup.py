@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import backup_store, k8s_export, restore_secrets, secret_files
-from .backup_store import BackupError
-from .atomic_write import write_atomic
-from .filesync import mask_env
 from .inventory import display_path
+
+# The backup code (backup_store and what it needs: cryptography, git) is imported by the commands
+# that use it: every flashmm-config process builds this module's parsers, and `validate` must
+# not pay for them.
 
 EXTRA_SECRET_NAMES = ("REDIS_URL", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN",
                       "DOCKER_INFLUXDB_INIT_PASSWORD")
@@ -33,6 +33,7 @@ def _cli():
 
 
 def _env_dir(args, inv) -> tuple[Path, str]:
+    from . import backup_store
     from .secret_gen import environment_of
 
     env = environment_of(inv)
@@ -53,6 +54,9 @@ def _size(n: int) -> str:
 
 
 def cmd_list(args) -> int:
+    from . import backup_store
+    from .backup_store import BackupError
+
     cli = _cli()
     inv = cli._inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
@@ -90,12 +94,17 @@ def cmd_list(args) -> int:
 
 def _say_incomplete(env_dir: Path) -> None:
     """Name what is not a complete backup (skipped by list and verify), on stderr."""
+    from . import backup_store
+
     for name, why in backup_store.incomplete(env_dir):
         print(f"{display_path(env_dir / name)}: skipped, not a complete backup ({why})",
               file=sys.stderr)
 
 
 def cmd_verify(args) -> int:
+    from . import backup_store
+    from .backup_store import BackupError
+
     cli = _cli()
     inv = cli._inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
@@ -144,7 +153,8 @@ def cmd_verify(args) -> int:
 def current_rendering(inv) -> tuple[dict[str, Any], dict[str, Any], dict[str, set[str]]]:
     """The controller pass over our own inventory reader: (plan fact, host -> the secrets the
     host's .env would get, host -> variables only Ansible can evaluate)."""
-    from . import host_validation, plan, render, role_settings
+    from . import backup_store, host_validation, plan, render, role_settings, secret_files
+    from .backup_store import BackupError
 
     roles = backup_store.project_root() / "roles"
     specs = role_settings.project_specs()
@@ -172,6 +182,8 @@ def _unified(a: str, b: str, name: str) -> list[str]:
 
 
 def _current_files(fact, secrets, host) -> dict[str, tuple[str, bool]]:
+    from . import secret_files
+
     hp = fact["hosts"][host]
     out = {f["path"]: (f["content"], bool(f.get("mask"))) for f in hp["files"]}
     out.update((f["path"], (f["content"], True))
@@ -180,6 +192,10 @@ def _current_files(fact, secrets, host) -> dict[str, tuple[str, bool]]:
 
 
 def cmd_show(args) -> int:
+    from . import backup_store
+    from .backup_store import BackupError
+    from .filesync import mask_env
+
     cli = _cli()
     inv = cli._inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
@@ -282,6 +298,10 @@ def _lua_unquote(text: str) -> str:
 # ---- export-k8s ------------------------------------------------------------------------------
 
 def cmd_export_k8s(args) -> int:
+    from . import backup_store, k8s_export, restore_secrets
+    from .atomic_write import write_atomic
+    from .backup_store import BackupError
+
     cli = _cli()
     from . import dotenv_file
 

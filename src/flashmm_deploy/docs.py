@@ -102,13 +102,15 @@ class SectionMissing(ValueError):
     """A file that holds a generated section lacks its markers."""
 
 
-def _section(name: str, make: Callable[[], str]) -> Callable[[str | None], str]:
+def _section(name: str, make: Callable[[], str]) -> Callable[[str | None], str | None]:
     """A generator of one marked section of a hand-written file: the text between
     ``<!-- begin generated: name -->`` and ``<!-- end generated: name -->`` is replaced."""
     begin, end = f"<!-- begin generated: {name} -->\n", f"<!-- end generated: {name} -->"
 
-    def splice(current: str | None) -> str:
-        head, sep, rest = (current or "").partition(begin)
+    def splice(current: str | None) -> str | None:
+        if current is None:         # no such file: not ours to create
+            return None
+        head, sep, rest = current.partition(begin)
         _, sep2, tail = rest.partition(end)
         if not (sep and sep2):
             raise SectionMissing(f"the markers of the generated section {name!r} are missing "
@@ -121,8 +123,8 @@ def _whole(make: Callable[[], str]) -> Callable[[str | None], str]:
     return lambda current: make()
 
 
-# project-relative path -> (current text or None) -> the text it must have
-GENERATED: dict[str, Callable[[str | None], str]] = {
+# project-relative path -> (current text or None) -> the text it must have (None: leave it)
+GENERATED: dict[str, Callable[[str | None], str | None]] = {
     ".env.example": _whole(env_example), "docs/configuration.md": _whole(configuration_md),
     "src/flashmm_config/fields.json": _whole(standin_fields),
     "README.md": _section("restart-keys", restart_keys_md)}

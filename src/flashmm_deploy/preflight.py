@@ -23,12 +23,11 @@ Controller only (standard library HTTP): called by the plan task, never on a tar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,19 +84,26 @@ class Answer:
     error: str = ""
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):      # a 3xx is returned as it is
-        return None
+@functools.cache
+def _opener():
+    """urllib's opener without redirects (a 3xx is returned as it is).  Built on first use:
+    urllib.request (ssl, http.client, email) costs the plan task's every run otherwise."""
+    import urllib.request
 
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+    return urllib.request.build_opener(NoRedirect)
 
 
 def http_get(url: str, headers: Mapping[str, str], timeout: float) -> Answer:
     """One GET; never raises for what the far end does."""
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers=dict(headers, Accept="application/json"))
     try:
-        with _OPENER.open(request, timeout=timeout) as resp:
+        with _opener().open(request, timeout=timeout) as resp:
             return Answer(resp.status, resp.read(MAX_BODY + 1))
     except urllib.error.HTTPError as exc:
         return Answer(exc.code)
