@@ -72,7 +72,8 @@ def ids(variants: list[Variant]) -> list[str]:
     return [v.id for v in variants]
 
 
-# Session-scoped: built once per pytest-xdist worker, so the variants spread over the workers.
+# Session-scoped (one per pytest-xdist worker, a copy of a generated inventory): the validate
+# variants spread over the workers.
 @pytest.fixture(scope="session")
 def base(tmp_path_factory) -> Path:
     """A valid 3-host local inventory (secrets generated) that each variant copies."""
@@ -232,7 +233,7 @@ class DeployedSite:
         assert all(self.baseline[1].get(db) for db in self.dbs), "the base deploy seeded nothing"
 
 
-@pytest.fixture(scope="session")       # one per worker, as `base`
+@pytest.fixture(scope="module")        # one deploy: the deploy variants stay in one worker
 def site(tmp_path_factory, redis_server) -> DeployedSite:
     return DeployedSite(tmp_path_factory.mktemp("bad-inputs-deploy"), redis_server)
 
