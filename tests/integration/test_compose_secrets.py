@@ -167,7 +167,11 @@ def test_backup_and_restore_keep_files_label_and_vault_in_step(stack):
     today = "cam-" + secrets.token_urlsafe(24)
     stack.set_secret("cambrian_api_key", today)
     ok(stack.deploy())
-    (stack.root(host) / "secrets" / "secret_key").write_text("drifted-by-hand")
+    (stack.root(host) / "secrets" / "secret_key").write_text("drifted-by-hand")   # in place
+    check = ok(stack.deploy("--check", "--diff"))
+    said = " ".join((check.stdout + check.stderr).split())
+    assert "its secret file secrets/secret_key is rewritten" in said, said[-3000:]
+    assert not [v for v in secret_values(stack) if v in said]
     restored = ok(play(stack, "playbooks/restore.yml", "-e", f"backup_id={backup_id}"))
     assert host_file(stack, host, "secrets/cambrian_api_key") == sha(today)
     assert host_file(stack, host, "secrets/secret_key") == sha(stack.vault()["secret_key"])
