@@ -13,7 +13,7 @@ from ansible.utils.display import Display
 display = Display()
 
 # The names of flashmm_deploy.filters.FILTERS (a unit test checks that the two agree).
-FILTER_NAMES = ("flashmm_explain", "flashmm_rotation_kinds")
+FILTER_NAMES = ("flashmm_explain", "flashmm_rotation_kinds", "flashmm_drift_report")
 
 
 def _wrap(name):

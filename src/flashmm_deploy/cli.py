@@ -15,7 +15,7 @@ from typing import Any
 
 # Each command imports what only it uses (docs, the plan, secret generation, the backup code):
 # a `validate` process should not pay for the others (`python -X importtime`).
-from . import cli_backup, cli_runtime, host_validation
+from . import cli_backup, cli_drift, cli_runtime, host_validation
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
@@ -342,6 +342,7 @@ def parser() -> argparse.ArgumentParser:
     ss.set_defaults(func=cmd_secrets_set)
     cli_backup.register(sub)            # backup list|verify|show, export-k8s
     cli_runtime.register(sub)           # runtime get|list|set|unset|watch
+    cli_drift.register(sub)             # drift (playbooks/drift.yml, as a table)
     return p
 
 

@@ -36,5 +36,19 @@ def flashmm_rotation_kinds(selection):
     return kinds(plain(selection) if selection else ""), []
 
 
+def flashmm_drift_report(hostvars, hosts, prefix="flashmm_drift_"):
+    """The drift report (``drift.report``) of ``hosts`` from the results their check-mode steps
+    registered as ``<prefix>files``, ``<prefix>stack``, ``<prefix>runtime``."""
+    from . import drift
+
+    per_host = {}
+    for host in hosts:
+        variables = hostvars[plain(host)]
+        per_host[plain(host)] = {step: plain(variables.get(prefix + step))
+                                 for step in drift.STEPS if variables.get(prefix + step)}
+    return drift.report(per_host), []
+
+
 FILTERS: dict[str, Any] = {"flashmm_explain": flashmm_explain,
-                           "flashmm_rotation_kinds": flashmm_rotation_kinds}
+                           "flashmm_rotation_kinds": flashmm_rotation_kinds,
+                           "flashmm_drift_report": flashmm_drift_report}

@@ -30,6 +30,7 @@ ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashm
          "flashmm_restore")
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
                            "flashmm_plan_steps", "flashmm_plan_preflight", "flashmm_explain",
+                           "flashmm_drift_json",     # where playbooks/drift.yml writes its report
                            "flashmm_rotations",     # the vault's rotation bookkeeping
                            "flashmm_secrets_generation",    # ... and its secrets generation
                            "flashmm_run_action",    # what a playbook's run is (host leases)

@@ -1,0 +1,93 @@
+"""flashmm-config drift / playbooks/drift.yml on a real stack: a hand edit of a config file, a
+changed secret, a runtime override and a stopped app each show, with exit 1; a clean host exits
+0 and a host that cannot be reached 2; nothing is written and no secret is printed."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from flashmm_deploy.sandbox import make_local_inventory
+from ports import free_port
+from stack_support import Stack, ok
+from support import INVENTORIES, flashmm_config, snapshot_files, tool_env
+
+pytestmark = pytest.mark.integration
+HZ = "flashmm:config:trading:quote_frequency_hz"
+
+
+def drift(stack_or_inventory, *args: str, env=None):
+    inventory = getattr(stack_or_inventory, "inventory", stack_or_inventory)
+    env = env or getattr(stack_or_inventory, "env", None) or tool_env()
+    proc = flashmm_config("drift", str(inventory), *args, env=env, timeout=600)
+    return proc, (json.loads(proc.stdout) if "--json" in args and proc.stdout.strip() else None)
+
+
+@pytest.fixture(scope="module")
+def stack(docker_engine, tmp_path_factory):
+    s = Stack(docker_engine, tmp_path_factory.mktemp("drift"), hosts=1, label="drift")
+    try:
+        ok(s.deploy())
+        yield s
+    finally:
+        s.down()
+
+
+def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack):
+    host = stack.hosts[0]
+    proc, report = drift(stack, "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert report["hosts"][host]["status"] == "clean" and report["exit"] == 0
+
+    root = stack.root(host)
+    config = root / "config" / "environments" / "local.yml"
+    config.write_text(config.read_text() + "# edited by hand\n")
+    token = "CANARY-" + secrets.token_urlsafe(24)
+    stack.set_secret("api_auth_token", token)                 # in the vault, not yet deployed
+    stack.redis(host).set(HZ, "2.5")                          # an operator's override
+    app = stack.containers(host)["flashmm"]["name"]
+    stack.engine.docker("stop", "--time", "5", app)
+    before = snapshot_files(stack.sandbox)
+
+    proc, report = drift(stack, "--json")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert token not in proc.stdout + proc.stderr
+    h = report["hosts"][host]
+    assert h["status"] == "drift"
+    assert h["files"] == {"config/environments/local.yml": "updated", ".env": "updated"}
+    assert h["runtime"][HZ] == {"state": "override", "runtime": "2.5", "inventory": "1.0"}
+    assert h["containers"]["flashmm"]["action"] in ("start", "recreate")
+    assert "redis" not in h["containers"]
+    assert snapshot_files(stack.sandbox) == before           # read-only, bookkeeping included
+
+    table, _ = drift(stack)
+    assert table.returncode == 1 and token not in table.stdout
+    assert f"{host}: drift ({h['count']} difference(s))" in table.stdout
+    assert f"redis {HZ}: override: live 2.5, inventory 1.0" in table.stdout
+    assert "file config/environments/local.yml: updated" in table.stdout
+
+    ok(stack.deploy("-e", "flashmm_runtime_mode=enforce"))
+    stack.wait_health(host)
+    proc, report = drift(stack, "--json")
+    assert proc.returncode == 0 and report["hosts"][host]["status"] == "clean", \
+        proc.stdout[-3000:]
+
+
+def test_a_host_that_cannot_be_reached_exits_2_and_the_others_are_still_checked(tmp_path):
+    inventory = make_local_inventory(INVENTORIES / "local", tmp_path / "inventory", hosts=2,
+                                     redis_port=free_port(), sandbox=tmp_path / "sandbox")
+    host_vars = inventory / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "sandbox-02.yml").write_text(
+        "---\nansible_connection: ssh\nansible_host: 127.0.0.1\n"
+        f"ansible_port: {free_port()}\nansible_ssh_common_args: -o ConnectTimeout=5\n")
+    proc, report = drift(inventory, "--json")
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert report["hosts"]["sandbox-02"]["status"] == "unreachable"
+    # sandbox-01 is reached, but its Redis (files and seed in one call there) is not: named
+    first = report["hosts"]["sandbox-01"]
+    assert first["status"] == "failed", first
+    assert "cannot connect to redis" in first["errors"][0], first
+    assert not (tmp_path / "sandbox").exists()

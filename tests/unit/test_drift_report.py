@@ -1,0 +1,54 @@
+"""drift.report over the results deploy's check-mode steps register (the playbook and the real
+stack: tests/integration/test_drift.py)."""
+
+from __future__ import annotations
+
+from flashmm_deploy import drift
+
+CLEAN = {"files": {"changed_files": [], "removed_files": [], "files": {"a": "unchanged"}},
+         "stack": {"containers": {"flashmm": {"action": "none", "reasons": []}}},
+         "runtime": {"changed_keys": [], "drift": {}}}
+
+
+def test_clean_hosts_exit_0_and_a_host_without_a_stack_is_clean_too():
+    rep = drift.report({"a": CLEAN, "b": {"files": dict(CLEAN["files"], runtime={
+        "changed_keys": [], "drift": {}})}})
+    assert rep["exit"] == 0 and rep["summary"] == "2 clean"
+    assert [h["status"] for h in rep["hosts"].values()] == ["clean", "clean"]
+
+
+def test_every_kind_of_difference_is_counted_and_shown():
+    results = {
+        "files": {"changed_files": ["x.yml", "old.txt"], "removed_files": ["old.txt"],
+                  "files": {"x.yml": "mode"}},
+        "stack": {"containers": {"flashmm": {"action": "start", "reasons": ["stopped"]},
+                                 "redis": {"action": "none"}}},
+        "runtime": {"changed_keys": ["flashmm:config:a:b", "flashmm:config:c:d"],
+                    "drift": {"flashmm:config:a:b": {"runtime": "2.5", "inventory": "1.0"}}}}
+    rep = drift.report({"h": results})
+    h = rep["hosts"]["h"]
+    assert rep["exit"] == 1 and h["status"] == "drift" and h["count"] == 5
+    assert h["files"] == {"x.yml": "mode", "old.txt": "removed"}
+    assert h["runtime"] == {"flashmm:config:a:b": {"state": "override", "runtime": "2.5",
+                                                   "inventory": "1.0"},
+                            "flashmm:config:c:d": {"state": "unseeded"}}
+    assert h["containers"] == {"flashmm": {"action": "start", "reasons": ["stopped"]}}
+    assert rep["table"].splitlines() == [
+        "h: drift (5 difference(s))", "  file old.txt: removed", "  file x.yml: mode",
+        "  redis flashmm:config:a:b: override: live 2.5, inventory 1.0",
+        "  redis flashmm:config:c:d: unseeded", "  container flashmm: would start (stopped)"]
+
+
+def test_a_step_that_could_not_look_is_failed_and_unreachable_wins():
+    failed = dict(CLEAN, runtime={"failed": False, "msg": "cannot connect to redis"})
+    rep = drift.report({"a": failed, "b": {"files": {"unreachable": True, "msg": "ssh: x"}},
+                        "c": CLEAN})
+    assert rep["hosts"]["a"]["status"] == "failed"
+    assert rep["hosts"]["a"]["errors"] == ["runtime: cannot connect to redis"]
+    assert rep["hosts"]["b"]["status"] == "unreachable"
+    assert rep["exit"] == 2 and rep["summary"] == "1 clean, 1 failed, 1 unreachable"
+
+
+def test_skipped_or_absent_steps_are_not_differences():
+    rep = drift.report({"h": {"files": CLEAN["files"], "stack": {"skipped": True}}})
+    assert rep["hosts"]["h"]["status"] == "clean"
