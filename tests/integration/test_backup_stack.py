@@ -14,7 +14,7 @@ import shutil
 import pytest
 from cryptography.fernet import Fernet
 
-from stack_support import Stack, ok
+from stack_support import APP_USER, Stack, ok
 from support import ansible_playbook, recap, snapshot_files
 
 pytestmark = pytest.mark.integration
@@ -143,7 +143,7 @@ def test_restore_after_a_password_change_reloads_the_acl_live(stack):
     write_vault(stack.vault_path, data)
     ok(stack.deploy())
     for host in stack.hosts:
-        assert stack.raw_redis(host, ["AUTH", old_password])[0].startswith(b"-WRONGPASS")
+        assert stack.raw_redis(host, ["AUTH", APP_USER, old_password])[0].startswith(b"-WRONGPASS")
     redis_ids = {h: stack.containers(h)["redis"]["id"] for h in stack.hosts}
     out = ok(play(stack, "playbooks/restore.yml", "-e", "backup_id=latest",
                   "-e", "restore_secrets=true", *where))

@@ -22,7 +22,7 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from dotenv import dotenv_values
 
-from stack_support import Stack, ok
+from stack_support import APP_USER, Stack, ok
 from support import ansible_playbook, read_vault, recap, snapshot_files
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def rotate(stack: Stack, kind: str, rotation_id: str, *args: str):
 
 
 def auth(stack: Stack, host: str, password: str) -> bytes:
-    return stack.raw_redis(host, ["AUTH", password])[0]
+    return stack.raw_redis(host, ["AUTH", APP_USER, password])[0]
 
 
 def state(stack: Stack) -> dict:

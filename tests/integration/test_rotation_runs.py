@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from stack_support import AppIdentities, Stack, ok
+from stack_support import APP_USER, AppIdentities, Stack, ok
 from support import ROOT, VENV_BIN, ansible_playbook, read_vault
 
 pytestmark = pytest.mark.integration
@@ -52,8 +52,8 @@ def test_a_redis_rotation_restarts_the_app_once(stack):
     new = stack.password()
     env = dotenv_values(stack.root(host) / ".env")
     assert env["REDIS_PASSWORD"] == new != old and env["REDIS_PASSWORD_PREVIOUS"] == ""
-    assert stack.raw_redis(host, ["AUTH", old])[0].startswith(b"-WRONGPASS")
-    assert stack.raw_redis(host, ["AUTH", new])[0] == b"+OK"
+    assert stack.raw_redis(host, ["AUTH", APP_USER, old])[0].startswith(b"-WRONGPASS")
+    assert stack.raw_redis(host, ["AUTH", APP_USER, new])[0] == b"+OK"
     assert stop_files(stack, host) == []
     stack.wait_health(host)
 

@@ -17,7 +17,7 @@ import secrets
 
 import pytest
 
-from stack_support import Stack, ok
+from stack_support import APP_USER, Stack, ok
 from support import ansible_playbook, recap, snapshot_files
 
 pytestmark = pytest.mark.integration
@@ -163,8 +163,8 @@ def test_escape_hatch_restarts_redis_once_and_a_plain_deploy_keeps_it(stack):
     ok(stack.deploy(*hatch))
     first = healthy(stack, host)
     assert first["redis"]["id"] != before["redis"][0]
-    assert stack.raw_redis(host, ["AUTH", new], ["PING"]) == [b"+OK", b"+PONG"]
-    assert stack.raw_redis(host, ["AUTH", old])[0].startswith(b"-WRONGPASS")
+    assert stack.raw_redis(host, ["AUTH", APP_USER, new], ["PING"]) == [b"+OK", b"+PONG"]
+    assert stack.raw_redis(host, ["AUTH", APP_USER, old])[0].startswith(b"-WRONGPASS")
 
     # plain deploys, then the hatch again: Redis keeps running, nothing changes
     plain = ok(stack.deploy())
