@@ -113,6 +113,7 @@ RETURN = r"""
 files: {description: path -> created, updated, mode or unchanged., type: dict, returned: always}
 changed_files: {description: Paths that were (or in check mode would be) changed or removed., type: list, elements: str, returned: always}
 removed_files: {description: Paths the previous run wrote that were (or would be) removed., type: list, elements: str, returned: always}
+last_write: {description: "The record of the run that last wrote the host's files (run_id, written_at, owner, action, commit), before this call.", type: dict, returned: always}
 created_directories: {description: Directories created (or that would be)., type: list, elements: str, returned: always}
 acl_reloaded: {description: Whether the running Redis reloaded (or would reload) its ACL file., type: bool, returned: when O(acl_reload) is given}
 runtime:
@@ -223,7 +224,8 @@ def main():
             describe_holder(synced["broke_lease"]), synced["broke_lease"]["reason"]))
     result = dict(changed=synced["changed"], files=synced["files"],
                   changed_files=synced["changed_files"], removed_files=synced["removed_files"],
-                  diff=synced["diff"], created_directories=synced["created_directories"])
+                  diff=synced["diff"], created_directories=synced["created_directories"],
+                  last_write=synced["last_write"])
     if acl_live:
         result["acl_reloaded"] = acl_live["reloaded"]
         result["changed"] = result["changed"] or acl_live["reloaded"]

@@ -59,7 +59,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -174,12 +173,9 @@ def toolkit() -> dict[str, str | None]:
         ver = version("flashmm-deploy")
     except PackageNotFoundError:
         ver = None
-    try:
-        commit = subprocess.run(["git", "-C", str(project_root()), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"version": ver, "commit": commit}
+    from .runs import toolkit_commit
+
+    return {"version": ver, "commit": toolkit_commit(project_root())}
 
 
 # ---- signatures -----------------------------------------------------------------------------

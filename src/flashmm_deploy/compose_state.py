@@ -204,6 +204,7 @@ def preview(docker: str, p: Mapping[str, Any]) -> Dict[str, Any]:
                                 "reasons": ["it is %s" % have["status"]]}
         else:
             actions[service] = {"container": name, "action": "none", "reasons": []}
+        actions[service]["status"] = have["status"]       # running, exited... (drift, status)
     for service in sorted(set(running) - set(services)):
         actions[service] = {"container": running[service]["name"], "action": "remove",
                             "reasons": ["the compose file has no service %s" % service]}

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 STEPS = ("files", "stack", "runtime")
+APP_SERVICE = "flashmm"
 EXIT = {"clean": 0, "drift": 1, "failed": 2, "unreachable": 2}
 
 
@@ -48,7 +49,7 @@ def host_report(results: Mapping[str, Any]) -> dict[str, Any]:
     """One host's drift from ``results``: step -> its task's registered result (missing or
     skipped where the host has no such step)."""
     out: dict[str, Any] = {"status": "clean", "files": {}, "runtime": {}, "containers": {},
-                           "errors": []}
+                           "errors": [], "version": None, "last_write": {}, "app": None}
     for step in STEPS:
         result = results.get(step)
         if not isinstance(result, Mapping) or result.get("skipped"):
@@ -59,6 +60,7 @@ def host_report(results: Mapping[str, Any]) -> dict[str, Any]:
             out["status"] = problem if out["status"] != "unreachable" else out["status"]
             continue
         if step == "files":
+            out["last_write"] = dict(result.get("last_write") or {})
             states = result.get("files") or {}
             for path in result.get("changed_files") or []:
                 out["files"][path] = states.get(path, "removed")
@@ -70,6 +72,7 @@ def host_report(results: Mapping[str, Any]) -> dict[str, Any]:
         elif step == "runtime":
             _runtime(out, result)
         else:
+            out["app"] = _app_state((result.get("containers") or {}).get(APP_SERVICE))
             for service, c in sorted((result.get("containers") or {}).items()):
                 if isinstance(c, Mapping) and c.get("action") not in (None, "none"):
                     out["containers"][service] = {"action": c["action"],
@@ -80,7 +83,17 @@ def host_report(results: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _app_state(app: Any) -> str:
+    """The app container as status shows it: its state, and whether `up` would replace it."""
+    if not isinstance(app, Mapping) or app.get("action") == "create":
+        return "missing"
+    state = str(app.get("status") or ("running" if app.get("action") == "none" else "?"))
+    return state + (", out of date" if app.get("action") == "recreate" else "")
+
+
 def _runtime(out: dict[str, Any], result: Mapping[str, Any]) -> None:
+    if isinstance(result.get("version"), int):
+        out["version"] = result["version"]
     for key, values in sorted((result.get("drift") or {}).items()):
         out["runtime"][key] = {"state": "override", **_values(values)}
     for key in result.get("changed_keys") or []:

@@ -248,7 +248,7 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
             before_write()
         result = _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
                               after_write, first, after_first,
-                              generation if new_generation else None)
+                              generation if new_generation else None, lease)
         if lock is not None and lock.broken:
             result["broke_lease"] = lock.broken
         return result
@@ -261,7 +261,8 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
 
 
 def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
-                 after_write, first=None, after_first=None, generation=None) -> dict:
+                 after_write, first=None, after_first=None, generation=None,
+                 lease=None) -> dict:
     state = read_state(root)
     wanted = {}
     for spec in files:                  # every check before the first write
@@ -294,7 +295,10 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
               "generation_recorded": generation is not None,
               "files": states, "changed_files": changed_files,
               "removed_files": [rel for rel, _ in stale],
-              "created_directories": created_dirs, "diff": diffs}
+              "created_directories": created_dirs, "diff": diffs,
+              # the previous run's record: when, which run, who (flashmm-config status)
+              "last_write": {k: state[k] for k in ("run_id", "written_at", "owner", "action",
+                                                   "commit") if isinstance(state.get(k), str)}}
     if check:
         return result
 
@@ -322,6 +326,9 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
         if changed_files or record_run or state.get("files") != sorted(wanted):
             record = {"files": sorted(wanted), "run_id": run_id,
                       "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            # who wrote them, doing what, with which toolkit (flashmm-config status shows it)
+            record.update((k, lease[k]) for k in ("owner", "action", "commit")
+                          if lease and lease.get(k))
             _ensure_dir(os.path.join(root, STATE_DIR), 0o700, False, [])
             write_atomic(os.path.join(root, STATE_FILE), json.dumps(record).encode(), 0o600)
         if generation is not None:

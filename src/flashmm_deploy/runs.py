@@ -104,9 +104,30 @@ def start(run_id: str, action: str, *, pid: int, breaks: Any = None,
     except OSError:
         pass            # no registry here: this run's leases then expire instead of breaking
     named = [breaks] if isinstance(breaks, str) else list(breaks or [])
-    return {"run_id": run_id, "action": action, "owner": owner(), "started_ts": now,
+    return {"run_id": run_id, "action": action, "owner": owner(), "commit": toolkit_commit(),
+            "started_ts": now,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "stale_runs": sorted(set(stale) | {str(b) for b in named if str(b).strip()})}
+
+
+def toolkit_commit(root: Path | None = None) -> str | None:
+    """The toolkit's git commit (40 hex digits; hosts record who deployed what with which, and
+    backups with which toolkit they were taken); None outside a git checkout.  Read from .git
+    directly: no git process per run."""
+    git = (root or Path(__file__).resolve().parents[2]) / ".git"
+    try:
+        head = (git / "HEAD").read_text("ascii").strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            loose = git / ref
+            if loose.is_file():
+                head = loose.read_text("ascii").strip()
+            else:
+                packed = (git / "packed-refs").read_text("ascii").splitlines()
+                head = next(line.split()[0] for line in packed if line.endswith(" " + ref))
+    except (OSError, StopIteration, UnicodeDecodeError, IndexError):
+        return None
+    return head if len(head) == 40 and all(c in "0123456789abcdef" for c in head) else None
 
 
 def lease_args(plan: Any, host_plan: Any, *, hold: bool, release: bool) -> dict | None:
@@ -117,6 +138,7 @@ def lease_args(plan: Any, host_plan: Any, *, hold: bool, release: bool) -> dict 
         return None
     ttl = host_plan.get("lease_ttl") or 1800
     return {"action": lease["action"], "owner": lease["owner"], "started": lease["started"],
+            "commit": lease.get("commit"),
             "started_ts": lease["started_ts"],
             "stale_runs": lease["stale_runs"], "ttl": float(ttl), "hold": hold,
             "release": release}

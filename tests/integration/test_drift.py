@@ -4,6 +4,7 @@ changed secret, a runtime override and a stopped app each show, with exit 1; a c
 
 from __future__ import annotations
 
+import getpass
 import json
 import secrets
 
@@ -68,11 +69,24 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
     assert f"redis {HZ}: override: live 2.5, inventory 1.0" in table.stdout
     assert "file config/environments/local.yml: updated" in table.stdout
 
+    status = flashmm_config("status", str(stack.inventory), env=stack.env, timeout=600)
+    assert status.returncode == 1 and token not in status.stdout, status.stdout + status.stderr
+    line = status.stdout.splitlines()[0]
+    assert line.startswith(f"{host} | drift | version ") and " | app exited, out of date | " \
+        in line and f" | drift {h['count']} | rotation none | no backup" in line, line
+
     ok(stack.deploy("-e", "flashmm_runtime_mode=enforce"))
     stack.wait_health(host)
     proc, report = drift(stack, "--json")
     assert proc.returncode == 0 and report["hosts"][host]["status"] == "clean", \
         proc.stdout[-3000:]
+    status = flashmm_config("status", str(stack.inventory), env=stack.env, timeout=600)
+    assert status.returncode == 0, status.stdout + status.stderr
+    line = status.stdout.splitlines()[0]
+    version = stack.redis(host).get("flashmm:meta:version")
+    assert f"{host} | clean | version {version} | written " in line, line
+    assert f" by {getpass.getuser()}@" in line and " (deploy, toolkit " in line, line
+    assert " | app running | drift 0 | rotation none | no backup" in line, line
 
 
 def test_a_host_that_cannot_be_reached_exits_2_and_the_others_are_still_checked(tmp_path):

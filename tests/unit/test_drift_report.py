@@ -52,3 +52,28 @@ def test_a_step_that_could_not_look_is_failed_and_unreachable_wins():
 def test_skipped_or_absent_steps_are_not_differences():
     rep = drift.report({"h": {"files": CLEAN["files"], "stack": {"skipped": True}}})
     assert rep["hosts"]["h"]["status"] == "clean"
+
+
+def test_the_app_state_says_stopped_and_out_of_date_together():
+    def app(**c):
+        return drift.report({"h": dict(CLEAN, stack={"containers": {"flashmm": c}})})[
+            "hosts"]["h"]["app"]
+    assert app(action="none", status="running") == "running"
+    assert app(action="start", status="exited") == "exited"
+    assert app(action="recreate", status="exited") == "exited, out of date"
+    assert app(action="create") == "missing"
+
+
+def test_status_lines_name_version_last_run_app_drift_rotation_and_backup():
+    from flashmm_deploy.cli_drift import status_lines
+
+    rep = drift.report({"h": dict(CLEAN, runtime={"changed_keys": [], "drift": {}, "version": 7},
+                                  files=dict(CLEAN["files"], last_write={
+                                      "written_at": "2026-12-01T10:00:00Z", "owner": "ops@c",
+                                      "action": "deploy", "commit": "a" * 40}))})
+    now = 1796119200.0 + 3 * 3600            # 2026-12-01T10:00:00Z + 3 h
+    [line] = status_lines(rep, rotations=["redis (rotation 2026-12-01.1)"],
+                          backup=("20261201-1", "2026-12-01T09:00:00Z"), now=now)
+    assert line == ("h | clean | version 7 | written 2026-12-01T10:00:00Z (3 h ago) by ops@c "
+                    "(deploy, toolkit aaaaaaaaaaaa) | app running | drift 0 | rotation redis "
+                    "(rotation 2026-12-01.1) | backup 20261201-1 (4 h ago)")

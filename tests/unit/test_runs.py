@@ -36,3 +36,20 @@ def test_the_lease_option_of_a_call(tmp_path):
     assert args["ttl"] == 120.0 and args["hold"] and not args["release"]
     assert args["started_ts"] == plan["lease"]["started_ts"]
     assert runs.lease_args({}, {}, hold=True, release=False) is None
+
+
+def test_toolkit_commit_reads_loose_packed_and_detached_heads(tmp_path):
+    from flashmm_deploy.runs import toolkit_commit
+
+    git = tmp_path / ".git"
+    (git / "refs" / "heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "packed-refs").write_text("# pack-refs\n" + "b" * 40 + " refs/heads/main\n")
+    assert toolkit_commit(tmp_path) == "b" * 40
+    (git / "refs" / "heads" / "main").write_text("c" * 40 + "\n")
+    assert toolkit_commit(tmp_path) == "c" * 40
+    (git / "HEAD").write_text("d" * 40 + "\n")
+    assert toolkit_commit(tmp_path) == "d" * 40
+    (git / "HEAD").write_text("not a commit\n")
+    assert toolkit_commit(tmp_path) is None
+    assert toolkit_commit(tmp_path / "elsewhere") is None
