@@ -46,14 +46,22 @@ def run_playbook(inventory: str, *, limit: str | None, vault_args: list[str],
     return report, proc
 
 
-def cmd_drift(args) -> int:
+def _report(args) -> dict | None:
+    """The drift report of the command's inventory and --limit, or None after showing why the
+    run produced none (its output, on stderr)."""
     vault_args = [a for v in args.vault_id for a in ("--vault-id", v)] + \
         [a for f in args.vault_password_file for a in ("--vault-password-file", f)]
     report, proc = run_playbook(args.inventory, limit=args.limit, vault_args=vault_args)
     if report is None:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-2000:])
-        print(f"flashmm-config drift: {PLAYBOOK} produced no report (exit {proc.returncode}); "
-              "its output is above", file=sys.stderr)
+        print(f"flashmm-config {args.command}: {PLAYBOOK} produced no report "
+              f"(exit {proc.returncode}); its output is above", file=sys.stderr)
+    return report
+
+
+def cmd_drift(args) -> int:
+    report = _report(args)
+    if report is None:
         return EXIT_RUN_FAILED
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=1,
@@ -109,13 +117,8 @@ def cmd_status(args) -> int:
     book = inv.host_variables(inv.hosts[0]).get("flashmm_rotations") if inv.hosts else None
     env_dir, _ = cli_backup._env_dir(args, inv)
     newest = (backup_store.list_backups(env_dir) or [None])[-1]
-    vault_args = [a for v in args.vault_id for a in ("--vault-id", v)] + \
-        [a for f in args.vault_password_file for a in ("--vault-password-file", f)]
-    report, proc = run_playbook(args.inventory, limit=args.limit, vault_args=vault_args)
+    report = _report(args)
     if report is None:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-2000:])
-        print(f"flashmm-config status: {PLAYBOOK} produced no report (exit {proc.returncode}); "
-              "its output is above", file=sys.stderr)
         return EXIT_RUN_FAILED
     print("\n".join(status_lines(
         report, rotations=secret_generation.rotations_in_progress(book),

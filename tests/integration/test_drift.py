@@ -105,3 +105,17 @@ def test_a_host_that_cannot_be_reached_exits_2_and_the_others_are_still_checked(
     assert first["status"] == "failed", first
     assert "cannot connect to redis" in first["errors"][0], first
     assert not (tmp_path / "sandbox").exists()
+
+
+def test_an_invalid_inventory_is_no_report_exit_2_and_the_error_is_shown(tmp_path):
+    inventory = make_local_inventory(INVENTORIES / "local", tmp_path / "inventory", hosts=1,
+                                     redis_port=free_port(), sandbox=tmp_path / "sandbox")
+    layer = inventory / "group_vars" / "all" / "flashmm.yml"
+    layer.write_text(layer.read_text().replace("max_position_usdc: 100.0",
+                                               "max_position_usdc: -1"))
+    for command in ("drift", "status"):
+        proc = flashmm_config(command, str(inventory), env=tool_env(), timeout=600)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert "trading.max_position_usdc" in proc.stderr
+        assert f"flashmm-config {command}: playbooks/drift.yml produced no report" in proc.stderr
+    assert not (tmp_path / "sandbox").exists()
