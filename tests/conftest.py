@@ -54,8 +54,22 @@ def _groups(items: list[pytest.Item]) -> dict[pytest.Item, str]:
             for item, names in used.items() if names}
 
 
-@pytest.hookimpl(tryfirst=True)     # before -m deselects and before xdist reads xdist_group
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _group_in_id(item: pytest.Item, group: str) -> None:
+    """``<id>@<group>``: the id a pytest-xdist worker reports, which its loadgroup scheduler
+    groups by.  xdist 3.8 writes it to ``item._nodeid``, which pytest 9.1+ no longer reads (the
+    id is ``item._id``), so without this every test was scheduled alone and a module-scoped
+    stack was built in several workers at once."""
+    if "@" in item.nodeid.rsplit("]", 1)[-1] or not hasattr(item, "_id"):
+        return                          # already grouped, or a pytest where xdist's way works
+    from _pytest.nodeid import coerce_node_id
+
+    item._id = coerce_node_id(f"{item.nodeid}@{group}")
+
+
+# A wrapper: its part before `yield` runs before every other plugin's hook, so before -m
+# deselects and before pytest-xdist's worker reads xdist_group.
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
     wrong = []
     groups = _groups(items)
     for item in items:
@@ -66,6 +80,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.engine)
         if item in groups:
             item.add_marker(pytest.mark.xdist_group(groups[item]))
+            if os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup"):
+                _group_in_id(item, groups[item])
     if wrong:
         raise pytest.UsageError(
             "the integration mark is for tests/integration, every test there and none elsewhere; "
@@ -76,3 +92,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             engine = item.get_closest_marker("engine") is not None
             return 0 if grouped and engine else 1 if engine else 2 if grouped else 3
         items.sort(key=rank)                         # stable: file order within a rank
+    return (yield)
