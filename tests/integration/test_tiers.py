@@ -43,3 +43,19 @@ def test_unit_plain_integration_and_engine_tiers_split_the_suite():
             "test_flashmm_stack_alone_brings_up_the_stack_whose_files_exist") in engine
     assert ("tests/integration/test_roles_alone.py::"
             "test_flashmm_files_alone_writes_the_files_and_seeds_nothing") in plain
+
+
+def test_loadgroup_runs_the_tests_sharing_a_module_scoped_fixture_in_one_worker():
+    """test_envfile_compose's tests on its module-scoped ``naive_reads`` share one worker (a
+    stack built once); its one other test may go anywhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = run([str(VENV_BIN / "pytest"), "-p", "no:cacheprovider", "-v", "-n", "3",
+                "--dist", "loadgroup", "tests/integration/test_envfile_compose.py"],
+               env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    workers = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("[gw") and " PASSED " in line:
+            workers[line.split(" PASSED ", 1)[1].strip()] = line.split("]", 1)[0]
+    grouped = {t: w for t, w in workers.items() if "naive_reads" in t or "[" in t.split("::")[1]}
+    assert len(grouped) >= 7 and len(set(grouped.values())) == 1, workers
