@@ -48,7 +48,10 @@ def test_password_required_environments_get_a_redis_password(tmp_path):
     data["flashmm_config"]["storage"]["influxdb"] = {"auth_required": True}
     env.write_text(yaml.safe_dump(data))
     assert flashmm_config("secrets", "generate", str(inv)).returncode == 0
-    assert {"redis_password", "influxdb_token", "influxdb_admin_password"} <= set(vault_of(inv)[1])
+    made = vault_of(inv)[1]
+    assert {"redis_password", "redis_deploy_password", "influxdb_token",
+            "influxdb_admin_password"} <= set(made)
+    assert made["redis_deploy_password"] != made["redis_password"]      # two users, two
 
 
 def test_testnet_and_production_need_their_own_vault_password(tmp_path):
