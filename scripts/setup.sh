@@ -133,5 +133,11 @@ for env in local development; do
   fi
 done
 
+# A local vault made by an older checkout lacks the secrets added since (redis_deploy_password):
+# fill them in, keeping every value it has (a fresh clone has no vault yet: run-local makes it).
+if [ -f inventories/local/group_vars/all/vault.yml ]; then
+  .venv/bin/flashmm-config secrets generate inventories/local | sed 's/^/setup: /'
+fi
+
 log "engine: $(dockerd --version | cut -d, -f1), docker CLI $(docker version --format '{{.Client.Version}}' 2>/dev/null), Docker Compose $(docker compose version --short), $(mmdebstrap --version)"
 log "ready: $(.venv/bin/ansible-playbook --version | sed -n 1p), redis $(redis-server --version | awk '{print $3}')"
