@@ -222,6 +222,8 @@ def test_encryption_key_rotation_moves_10000_records_throttled_then_resumed(stac
     assert new_key != old_key and mid["old_encryption_key"] == old_key
     env = env_of(stack, host)
     assert (env["ENCRYPTION_KEY"], env["OLD_ENCRYPTION_KEY"]) == (new_key, old_key)
+    # the failed run's last restart of the app may still be coming up (seen under a load of 30)
+    stack.wait_health(host)
     status, body = stack.get(host, "/secure")
     assert status == 200 and body["readable"] == 10_000 and body["unreadable"] == 0
     assert body["readable_with_old_key_only"] == 6000

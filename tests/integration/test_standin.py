@@ -217,6 +217,9 @@ def test_layers_updates_outage_and_shutdown(tmp_path, protected_redis, running):
 
     ready = app.wait_health(200, timeout=10)
     assert ready < 5, f"ready only after {ready:.2f} s"
+    # /health may answer (and the version show) a moment before the runtime layer's first
+    # scan is applied: seen once under a load of 30 (noted as a defect to fix in the library)
+    wait_for(lambda: app.value("ml.confidence_threshold")["layer"] == "runtime", 5)
     status, config = app.get("/config")
     assert status == 200
     assert (config["environment"], config["config_version"]) == (ENVIRONMENT, 5)
