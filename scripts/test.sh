@@ -7,15 +7,15 @@
 # The linters run beside the unit tier.  Exits non-zero on any failure, including "no tests
 # collected" (pytest's exit 5).  Arguments go to one pytest run over the workers instead:
 #   ./scripts/test.sh tests/unit        ./scripts/test.sh -k envfile      ./scripts/test.sh -m engine
-# FLASHMM_TEST_WORKERS=N sets the worker count (default: 2 per core, at least 2: most of an
-# integration test's time is spent waiting for a process, a container or a port).
+# FLASHMM_TEST_WORKERS=N sets the worker count (default: one per core, at least 2: the suite is
+# CPU-bound, so more workers than cores only add load, and timeouts, not speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 cores=$(nproc 2>/dev/null || echo 2)
-workers=${FLASHMM_TEST_WORKERS:-$(( cores * 2 > 2 ? cores * 2 : 2 ))}
+workers=${FLASHMM_TEST_WORKERS:-$(( cores > 2 ? cores : 2 ))}
 PYTEST=(pytest -q -p no:cacheprovider)
 # loadgroup: a module's tests that share a module-scoped fixture go to one worker; the order
 # tests/conftest.py gives (those groups first, the engine's first of all) is kept
