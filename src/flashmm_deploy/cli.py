@@ -16,29 +16,15 @@ from typing import Any
 # Each command imports what only it uses (docs, the plan, secret generation, the backup code):
 # a `validate` process should not pay for the others (`python -X importtime`).
 from . import cli_backup, cli_drift, cli_runtime, host_validation
+from .cli_common import (EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, load_inventory,
+                         select_hosts, vault_keys)
 from .errors import FlashmmError, format_issues
 from .inventory import display_path
 from .layers import did_you_mean, shown
-from .vault import VaultKeys
 from .schema import FIELDS
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
-
-
-def _vault_keys(args) -> VaultKeys:
-    """The vault passwords of this run: --vault-id and --vault-password-file (repeatable, as
-    for ansible-playbook) after ansible.cfg's vault_identity_list, read on first use."""
-    if getattr(args, "_vault_keys", None) is None:
-        args._vault_keys = VaultKeys.given(args.vault_id, args.vault_password_file)
-    return args._vault_keys
-
-
-def _inventory(args, path: str):
-    return host_validation.load_inventory(path, _vault_keys(args))
+# the names the commands here use for cli_common's shared pieces
+_vault_keys, _inventory, _hosts = vault_keys, load_inventory, select_hosts
 
 
 def _say_closed_vaults(inv) -> None:
@@ -48,16 +34,6 @@ def _say_closed_vaults(inv) -> None:
         name = vault_id or "ENV"
         print(f"{where}: not opened (encrypted{f' for vault id {vault_id!r}' if vault_id else ''}"
               f"; give --vault-id {name}@FILE or {name}@prompt)", file=sys.stderr)
-
-
-def _hosts(inv, host: str | None) -> list[str]:
-    if host is None:
-        if not inv.hosts:
-            raise UsageError(f"{inv.hosts_file}: the inventory has no hosts")
-        return inv.hosts
-    if host not in inv.hosts:
-        raise UsageError(f"host {host!r} is not in {inv.path} (hosts: {', '.join(inv.hosts)})")
-    return [host]
 
 
 def cmd_validate(args) -> int:

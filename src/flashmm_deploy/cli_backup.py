@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import cli_common
 from .inventory import display_path
 
 # The backup code (backup_store and what it needs: cryptography, git) is imported by the commands
@@ -26,10 +27,6 @@ from .inventory import display_path
 EXTRA_SECRET_NAMES = ("REDIS_URL", "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN",
                       "DOCKER_INFLUXDB_INIT_PASSWORD")
 
-
-def _cli():
-    from . import cli        # the main module: its helpers (vault keys, inventory, errors)
-    return cli
 
 
 def _env_dir(args, inv) -> tuple[Path, str]:
@@ -57,15 +54,15 @@ def cmd_list(args) -> int:
     from . import backup_store
     from .backup_store import BackupError
 
-    cli = _cli()
-    inv = cli._inventory(args, args.inventory)
+    cli = cli_common
+    inv = cli.load_inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
     backups = backup_store.list_backups(env_dir)
     _say_incomplete(env_dir)
     if not backups:
         print(f"{display_path(env_dir)}: no backup of environment {env!r}")
         return cli.EXIT_OK
-    keys = cli._vault_keys(args)
+    keys = cli.vault_keys(args)
     status = cli.EXIT_OK
     print(f"{'backup id':<20} {'created (UTC)':<20} {'hosts':>5} {'size':>10}  "
           f"{'config version':<16} {'#':>5}  verify")
@@ -105,8 +102,8 @@ def cmd_verify(args) -> int:
     from . import backup_store
     from .backup_store import BackupError
 
-    cli = _cli()
-    inv = cli._inventory(args, args.inventory)
+    cli = cli_common
+    inv = cli.load_inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
     ids = ([backup_store.resolve_id(env_dir, args.backup_id)] if args.backup_id
            else [b.backup_id for b in backup_store.list_backups(env_dir)])
@@ -114,7 +111,7 @@ def cmd_verify(args) -> int:
         _say_incomplete(env_dir)
     if not ids:
         raise BackupError(f"{display_path(env_dir)}: no backup of environment {env!r}")
-    keys = cli._vault_keys(args)
+    keys = cli.vault_keys(args)
     status = cli.EXIT_OK
     for backup_id in ids:
         try:
@@ -196,11 +193,11 @@ def cmd_show(args) -> int:
     from .backup_store import BackupError
     from .filesync import mask_env
 
-    cli = _cli()
-    inv = cli._inventory(args, args.inventory)
+    cli = cli_common
+    inv = cli.load_inventory(args, args.inventory)
     env_dir, env = _env_dir(args, inv)
     backup_id = backup_store.resolve_id(env_dir, args.backup_id)
-    keys = cli._vault_keys(args)
+    keys = cli.vault_keys(args)
     hosts = [args.host] if args.host else None
     try:
         checked = backup_store.verify(env_dir, backup_id, keys, environment=env, hosts=hosts,
@@ -302,15 +299,15 @@ def cmd_export_k8s(args) -> int:
     from .atomic_write import write_atomic
     from .backup_store import BackupError
 
-    cli = _cli()
+    cli = cli_common
     from . import dotenv_file
 
-    inv = cli._inventory(args, args.inventory)
-    host = cli._hosts(inv, args.host)[0]
+    inv = cli.load_inventory(args, args.inventory)
+    host = cli.select_hosts(inv, args.host)[0]
     if args.backup:
         env_dir, env = _env_dir(args, inv)
         backup_id = backup_store.resolve_id(env_dir, args.backup)
-        hb = backup_store.verify(env_dir, backup_id, cli._vault_keys(args), environment=env,
+        hb = backup_store.verify(env_dir, backup_id, cli.vault_keys(args), environment=env,
                                  hosts=[host], accept_unsigned=args.accept_unsigned
                                  ).hosts[host]
         files = {p: c for p, (c, _, _) in hb.files.items()}
@@ -388,8 +385,3 @@ def register(sub) -> None:
     k.add_argument("--backup-dir", metavar="DIR", help=dir_help)
     k.add_argument("--accept-unsigned", action="store_true", help=unsigned_help)
     k.set_defaults(func=cmd_export_k8s)
-
-
-if __name__ == "__main__":       # pragma: no cover - use flashmm-config
-    sys.exit(_cli().main(sys.argv[1:]))
-

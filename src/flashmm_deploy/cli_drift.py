@@ -111,9 +111,9 @@ def cmd_status(args) -> int:
     import time
 
     from . import backup_store, cli_backup, secret_generation
-    from .cli import _inventory
+    from .cli_common import load_inventory
 
-    inv = _inventory(args, args.inventory)
+    inv = load_inventory(args, args.inventory)
     book = inv.host_variables(inv.hosts[0]).get("flashmm_rotations") if inv.hosts else None
     env_dir, _ = cli_backup._env_dir(args, inv)
     newest = (backup_store.list_backups(env_dir) or [None])[-1]

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from . import env_strings
+from . import cli_common, env_strings
 from .effective import explain
 from .errors import FlashmmError
 from .redis_client import Connection, Endpoint, RedisError, ReplyError
@@ -37,10 +37,6 @@ from .schema import FIELDS, RUNTIME_FIELDS
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
-
-def _cli():
-    from . import cli        # the main module: its helpers (vault keys, inventory, errors)
-    return cli
 
 
 def _library():
@@ -92,9 +88,9 @@ class Target:
     def __init__(self, args) -> None:
         from . import host_validation
 
-        cli = _cli()
-        self.inv = cli._inventory(args, args.inventory)
-        self.host = cli._hosts(self.inv, args.host)[0]
+        cli = cli_common
+        self.inv = cli.load_inventory(args, args.inventory)
+        self.host = cli.select_hosts(self.inv, args.host)[0]
         self.layers = list(self.inv.host_layers(self.host).layers)
         self.result = host_validation.validate_host(self.inv, self.host)
         url = args.redis or os.environ.get("FLASHMM_REDIS_URL") or _derived_url(
@@ -134,7 +130,7 @@ def _runtime_key(key: str):
         try:
             validation.check_key(_library()[0].load_fields(), key)
         except validation.RuntimeSetRefused as exc:
-            raise _cli().UsageError(str(exc)) from None
+            raise cli_common.UsageError(str(exc)) from None
     return FIELDS[key]
 
 
