@@ -16,17 +16,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.vars.hostvars import HostVarsVars
 
+from flashmm_deploy.values import is_template
+
 EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
-
-
-def _maybe_template(value):
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value or "{#" in value
-    if isinstance(value, Mapping):
-        return any(_maybe_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_maybe_template(v) for v in value)
-    return False
 
 
 class _Variables(Mapping):
@@ -39,7 +31,7 @@ class _Variables(Mapping):
 
     def __getitem__(self, key):
         value = self._raw[key]
-        if not _maybe_template(value):
+        if not is_template(value):
             return value
         if self._view is None:
             self._view = HostVarsVars(self._raw, loader=self._loader, host=self._host)

@@ -70,6 +70,7 @@ from typing import Any
 from . import file_lock
 from .backup_host import SECURE_PREFIX as _SECURE, entry_problem
 from .errors import FlashmmError
+from .paths import project_root
 from .atomic_write import write_atomic
 from .compose_secrets import is_secret_path
 from .vault import VaultError, VaultKeys, header_vault_id, is_encrypted
@@ -114,10 +115,6 @@ class BackupError(FlashmmError):
 
 class BackupGone(BackupError):
     """The backup's directory is not there (pruned by another run while being read)."""
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def backups_dir(setting: str | None, base: Path | None = None) -> Path:

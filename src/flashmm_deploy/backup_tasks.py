@@ -17,6 +17,7 @@ from typing import Any
 
 from . import backup_store, compose_secrets, redis_acl, restore_secrets, runs, secret_files
 from .backup_store import BackupError
+from .paths import project_root
 from .secret_files import pick_secrets
 from .vault import VaultKeys
 
@@ -77,7 +78,7 @@ def backups_dir(action: Any, task_vars: Mapping[str, Any]) -> Path:
                                                      backup_store.DEFAULT_DIR))
     role = action._task._role
     base = (Path(role._role_path).resolve().parent.parent if role is not None
-            else backup_store.project_root())
+            else project_root())
     return backup_store.backups_dir(plain(setting), base)
 
 

@@ -19,7 +19,7 @@ from . import cli_backup, cli_drift, cli_runtime, host_validation
 from .cli_common import (EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, load_inventory,
                          select_hosts, vault_keys)
 from .errors import FlashmmError, format_issues
-from .inventory import display_path
+from .paths import display_path
 from .layers import did_you_mean, shown
 from .schema import FIELDS
 

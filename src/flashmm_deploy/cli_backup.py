@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import cli_common
-from .inventory import display_path
+from .paths import display_path, project_root
+from .values import is_template
 
 # The backup code (backup_store and what it needs: cryptography, git) is imported by the commands
 # that use it: every flashmm-config process builds this module's parsers, and `validate` must
@@ -37,7 +38,7 @@ def _env_dir(args, inv) -> tuple[Path, str]:
     setting = args.backup_dir
     if setting is None and inv.hosts:
         setting = inv.host_variables(inv.hosts[0]).get("flashmm_backup_dir")
-        if isinstance(setting, str) and "{{" in setting:
+        if isinstance(setting, str) and is_template(setting):
             setting = None
     return backup_store.backups_dir(setting) / env, env
 
@@ -150,10 +151,10 @@ def cmd_verify(args) -> int:
 def current_rendering(inv) -> tuple[dict[str, Any], dict[str, Any], dict[str, set[str]]]:
     """The controller pass over our own inventory reader: (plan fact, host -> the secrets the
     host's .env would get, host -> variables only Ansible can evaluate)."""
-    from . import backup_store, host_validation, plan, render, role_settings, secret_files
+    from . import host_validation, plan, render, role_settings, secret_files
     from .backup_store import BackupError
 
-    roles = backup_store.project_root() / "roles"
+    roles = project_root() / "roles"
     specs = role_settings.project_specs()
     if specs is None:
         raise BackupError("show needs the project's roles (run it from a checkout)")

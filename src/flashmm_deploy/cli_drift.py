@@ -20,19 +20,16 @@ import tempfile
 from pathlib import Path
 
 from .drift import EXIT
+from .paths import project_root
 
 PLAYBOOK = Path("playbooks") / "drift.yml"
 EXIT_RUN_FAILED = max(EXIT.values())
 
 
-def _project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def run_playbook(inventory: str, *, limit: str | None, vault_args: list[str],
                  timeout: float | None = None) -> tuple[dict | None, subprocess.CompletedProcess]:
     """(the report, or None when the run produced none; the finished process)."""
-    root = _project_root()
+    root = project_root()
     ansible_playbook = Path(sys.executable).with_name("ansible-playbook")
     with tempfile.TemporaryDirectory(prefix="flashmm-drift-") as tmp:
         out = Path(tmp) / "drift.json"

@@ -15,7 +15,7 @@ from . import role_settings
 from .errors import ConfigInvalid, InventoryError, Issue, Origin
 from .inventory import LAYER_VARS, Inventory, layer_input
 from .layers import LayerInput
-from .values import TooLarge, check_size, native, plain
+from .values import TooLarge, check_size, is_template, native, plain
 from .validate import Validated, validate_layers
 from .vault import VaultKeys
 
@@ -59,9 +59,8 @@ def validate_host(inv: Inventory, host: str, *, require_secrets: bool = False,
     layers, issues = list(hl.layers), list(hl.issues)
     role_vars = role_settings.project_role_variables()
     if role_vars is not None:           # a checkout: typos of variable names are errors here too
-        from .plan import INTERNAL_VARS
         issues += role_settings.unknown_variables(
-            inv.variable_names(host), role_vars | set(LAYER_VARS) | INTERNAL_VARS,
+            inv.variable_names(host), role_vars | set(LAYER_VARS) | role_settings.INTERNAL_VARS,
             lambda var: inv.var_source(host, var) or "inventory")
     if runtime_url:
         from .runtime import read_layer   # redis-py only when asked for
@@ -76,11 +75,10 @@ def unevaluated_issues(inv: Inventory, host: str) -> list[Issue]:
     """Role variables whose value is a template only Ansible evaluates, yet breaks its rule
     whatever it renders to (``flashmm_root: "relsandbox/{{ inventory_hostname }}"``): the
     deploy's message for each, so that ``validate`` refuses what deploy refuses."""
-    from .plan import _is_template
     known = {"inventory_hostname": host, "inventory_hostname_short": host.split(".")[0]}
     out = []
     for name, value in sorted(inv.host_variables(host).items()):
-        if isinstance(value, str) and _is_template(value):
+        if isinstance(value, str) and is_template(value):
             problem = role_settings.template_problem(name, value, known)
             if problem:
                 out.append(Issue(name, problem, Origin(role_settings.ROLE_VARS_LAYER,

@@ -23,7 +23,6 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import yaml
 
 from .errors import InventoryError, Issue, Origin
 from .layers import LayerInput
+from .paths import display_path
 from .values import TooLarge, check_size
 from .vault import VaultError, VaultKeys, header_vault_id, is_encrypted
 
@@ -53,20 +53,6 @@ _PLACE_HINT = {
     "host_file": "host_vars/<host>", "host_inline": "the host's vars in hosts.yml",
     "group_inline": "a group's vars in hosts.yml",
 }
-
-
-def display_path(path: Path) -> str:
-    """A path relative to the working directory when below it (errors stay short and
-    machine-independent), else absolute."""
-    return _display_path(Path(path), os.getcwd())
-
-
-@lru_cache(maxsize=4096)
-def _display_path(path: Path, cwd: str) -> str:     # resolve() is slow: once per path
-    try:
-        return str(path.resolve().relative_to(Path(cwd).resolve()))
-    except ValueError:
-        return str(path)
 
 
 class _Vaulted:

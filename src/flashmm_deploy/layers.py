@@ -26,12 +26,11 @@ from typing import Any
 from . import env_strings
 from .errors import Issue, Origin
 from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS, FieldSpec
-from .values import plain
+from .values import TEMPLATE_MARKS, plain
 
 LAYER_ORDER = ("defaults", "environment", "vault", "group", "host", "env", "runtime")
 # Jinja2's delimiters: a layer holds literal values, and Ansible would template (or choke on,
 # printing the lines around it) a value holding one, unclosed ones included.
-TEMPLATE_MARKS = ("{{", "{%", "{#")
 # scheme://user:password@ anywhere in a plain value: a password typed into the wrong field.
 # It matches what
 # r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@]*:[^\s@]*@" matches, in linear time: that one is

@@ -22,20 +22,10 @@ from . import (compose_secrets, effective, host_validation, preflight, render, r
                secret_files)
 from .errors import ConfigInvalid, Issue, Origin
 from .inventory import LAYER_VARS, Inventory
+from .role_settings import INTERNAL_VARS, ROLES  # noqa: F401 (ROLES: plan.ROLES for plugins)
 from .schema import FlashMMConfig
+from .values import is_template
 
-# Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
-# The roles whose variables the controller pass checks (their meta/argument_specs.yml).
-ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashmm_backup",
-         "flashmm_restore")
-INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
-                           "flashmm_plan_steps", "flashmm_plan_preflight", "flashmm_explain",
-                           "flashmm_drift_json",     # where playbooks/drift.yml writes its report
-                           "flashmm_rotations",     # the vault's rotation bookkeeping
-                           "flashmm_secrets_generation",    # ... and its secrets generation
-                           "flashmm_run_action",    # what a playbook's run is (host leases)
-                           "flashmm_stack_up"})     # registered by flashmm_stack (a rotation
-                                                    # plans again after it, batch by batch)
 _SAFE_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
 # What a run may do to a host, each the work of one role (and a tag of the same name).
 STEPS = ("files", "stack", "runtime")
@@ -65,7 +55,7 @@ def inputs_from_inventory(inv: Inventory) -> dict[str, HostInput]:
     out = {}
     for host in inv.hosts:
         variables = inv.host_variables(host)
-        templated = frozenset(k for k, v in variables.items() if _is_template(v))
+        templated = frozenset(k for k, v in variables.items() if is_template(v))
         local = variables.get("ansible_connection") == "local"
         out[host] = HostInput(
             layer_vars={}, variables={k: v for k, v in variables.items() if k not in templated},
@@ -74,16 +64,6 @@ def inputs_from_inventory(inv: Inventory) -> dict[str, HostInput]:
             f"{variables.get('ansible_host', host)}:{variables.get('ansible_port', 22)}",
             unevaluated=templated)
     return out
-
-
-def _is_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return any(mark in value for mark in ("{{", "{%", "{#"))
-    if isinstance(value, Mapping):
-        return any(_is_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_is_template(v) for v in value)
-    return False
 
 
 @dataclass

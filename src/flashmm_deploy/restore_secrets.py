@@ -40,6 +40,7 @@ from typing import Any
 from . import compose_secrets, dotenv_file, secret_generation
 from .backup_store import SECURE_PREFIX, BackupError
 from .errors import FlashmmError
+from .paths import display_path
 from .redis_acl import DEPLOY_PASSWORD_ENVS
 from .secret_files import app_secret_files, env_file, influxdb_env_file
 
@@ -307,7 +308,6 @@ def vault_values(host_envs: Mapping[str, Mapping[str, str] | None],
 
 
 def _open_vault(path: Path, keys: Any):
-    from .inventory import display_path
     from .vault import VaultFile
 
     where = display_path(path)

@@ -23,6 +23,21 @@ import yaml
 
 from .errors import Issue, Origin
 from .layers import plain
+from .paths import project_root
+from .values import TEMPLATE_DELIMITERS
+
+# The roles whose variables the controller pass checks (their meta/argument_specs.yml).
+ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashmm_backup",
+         "flashmm_restore")
+# Facts the roles set and switches of the playbooks (not typos of a FlashMM variable).
+INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
+                           "flashmm_plan_steps", "flashmm_plan_preflight", "flashmm_explain",
+                           "flashmm_drift_json",     # where playbooks/drift.yml writes its report
+                           "flashmm_rotations",     # the vault's rotation bookkeeping
+                           "flashmm_secrets_generation",    # ... and its secrets generation
+                           "flashmm_run_action",    # what a playbook's run is (host leases)
+                           "flashmm_stack_up"})     # registered by flashmm_stack (a rotation
+                                                    # plans again after it, batch by batch)
 
 ROLE_VARS_LAYER = "role variables"
 
@@ -96,7 +111,7 @@ def _skeleton(template: str, known: Mapping[str, str]) -> str | None:
         pos = match.end()
     tail = template[pos:]
     text = "".join(out) + (tail.lstrip() if strip_next else tail)
-    return None if any(m in text for m in ("{{", "{%", "{#", "}}", "%}", "#}")) else text
+    return None if any(m in text for m in TEMPLATE_DELIMITERS) else text
 
 
 def template_problem(name: str, template: str, known: Mapping[str, str]) -> str | None:
@@ -245,8 +260,7 @@ def unknown_variables(names, known, source_of: Callable[[str], str]) -> list[Iss
 def project_specs() -> dict[str, dict[str, Any]] | None:
     """The project's roles' argument specs when the roles are where a checkout keeps them (the
     CLI then checks role variables too); None elsewhere."""
-    from .plan import ROLES
-    roles = Path(__file__).resolve().parents[2] / "roles"
+    roles = project_root() / "roles"
     if not all((roles / r / "meta" / "argument_specs.yml").is_file() for r in ROLES):
         return None
     return load_specs({r: roles / r for r in ROLES})

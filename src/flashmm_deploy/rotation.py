@@ -29,9 +29,9 @@ from typing import Any, Mapping
 
 from . import dotenv_file, secret_generation
 from .errors import FlashmmError
-from .inventory import display_path
-from .layers import TEMPLATE_MARKS
-from .secret_gen import GENERATORS
+from .paths import display_path
+from .values import is_template, template_marks
+from .secret_generators import GENERATORS
 from .vault import VaultError, VaultFile, VaultKeys, edit_lock, is_encrypted
 
 KINDS = ("api", "redis", "encryption", "generated")
@@ -141,7 +141,7 @@ def check_new_values(new_values: Mapping[str, str] | None, source: str = "") -> 
             raise RotationError(f"{where}new API key {name}: must be a non-empty string "
                                 "(value hidden)")
         # what validation would refuse later, refused before the vault changes
-        marks = [m for m in TEMPLATE_MARKS if m in value]
+        marks = template_marks(value)
         why = (f"{' and '.join(map(repr, marks))}, a Jinja2 delimiter (values are data, "
                "never templates)" if marks else dotenv_file.refusal(value))
         if why:
@@ -151,7 +151,7 @@ def check_new_values(new_values: Mapping[str, str] | None, source: str = "") -> 
 def new_values_of_variable(raw: Any, name: str = NEW_VALUES_VAR) -> dict[str, str]:
     """The new keys given as a variable (``-e @new-keys.yml``), as its raw, never templated,
     value: a mapping of key -> string."""
-    if isinstance(raw, str) and any(m in raw for m in TEMPLATE_MARKS):
+    if isinstance(raw, str) and is_template(raw):
         raise RotationError(f"{name}: holds a Jinja2 template, which is never evaluated: give "
                             "the new keys as data (-e rotate_new_values_file=PATH)")
     if not isinstance(raw, Mapping):

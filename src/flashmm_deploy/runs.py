@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .paths import project_root
+
 KEEP_SECONDS = 2 * 86400      # a dead run's record outlives any lease it may have left
 
 
@@ -114,7 +116,7 @@ def toolkit_commit(root: Path | None = None) -> str | None:
     """The toolkit's git commit (40 hex digits; hosts record who deployed what with which, and
     backups with which toolkit they were taken); None outside a git checkout.  Read from .git
     directly: no git process per run."""
-    git = (root or Path(__file__).resolve().parents[2]) / ".git"
+    git = (root or project_root()) / ".git"
     try:
         head = (git / "HEAD").read_text("ascii").strip()
         if head.startswith("ref: "):

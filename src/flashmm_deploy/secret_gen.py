@@ -9,28 +9,18 @@ Every other variable and comment of the file is kept; a symlinked vault file is 
 
 from __future__ import annotations
 
-import secrets as _random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.fernet import Fernet
-
 from . import secret_generation
 from .errors import FlashmmError
-from .inventory import Inventory, display_path
+from .inventory import Inventory
+from .paths import display_path
 from .layers import resolve
+from .secret_generators import GENERATORS
 from .validate import is_placeholder, needed_secrets
 from .vault import VaultFile, VaultKeys, edit_lock
 
-GENERATORS = {
-    "secret_key": lambda: _random.token_urlsafe(48),
-    "api_auth_token": lambda: _random.token_urlsafe(32),
-    "encryption_key": lambda: Fernet.generate_key().decode("ascii"),
-    "redis_password": lambda: _random.token_urlsafe(32),
-    "redis_deploy_password": lambda: _random.token_urlsafe(32),
-    "influxdb_token": lambda: _random.token_urlsafe(48),
-    "influxdb_admin_password": lambda: _random.token_urlsafe(24),
-}
 PLACEHOLDER = "__PLACEHOLDER__"
 HEADER = ("# Secrets of the {env} environment (ansible-vault, vault id {env}).\n"
           "# Edit: ansible-vault edit --vault-id {env}@... {path}\n"

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from . import dotenv_file, env_strings
 from .errors import Issue, Origin
 from .layers import LayerInput, Resolution, resolve
+from .secret_generators import GENERATORS
 from .schema import FIELDS, LOG_LEVEL_ORDER, SEI_CHAIN_IDS, URL_CREDENTIALS, FlashMMConfig
 
 PLACEHOLDER_PREFIX = "__PLACEHOLDER__"
@@ -171,12 +172,6 @@ def needed_secrets(values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _generatable() -> frozenset[str]:
-    from .secret_gen import GENERATORS      # it imports this module
-
-    return frozenset(GENERATORS)
-
-
 def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
                    vault_available: bool) -> tuple[list[Issue], list[Issue]]:
     """Errors and warnings about secrets.  Never includes a secret's value."""
@@ -194,7 +189,7 @@ def _secret_issues(res: Resolution, bad: set[str], *, require_secrets: bool,
         else:
             what = "is still a placeholder"
         how = f"set flashmm_secrets.{spec.key} in group_vars/all/vault.yml or {spec.env}"
-        if value is None and vault_available and spec.key in _generatable():
+        if value is None and vault_available and spec.key in GENERATORS:
             how = ("`flashmm-config secrets generate <inventory>` adds it (keeping every other "
                    "value), or " + how)
         issue = Issue(path, f"{what}; needed because {reason}; {how}",

@@ -6,6 +6,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# What makes a string a Jinja2 template for Ansible: an expression, a statement or a comment.
+TEMPLATE_MARKS = ("{{", "{%", "{#")
+# ... and every delimiter, closing ones included (what no rendered text may still hold).
+TEMPLATE_DELIMITERS = TEMPLATE_MARKS + ("}}", "%}", "#}")
+
+
+def template_marks(text: str) -> list[str]:
+    """The Jinja2 opening delimiters ``text`` holds, in ``TEMPLATE_MARKS`` order."""
+    return [m for m in TEMPLATE_MARKS if m in text]
+
+
+def is_template(value: Any) -> bool:
+    """Whether Ansible would template ``value``: a string holding a Jinja2 opening delimiter,
+    or a mapping, list or tuple holding one anywhere."""
+    if isinstance(value, str):
+        return any(m in value for m in TEMPLATE_MARKS)
+    if isinstance(value, Mapping):
+        return any(is_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_template(v) for v in value)
+    return False
+
+
 def plain(value: Any) -> Any:
     """Deep copy into plain Python types.  Ansible 2.19 hands plugins tagged subclasses of str,
     dict, int...; pydantic strict mode and json.dumps must see the plain types."""

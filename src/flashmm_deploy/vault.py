@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from . import file_lock
 from .errors import FlashmmError
 from .atomic_write import write_atomic
+from .paths import display_path
 
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 VAULT_FILE_MODE = 0o600
@@ -232,7 +233,4 @@ def edit_lock(path: Path, timeout: float = 30.0):
         yield
 
 
-def display(path: Path) -> str:
-    from .inventory import display_path
-
-    return display_path(path)
+display = display_path
