@@ -36,7 +36,8 @@ from flashmm_config import ConfigManager  # noqa: E402
 from flashmm_config.log import Log  # noqa: E402
 from flashmm_config.runtime_keys import read_version, write  # noqa: E402
 from flashmm_config_support import deployed_host  # noqa: E402
-from flashmm_deploy.redis_client import Connection, Endpoint  # noqa: E402
+from flashmm_deploy.redis_client import Connection  # noqa: E402
+from flashmm_deploy.redis_url import endpoint_from_url  # noqa: E402
 from support import valid_secrets  # noqa: E402
 
 SUBSCRIBERS = 3
@@ -104,7 +105,7 @@ def main() -> int:
             m.on_change(applied(i))
         field = first.fields[KEY]
         writes = []
-        with Connection(Endpoint.from_url(url)) as conn:
+        with Connection(endpoint_from_url(url)) as conn:
             for i in range(SETS):
                 value = 1.0 + (i % 2)
                 with lock:

@@ -12,6 +12,7 @@ import yaml
 
 from flashmm_deploy import effective, seed_apply, seed_script
 from flashmm_deploy.layers import LayerInput
+from flashmm_deploy.redis_url import endpoint_from_url
 from flashmm_deploy.validate import validate_layers
 
 SEI = {"network": "testnet", "rpc_url": "https://rpc.example", "ws_url": "wss://ws.example",
@@ -42,5 +43,5 @@ def deployed_host(tmp: Path, config: dict, secrets: dict[str, str], *,
     if redis_url is not None:
         environ["REDIS_URL"] = redis_url
         script = seed_script.render_script(effective.runtime_keys(effective.effective(cfg)))
-        seed_apply.apply(seed_apply.Endpoint.from_url(redis_url), script)
+        seed_apply.apply(endpoint_from_url(redis_url), script)
     return environ, config_dir, cfg

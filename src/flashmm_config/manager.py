@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
-from flashmm_deploy.redis_url import mask_url
+from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_pubsub import PubSubConnection
+from flashmm_deploy.redis_url import endpoint_from_url, mask_url
 from flashmm_config.layers import ConfigError, load_fields, read_secret_files
 from flashmm_config.link import Link, RedisUnavailable
 from flashmm_config.log import Log
@@ -72,7 +73,8 @@ class ConfigManager:
 
     def __init__(self, environ: Mapping[str, str] | None = None,
                  config_dir: str | os.PathLike | None = None, *,
-                 log: Any = None, connect: Callable[[Endpoint], Any] = Connection,
+                 log: Any = None,
+                 connect: Callable[[Endpoint], Any] = PubSubConnection,   # link and subscriber
                  clock: Callable[[], float] = time.monotonic,
                  check_interval: float = CHECK_INTERVAL, file_poll: float = FILE_POLL) -> None:
         self.log = log if log is not None else Log()
@@ -109,7 +111,7 @@ class ConfigManager:
         self.state.load()
         self.redis_url = self.state.value("storage.redis.url") or DEFAULT_REDIS_URL
         try:
-            endpoint = Endpoint.from_url(self.redis_url)
+            endpoint = endpoint_from_url(self.redis_url)
         except RedisError as exc:
             raise ConfigError(["redis URL %s: %s" % (mask_url(self.redis_url), exc)]) from None
         self.endpoint = endpoint

@@ -15,7 +15,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_pubsub import PubSubConnection
 from flashmm_config.log import Log
 from flashmm_config.link import FIRST_BACKOFF, MAX_BACKOFF
 
@@ -30,7 +31,7 @@ class Subscriber:
     def __init__(self, endpoint: Endpoint, log: Log,
                  on_message: Callable[[str, bytes], None],
                  on_subscribed: Callable[[], None],
-                 connect: Callable[[Endpoint], Any] = Connection) -> None:
+                 connect: Callable[[Endpoint], Any] = PubSubConnection) -> None:
         self.endpoint = endpoint
         self._log = log
         self._on_message = on_message

@@ -31,8 +31,9 @@ from typing import Any
 from . import cli_common, env_strings
 from .effective import explain
 from .errors import FlashmmError
-from .redis_client import Connection, Endpoint, RedisError, ReplyError
-from .redis_url import mask_url
+from .redis_client import Connection, RedisError, ReplyError
+from .redis_pubsub import PubSubConnection
+from .redis_url import endpoint_from_url, mask_url
 from .schema import FIELDS, RUNTIME_FIELDS
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -101,13 +102,13 @@ class Target:
                                  "flashmm_runtime_redis_port): give --redis URL or "
                                  "FLASHMM_REDIS_URL")
         try:
-            self.endpoint = Endpoint.from_url(url)
+            self.endpoint = endpoint_from_url(url)
         except RedisError as exc:
             raise cli.UsageError(f"--redis {mask_url(url)}: {exc}") from None
 
-    def connect(self) -> Connection:
+    def connect(self, kind: type[Connection] = Connection) -> Connection:
         try:
-            return Connection(self.endpoint)
+            return kind(self.endpoint)
         except RedisError as exc:
             raise FlashmmError(f"redis {self.endpoint.label()}: {exc}") from None
 
@@ -218,7 +219,7 @@ def cmd_watch(args) -> int:
     target = Target(args)
     layers, keys, _, _ = _library()
     seen = 0
-    with target.connect() as sub, target.connect() as conn:
+    with target.connect(PubSubConnection) as sub, target.connect() as conn:
         try:
             sub.subscribe(keys.UPDATES_CHANNEL, keys.SUMMARY_CHANNEL)
         except (RedisError, ReplyError) as exc:

@@ -1,10 +1,15 @@
 """Redis URLs: ``redis://`` and ``rediss://`` parsed into an ``Endpoint`` and written back,
 and the password of any URL masked.
 
-Standard library only, like ``redis_client.py`` (see its docstring for the URL forms).  Kept
-apart from it because modules on target hosts never parse a URL, and every module call
-compiles the client from source: the controller (CLI, runtime reader) and the stand-in app
-import this file, target hosts do not.
+Standard library only, like ``redis_client.py``.  Not shipped to target hosts: modules never
+parse a URL, and every module call compiles the client from source; the controller (CLI,
+runtime reader), the client library and the stand-in app import this file.
+
+URL forms (``endpoint_from_url``): ``redis://[[username]:password@]host[:port][/db][?params]``
+and ``rediss://`` (TLS).  The userinfo ends at the *last* ``@`` before the host, so a password
+may hold ``# / ? @ : %`` and spaces unencoded; it is percent-decoded when that yields UTF-8 (so
+a literal ``%`` followed by two hex digits must be written ``%25``).  An ``@`` inside a query
+value should be percent-encoded (``%40``).
 """
 
 from __future__ import annotations
@@ -14,12 +19,8 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote, unquote, unquote_to_bytes
 
-try:
-    from flashmm_deploy.redis_client import (_ENDPOINT_FIELDS, _HOST_RE, MASK, Endpoint,
-                                             RedisError, _scrub)
-except ImportError:         # a bare copy of the two files side by side
-    from redis_client import (_ENDPOINT_FIELDS, _HOST_RE, MASK,  # type: ignore[no-redef]
-                              Endpoint, RedisError, _scrub)
+from flashmm_deploy.redis_endpoint import (_ENDPOINT_FIELDS, _HOST_RE, MASK, Endpoint,
+                                           RedisError, _scrub)
 
 # redis-py query parameters that tune its pool or client and mean nothing to a single blocking
 # connection: accepted and ignored, so an application's REDIS_URL parses here too.
@@ -251,27 +252,27 @@ def endpoint_from_url(url: str, **overrides: Any) -> Endpoint:
     raise RedisError("bad redis URL: " + problem, "input")
 
 
-def endpoint_url(self: Endpoint, *, reveal: bool = False) -> str:
-    """The canonical URL (``from_url`` reads it back); the password shows as ``***``
+def endpoint_url(endpoint: Endpoint, *, reveal: bool = False) -> str:
+    """The canonical URL (``endpoint_from_url`` reads it back); the password shows as ``***``
     unless ``reveal``."""
     auth = ""
-    if self.password is not None:
-        auth = "%s:%s@" % (quote(self.username or "", safe=""),
-                           quote(self.password, safe="") if reveal else MASK)
+    if endpoint.password is not None:
+        auth = "%s:%s@" % (quote(endpoint.username or "", safe=""),
+                           quote(endpoint.password, safe="") if reveal else MASK)
     params = []
-    for name, value in (("ssl_ca_certs", self.ca_file), ("ssl_certfile", self.cert_file),
-                        ("ssl_keyfile", self.key_file), ("server_name", self.server_name)):
+    for name, value in (("ssl_ca_certs", endpoint.ca_file), ("ssl_certfile", endpoint.cert_file),
+                        ("ssl_keyfile", endpoint.key_file), ("server_name", endpoint.server_name)):
         if value is not None:
             params.append("%s=%s" % (name, quote(value, safe="/")))
-    if self.tls and not self.verify:
+    if endpoint.tls and not endpoint.verify:
         params.append("ssl_cert_reqs=none")
-    if self.tls and not self.check_hostname:
+    if endpoint.tls and not endpoint.check_hostname:
         params.append("ssl_check_hostname=false")
-    if self.timeout != 5.0:
-        params.append("timeout=%r" % float(self.timeout))
-    return "%s://%s%s:%d/%d%s" % ("rediss" if self.tls else "redis", auth,
-                                  self._host_text(in_url=True),
-                                  self.port, self.db,
+    if endpoint.timeout != 5.0:
+        params.append("timeout=%r" % float(endpoint.timeout))
+    return "%s://%s%s:%d/%d%s" % ("rediss" if endpoint.tls else "redis", auth,
+                                  endpoint._host_text(in_url=True),
+                                  endpoint.port, endpoint.db,
                                   "?" + "&".join(params) if params else "")
 
 

@@ -13,8 +13,8 @@ import json
 
 from .errors import FlashmmError, Issue, Origin
 from .layers import LayerInput
-from .redis_client import Connection, Endpoint, RedisError
-from .redis_url import mask_url
+from .redis_client import Connection, RedisError
+from .redis_url import endpoint_from_url, mask_url
 from .schema import FIELDS
 from .seed_script import CONFIG_PREFIX, UPDATES_CHANNEL
 
@@ -33,7 +33,7 @@ def read_layer(url: str) -> tuple[LayerInput, list[Issue]]:
     """The runtime layer of the Redis database at ``url`` (redis[s]://[user:pass@]host:port/db)."""
     source = f"redis {mask_url(url)}"
     try:
-        endpoint = Endpoint.from_url(url)
+        endpoint = endpoint_from_url(url)
         with Connection(endpoint) as conn:
             keys, cursor = [], b"0"
             while True:

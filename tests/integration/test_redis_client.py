@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 
 from flashmm_deploy import redis_client
 from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_pubsub import PubSubConnection
+from flashmm_deploy.redis_url import endpoint_from_url
 from support import _free_port, start_redis, stop_redis
 from tls_support import make_certs, start_tls_redis
 
@@ -251,7 +253,7 @@ def test_requirepass_right_password(protected):
 
 def test_requirepass_url_with_unencoded_special_password(protected):
     url = "redis://:%s@127.0.0.1:%d/2" % (PASSWORD, protected.port)
-    with Connection(Endpoint.from_url(url)) as conn:
+    with Connection(endpoint_from_url(url)) as conn:
         assert conn.call("PING") == "PONG"
 
 
@@ -270,7 +272,7 @@ def test_acl_user(plain):
     with Connection(ep) as conn:
         assert conn.call("ACL", "WHOAMI") == ACL_USER.encode()
     url = "redis://%s:%s@127.0.0.1:%d/1" % (ACL_USER, ACL_PASSWORD, plain.port)
-    with Connection(Endpoint.from_url(url)) as conn:
+    with Connection(endpoint_from_url(url)) as conn:
         assert conn.call("ACL", "WHOAMI") == ACL_USER.encode()
     exc = expect_error(Endpoint(port=plain.port, username=ACL_USER, password="Not " + ACL_USER),
                        "auth", secrets=[ACL_PASSWORD])
@@ -361,7 +363,7 @@ def test_server_echoing_the_password_is_scrubbed():
 
 def test_pubsub(plain):
     ep = Endpoint(port=plain.port, timeout=2)
-    with Connection(ep) as sub, Connection(ep) as pub:
+    with PubSubConnection(ep) as sub, Connection(ep) as pub:
         sub.subscribe("flashmm:test:a", "flashmm:test:b")
         assert pub.call("PUBLISH", "flashmm:test:b", b"\x00payload") == 1
         assert sub.read_message(timeout=2) == ("message", "flashmm:test:b", b"\x00payload")
@@ -379,7 +381,7 @@ def test_pubsub(plain):
         with pytest.raises(RedisError) as err:
             sub.call("GET", "k")
         assert err.value.kind == "input" and "subscribed" in str(err.value)
-    with Connection(ep) as conn, pytest.raises(RedisError):
+    with PubSubConnection(ep) as conn, pytest.raises(RedisError):
         conn.read_message(timeout=0.1)                   # not subscribed
 
 
@@ -394,7 +396,7 @@ def test_read_message_resumes_a_message_cut_by_its_timeout():
         time.sleep(0.5)
         conn.sendall(message[30:])
     with fake_server(handler) as port:
-        with Connection(Endpoint(port=port, timeout=3)) as conn:
+        with PubSubConnection(Endpoint(port=port, timeout=3)) as conn:
             conn.subscribe("ch")
             assert conn.read_message(timeout=0.2) is None       # half a message so far
             assert conn.read_message(timeout=3) == ("message", "ch", b"hello world")
@@ -440,7 +442,7 @@ def test_tls_acl_user_and_url(tls_server, certs):
         assert conn.call("ACL", "WHOAMI") == TLS_USER.encode()
     url = "rediss://%s:%s@127.0.0.1:%d/1?ssl_ca_certs=%s&socket_timeout=2" % (
         TLS_USER, TLS_PASSWORD, tls_server.port, certs.ca)
-    parsed = Endpoint.from_url(url)
+    parsed = endpoint_from_url(url)
     assert (parsed.tls, parsed.ca_file, parsed.password) == (True, str(certs.ca), TLS_PASSWORD)
     with Connection(parsed) as conn:
         assert conn.call("ACL", "WHOAMI") == TLS_USER.encode()
@@ -474,7 +476,7 @@ def test_mutual_tls(mtls_server, certs):
         assert conn.call("PING") == "PONG"
     url = "rediss://127.0.0.1:%d/0?ssl_ca_certs=%s&ssl_certfile=%s&ssl_keyfile=%s" % (
         mtls_server.port, certs.ca, certs.client_cert, certs.client_key)
-    with Connection(Endpoint.from_url(url)) as conn:
+    with Connection(endpoint_from_url(url)) as conn:
         assert conn.call("PING") == "PONG"
 
 
@@ -519,21 +521,23 @@ def test_runs_under_python38(protected, tls_server, certs, tmp_path):
     python = _python38()
     if python is None:
         pytest.skip("no Python 3.8 interpreter on this machine")
-    shipped = tmp_path / "module_utils"          # the files alone, without the package
-    shipped.mkdir()
-    shutil.copy(redis_client.__file__, shipped / "redis_client.py")
-    shutil.copy(Path(redis_client.__file__).with_name("redis_url.py"), shipped / "redis_url.py")
+    shipped = tmp_path / "lib"          # the files alone, without the rest of the package
+    (shipped / "flashmm_deploy").mkdir(parents=True)
+    (shipped / "flashmm_deploy" / "__init__.py").write_text("")
+    for name in ("redis_client", "redis_endpoint", "redis_resp", "redis_tls", "redis_url"):
+        shutil.copy(Path(redis_client.__file__).with_name(name + ".py"),
+                    shipped / "flashmm_deploy" / (name + ".py"))
     script = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import redis_client as rc            # imported standalone, as module_utils ships it
+from flashmm_deploy import redis_client as rc, redis_url
 assert sys.version_info[:2] == (3, 8), sys.version
 url = "redis://:%s@127.0.0.1:%s/2" % (sys.argv[2], sys.argv[3])
-with rc.Connection(rc.Endpoint.from_url(url)) as conn:
+with rc.Connection(redis_url.endpoint_from_url(url)) as conn:
     conn.call("SET", "py38", "yes")
     assert conn.call("GET", "py38") == b"yes"
     assert isinstance(conn.pipeline(("INCR", "py38"),)[0], rc.ReplyError)
-assert sys.argv[2] not in rc.mask_url(url)
+assert sys.argv[2] not in redis_url.mask_url(url)
 tls = rc.Endpoint(port=int(sys.argv[4]), tls=True, ca_file=sys.argv[5])
 with rc.Connection(tls) as conn:
     assert conn.call("PING") == "PONG"

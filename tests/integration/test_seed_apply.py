@@ -555,7 +555,7 @@ def test_authenticated_apply_sends_only_auth_select_and_the_script(auth_server):
 
 def test_shipped_module_utils_run_with_the_standard_library_alone(tmp_path, redis_server,
                                                                   redis_db, r):
-    """The three module_utils files the modules import, laid out as AnsiballZ ships them
+    """The module_utils files the seed modules import, laid out as AnsiballZ ships them
     (ansible/module_utils/), in an interpreter without site-packages: no redis-py, no
     package, no ansible but that skeleton."""
     root = Path(__file__).resolve().parents[2] / "module_utils"
@@ -563,7 +563,8 @@ def test_shipped_module_utils_run_with_the_standard_library_alone(tmp_path, redi
     pkg.mkdir(parents=True)
     for init in (tmp_path / "ansible" / "__init__.py", pkg / "__init__.py"):
         init.write_text("")
-    for name in ("flashmm_redis_client.py", "flashmm_seed_script.py", "flashmm_seed_apply.py"):
+    for name in ("flashmm_redis_client.py", "flashmm_redis_endpoint.py", "flashmm_redis_resp.py",
+                 "flashmm_redis_tls.py", "flashmm_seed_script.py", "flashmm_seed_apply.py"):
         link = root / name
         assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()
         (pkg / name).write_text(link.read_text())

@@ -100,7 +100,9 @@ def test_the_app_imports_only_what_its_image_has():
                     or name in reached or name == "flashmm_deploy"), f"{module} imports {name}"
     shared = {m for m in reached if not m.startswith(("flashmm_deploy.standin", LIBRARY))} - {
         "flashmm_deploy"}
-    assert shared == {"flashmm_deploy.redis_client", "flashmm_deploy.redis_url",
+    assert shared == {"flashmm_deploy.redis_client", "flashmm_deploy.redis_endpoint",
+                      "flashmm_deploy.redis_resp", "flashmm_deploy.redis_tls",
+                      "flashmm_deploy.redis_url", "flashmm_deploy.redis_pubsub",
                       "flashmm_deploy.env_strings"}
 
 
