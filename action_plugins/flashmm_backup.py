@@ -7,31 +7,21 @@ returned.  The Redis password is picked from the host's own vault variables (nev
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
 from flashmm_deploy import backup_tasks, runs
 from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.secret_files import host_part
-from flashmm_deploy.values import native
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.planned_action import PlannedAction, raw_secrets
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(PlannedAction):
+    MODULE = "flashmm_backup"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        if "plan_var" not in self._task.args:     # the module used directly, with its own options
-            result.update(self._execute_module(module_name="flashmm_backup", task_vars=task_vars))
-            return result
-        plan_var = self._task.args["plan_var"]
+    def run_planned(self, result, task_vars):
         hostname = task_vars["inventory_hostname"]
         run = task_vars.get(self._task.args.get("run_var", "flashmm_backup_run"))
         try:
-            plan, host = host_part(task_vars.get(plan_var), plan_var, hostname)
-            password = backup_tasks.inventory_password(
-                plan, host, native(task_vars.get("flashmm_secrets")),
-                native(task_vars.get("flashmm_env_overrides")))
+            plan, host = self.host_part(task_vars)
+            password = backup_tasks.inventory_password(plan, host, *raw_secrets(task_vars))
             module_args = {"root": host["root"], "lock_timeout": host["lock_timeout"],
                            "note": f"backup {run['id']}", "run_id": plan.get("run_id"),
                            # a backup holds no lease: it waits for a run that holds one
@@ -47,7 +37,7 @@ class ActionModule(ActionBase):
             return result
         try:
             summary = backup_tasks.store(run, hostname, host, taken,
-                                         VaultKeys.of_secrets(self._loader._vault.secrets))
+                                         self.vault_keys())
         except (FlashmmError, OSError, ValueError) as exc:
             raise AnsibleActionFail(f"{hostname}: {exc}") from None
         result.update(changed=False, backup_id=run["id"], **summary,

@@ -17,33 +17,20 @@ forks the workers, so they inherit the import instead of repeating it per host.
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import redis_acl, runs, secret_files, secret_generation
+from flashmm_deploy import redis_acl, runs, secret_files
 from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.values import native
+from flashmm_deploy.planned_action import PlannedAction, generation
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(PlannedAction):
+    MODULE = "flashmm_files"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        if "plan_var" not in self._task.args:     # the module used directly, with its own options
-            result.update(self._execute_module(module_name="flashmm_files", task_vars=task_vars))
-            return result
-        return self._run_planned(result, task_vars)
-
-    def _run_planned(self, result, task_vars):
-        plan_var = self._task.args["plan_var"]
+    def run_planned(self, result, task_vars):
         try:
-            plan, host = secret_files.host_part(task_vars.get(plan_var), plan_var,
-                                                task_vars["inventory_hostname"])
-            secret_env = plan["secret_env"]
-            secrets = secret_files.pick_secrets(secret_env,
-                                                native(task_vars.get("flashmm_secrets")),
-                                                native(task_vars.get("flashmm_env_overrides")))
-            written = secret_files.host_secret_files(host, secret_env, secrets)
+            plan, host = self.host_part(task_vars)
+            secrets = self.pick_secrets(plan, task_vars)
+            written = secret_files.host_secret_files(host, plan["secret_env"], secrets)
         except (ValueError, FlashmmError) as exc:   # a misshapen secret variable or value
             raise AnsibleActionFail(str(exc)) from None
         # a seed call of this run follows: it checks that no other run wrote in between, and
@@ -56,14 +43,10 @@ class ActionModule(ActionBase):
             "lock_timeout": host["lock_timeout"], "record_run": seed_follows,
             "lease": runs.lease_args(plan, host, hold=seed_follows, release=not seed_follows),
             # the vault's secrets generation: refused if the host runs a newer one
-            "generation": secret_generation.current(
-                {secret_generation.VARIABLE: native(task_vars.get(secret_generation.VARIABLE))}),
+            "generation": generation(task_vars),
         }
         if host["runtime_with_files"]:
             module_args["runtime"] = secret_files.runtime_module_args(host["runtime"], secrets)
         if host.get("acl_reload"):
             module_args["acl_reload"] = redis_acl.reload_args(host["acl_reload"], secrets)
-        result.update(self._execute_module(module_name="flashmm_files", module_args=module_args,
-                                           task_vars=task_vars))
-        result.pop("invocation", None)
-        return result
+        return self.execute(result, module_args, task_vars)

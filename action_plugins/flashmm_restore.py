@@ -9,55 +9,42 @@ only the module's no_log options; ``plan_var``: see ``flashmm_files``' plugin.""
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import backup_tasks, secret_generation
+from flashmm_deploy import backup_tasks
 from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.secret_files import host_part
-from flashmm_deploy.values import native
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.planned_action import PlannedAction, generation, raw_secrets
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(PlannedAction):
+    MODULE = "flashmm_restore"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        if "plan_var" not in self._task.args:     # the module used directly, with its own options
-            result.update(self._execute_module(module_name="flashmm_restore", task_vars=task_vars))
-            return result
-        plan_var = self._task.args["plan_var"]
+    def run_planned(self, result, task_vars):
         part = self._task.args.get("part", "files")
         hostname = task_vars["inventory_hostname"]
         verified = task_vars.get(self._task.args.get("verified_var", "flashmm_restore_verified"))
-        keys = VaultKeys.of_secrets(self._loader._vault.secrets)
+        keys = self.vault_keys()
         try:
             if part not in ("files", "redis", "vault"):
                 raise ValueError("part must be files, redis or vault")
             if not isinstance(verified, dict) or "backup_id" not in verified:
                 raise ValueError("the verify step's result is missing: run the "
                                  "flashmm_restore role's verify tasks first")
-            plan, _ = host_part(task_vars.get(plan_var), plan_var, hostname)
+            plan, _ = self.host_part(task_vars)
             if part == "vault":
                 return self._vault(result, plan, verified, keys, task_vars)
-            module_args = backup_tasks.restore_args(
-                plan, verified, hostname, part, keys,
-                native(task_vars.get("flashmm_secrets")),
-                native(task_vars.get("flashmm_env_overrides")))
+            module_args = backup_tasks.restore_args(plan, verified, hostname, part, keys,
+                                                    *raw_secrets(task_vars))
         except (ValueError, FlashmmError, TypeError) as exc:
             raise AnsibleActionFail(f"{hostname}: {exc}") from None
         records = module_args.pop("_records", None)
         if part == "files":     # the vault's secrets generation: refused where a host runs a newer
-            module_args["generation"] = secret_generation.current(
-                {secret_generation.VARIABLE: native(task_vars.get(secret_generation.VARIABLE))})
+            module_args["generation"] = generation(task_vars)
             if verified.get("restore_secrets") and verified.get("generation"):
                 # the hosts record the generation the vault gets at the end (restore_secrets);
                 # a host running a newer one than the vault's now still refuses
                 module_args["generation_base"] = module_args["generation"]
                 module_args["generation"] = verified["generation"]
-        result.update(self._execute_module(module_name="flashmm_restore",
-                                           module_args=module_args, task_vars=task_vars))
-        result.pop("invocation", None)
+        self.execute(result, module_args, task_vars)
         if records is not None and not result.get("failed"):
             result["records"] = {k: v for k, v in records.items() if k != "unreadable_keys"}
             if records["unreadable"]:

@@ -6,30 +6,18 @@ the module."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
 from flashmm_deploy import redis_acl, runs, secret_files
-from flashmm_deploy.values import native
+from flashmm_deploy.planned_action import PlannedAction
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(PlannedAction):
+    MODULE = "flashmm_runtime"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        if "plan_var" not in self._task.args:     # the module used directly, with its own options
-            result.update(self._execute_module(module_name="flashmm_runtime", task_vars=task_vars))
-            return result
-        return self._run_planned(result, task_vars)
-
-    def _run_planned(self, result, task_vars):
-        plan_var = self._task.args["plan_var"]
+    def run_planned(self, result, task_vars):
         try:
-            plan, host = secret_files.host_part(task_vars.get(plan_var), plan_var,
-                                                task_vars["inventory_hostname"])
-            secrets = secret_files.pick_secrets(plan["secret_env"],
-                                                native(task_vars.get("flashmm_secrets")),
-                                                native(task_vars.get("flashmm_env_overrides")))
+            plan, host = self.host_part(task_vars)
+            secrets = self.pick_secrets(plan, task_vars)
         except ValueError as exc:
             raise AnsibleActionFail(str(exc)) from None
         module_args = secret_files.runtime_module_args(host["runtime"], secrets)
@@ -43,9 +31,7 @@ class ActionModule(ActionBase):
                                lock_timeout=host["lock_timeout"],
                                # the run's last call on the host: its lease ends here
                                lease=runs.lease_args(plan, host, hold=False, release=True))
-        result.update(self._execute_module(module_name="flashmm_runtime",
-                                           module_args=module_args, task_vars=task_vars))
-        result.pop("invocation", None)
+        self.execute(result, module_args, task_vars)
         stack = host.get("stack") or {}
         if (self._task.check_mode and stack and result.get("failed")
                 and (result.get("kind") == "connect" or (

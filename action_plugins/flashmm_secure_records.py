@@ -5,33 +5,29 @@ variables (never templated into the task); otherwise the module runs with its ow
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import secret_files
 from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.values import native
+from flashmm_deploy.planned_action import PlannedAction
 
 _CONNECTION = ("host", "port", "db", "username", "tls", "ca_file", "cert_file", "key_file",
                "tls_verify", "timeout")
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(PlannedAction):
+    MODULE = "flashmm_secure_records"
 
     def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
+        # ActionBase.run, not the pass-through: the options go to the module either way
+        result = super(PlannedAction, self).run(tmp, task_vars)
         args = dict(self._task.args)
         plan_var = args.pop("plan_var", None)
         if plan_var:
             try:
-                plan, host = secret_files.host_part(task_vars.get(plan_var), plan_var,
-                                                    task_vars["inventory_hostname"])
+                plan, host = self.host_part(task_vars)
                 if not host.get("runtime"):
                     raise FlashmmError(f"{plan_var!r} has no Redis connection for this host "
                                        "(the plan ran without its runtime step)")
-                secrets = secret_files.pick_secrets(
-                    plan["secret_env"], native(task_vars.get("flashmm_secrets")),
-                    native(task_vars.get("flashmm_env_overrides")))
+                secrets = self.pick_secrets(plan, task_vars)
             except (ValueError, FlashmmError) as exc:
                 raise AnsibleActionFail(str(exc)) from None
             if not secrets.get("ENCRYPTION_KEY"):
@@ -41,7 +37,4 @@ class ActionModule(ActionBase):
                         password=secrets.get(host["runtime"].get("password_env") or ""),
                         new_key=secrets["ENCRYPTION_KEY"],
                         old_key=secrets.get("OLD_ENCRYPTION_KEY"))
-        result.update(self._execute_module(module_name="flashmm_secure_records",
-                                           module_args=args, task_vars=task_vars))
-        result.pop("invocation", None)
-        return result
+        return self.execute(result, args, task_vars)
