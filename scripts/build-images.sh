@@ -74,7 +74,7 @@ app_files() {
   else printf '%s\t\n' "$APP_DEST/__init__.py"; fi       # an empty one, only inside the image
   # The only package modules the app imports: standard library only (the rest needs pydantic).
   for f in redis_client.py redis_endpoint.py redis_resp.py redis_tls.py redis_url.py \
-           redis_pubsub.py env_strings.py; do
+           redis_pubsub.py redis_keys.py env_strings.py; do
     if [ -f "$APP_SRC/$f" ]; then printf '%s\t%s\n' "$APP_DEST/$f" "$APP_SRC/$f"
     else say "WARNING: $APP_SRC/$f does not exist yet: the standin image is built without it"; fi
   done

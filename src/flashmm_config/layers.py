@@ -30,9 +30,9 @@ from typing import Any, Mapping
 import yaml
 
 from flashmm_deploy import env_strings
+from flashmm_deploy.redis_keys import CONFIG_PREFIX
 
 LAYERS = ("default", "file", "env", "runtime")
-CONFIG_PREFIX = "flashmm:config:"
 # <VAR>_FILE names a file holding <VAR>'s value (compose secrets): ``read_secret_files``
 FILE_SUFFIX = "_FILE"
 # The seed's Settings has no default for these: they must be present (they may be empty).

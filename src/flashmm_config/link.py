@@ -24,9 +24,9 @@ import time
 from typing import Any, Callable
 
 from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_keys import VERSION_KEY
 from flashmm_config.log import Log
 
-VERSION_KEY = "flashmm:meta:version"
 INTERVAL = 0.1
 HEALTH_WINDOW = 1.0
 FIRST_BACKOFF = 0.05

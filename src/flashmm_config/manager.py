@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_keys import config_key
 from flashmm_deploy.redis_pubsub import PubSubConnection
 from flashmm_deploy.redis_url import endpoint_from_url, mask_url
 from flashmm_config.layers import ConfigError, load_fields, read_secret_files
@@ -213,7 +214,7 @@ class ConfigManager:
                  "env": "environment variable %s" % field.env,
                  "runtime": "redis %s key %s" % (self.endpoint.label() if self.endpoint
                                                  else "(not connected)",
-                                                 "flashmm:config:" + key.replace(".", ":"))}
+                                                 config_key(key))}
         return {"key": key, "value": shown(value), "layer": layer, "source": where[layer],
                 "env": field.env, "secret": field.secret, "runtime_overridable": field.runtime,
                 "layers": {"default": shown(field.default),

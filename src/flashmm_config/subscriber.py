@@ -16,12 +16,13 @@ import threading
 from typing import Any, Callable
 
 from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_keys import SUMMARY_CHANNEL, UPDATES_CHANNEL
 from flashmm_deploy.redis_pubsub import PubSubConnection
 from flashmm_config.log import Log
 from flashmm_config.link import FIRST_BACKOFF, MAX_BACKOFF
 
-CONFIG_CHANNEL = "flashmm:config:updates"
-META_CHANNEL = "flashmm:meta:updates"
+CONFIG_CHANNEL = UPDATES_CHANNEL
+META_CHANNEL = SUMMARY_CHANNEL
 POLL = 0.2                      # how long one read waits, so a stop is seen within that
 
 

@@ -38,20 +38,23 @@ import stat
 try:
     from flashmm_deploy.filesync import HostLock, SyncError, read_state
     from flashmm_deploy.redis_client import Connection, RedisError, ReplyError
+    from flashmm_deploy.redis_keys import (CONFIG_PREFIX, PREFIXES, SECURE_PREFIX,
+                                           SUMMARY_CHANNEL, UPDATES_CHANNEL, VERSION_KEY,
+                                           lua_locals)
     from flashmm_deploy.seed_apply import ENDPOINT_OPTIONS, SeedError, endpoint_from_params
 except ImportError:  # on a target host, inside an AnsiballZ payload
     from ansible.module_utils.flashmm_filesync import (  # type: ignore[no-redef]
         HostLock, SyncError, read_state)
     from ansible.module_utils.flashmm_redis_client import (  # type: ignore[no-redef]
         Connection, RedisError, ReplyError)
+    from ansible.module_utils.flashmm_redis_keys import (  # type: ignore[no-redef]
+        CONFIG_PREFIX, PREFIXES, SECURE_PREFIX, SUMMARY_CHANNEL, UPDATES_CHANNEL,
+        VERSION_KEY, lua_locals)
     from ansible.module_utils.flashmm_seed_apply import (  # type: ignore[no-redef]
         ENDPOINT_OPTIONS, SeedError, endpoint_from_params)
 
-PREFIXES = ("flashmm:config:", "flashmm:meta:", "flashmm:secure:")
-SECURE_PREFIX = "flashmm:secure:"
-VERSION_KEY = "flashmm:meta:version"
 TYPES = ("string", "hash", "list", "set", "zset")
-CHANNEL = "flashmm:config:updates"
+CHANNEL = UPDATES_CHANNEL
 MAX_TTL_MS = 100 * 365 * 86400 * 1000       # a remaining TTL beyond a century is not data
 INT64_MAX = (1 << 63) - 1
 # A zset score as Redis prints it (ZRANGE ... WITHSCORES) and ZADD reads it back; never NaN.
@@ -77,9 +80,9 @@ end
 """
 
 # Returns an array of {key, type, pttl, {values...}}, sorted by key.
-DUMP_LUA = READ_VALUES_LUA + r"""
-local PATTERNS = {'flashmm:config:*', 'flashmm:meta:*', 'flashmm:secure:*'}
-local keys = {}
+DUMP_LUA = READ_VALUES_LUA + """
+local PATTERNS = {%s}
+""" % ", ".join("'%s*'" % p for p in PREFIXES) + r"""local keys = {}
 for _, pattern in ipairs(PATTERNS) do
   local cursor = '0'
   repeat
@@ -104,14 +107,11 @@ return out
 
 # ARGV[1] = check|apply, ARGV[2] = backup id, then per key: key, type, pttl, n, n values.
 # Returns a JSON report.  Reads and checks everything before the first write.
-RESTORE_LUA = READ_VALUES_LUA + r"""
-local PREFIXES = {'flashmm:config:', 'flashmm:meta:', 'flashmm:secure:'}
-local VERSION = 'flashmm:meta:version'
-local CHANNEL = 'flashmm:config:updates'
-local SUMMARY = 'flashmm:meta:updates'
-local CONFIG = 'flashmm:config:'
-local SECURE = 'flashmm:secure:'
-local INT64_MAX = '9223372036854775807'
+RESTORE_LUA = READ_VALUES_LUA + """
+local PREFIXES = {%s}
+""" % ", ".join("'%s'" % p for p in PREFIXES) + lua_locals(
+    VERSION=VERSION_KEY, CHANNEL=UPDATES_CHANNEL, SUMMARY=SUMMARY_CHANNEL, CONFIG=CONFIG_PREFIX,
+    SECURE=SECURE_PREFIX) + r"""local INT64_MAX = '9223372036854775807'
 local TYPES = {string = true, hash = true, list = true, set = true, zset = true}
 local MAX_TTL = 3153600000000
 local function fail(msg) return redis.error_reply('ERR flashmm restore: ' .. msg) end

@@ -71,6 +71,7 @@ from . import file_lock
 from .backup_host import SECURE_PREFIX as _SECURE, entry_problem
 from .errors import FlashmmError
 from .paths import project_root
+from .redis_keys import PUBLIC_PREFIXES, VERSION_KEY
 from .atomic_write import write_atomic
 from .compose_secrets import is_secret_path
 from .vault import VaultError, VaultKeys, header_vault_id, is_encrypted
@@ -89,7 +90,6 @@ DEFAULT_DIR = "backups"
 DEFAULT_KEEP = 7
 STALE_PARTIAL_S = 24 * 3600
 SECURE_PREFIX = _SECURE
-PUBLIC_PREFIXES = ("flashmm:config:", "flashmm:meta:")
 _ID = re.compile(r"\d{8}T\d{6}Z(?:-\d+)?")
 LOCK_FILE = ".lock"                 # flock: id allocation, sealing, pruning
 SEQUENCE_FILE = ".sequence"         # the highest sequence handed out
@@ -332,7 +332,7 @@ def module_entry(stored: dict[str, Any]) -> dict[str, Any]:
 
 def config_version(entries: list[dict[str, Any]]) -> int | None:
     for e in entries:
-        if e["key"] == "flashmm:meta:version" and e["type"] == "string":
+        if e["key"] == VERSION_KEY and e["type"] == "string":
             try:
                 return int(e["values"][0])
             except (ValueError, IndexError):

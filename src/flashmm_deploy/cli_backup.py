@@ -19,6 +19,7 @@ from typing import Any
 
 from . import cli_common
 from .paths import display_path, project_root
+from .redis_keys import CONFIG_PREFIX
 from .values import is_template
 
 # The backup code (backup_store and what it needs: cryptography, git) is imported by the commands
@@ -258,7 +259,7 @@ def cmd_show(args) -> int:
                 sys.stdout.writelines("     " + line if line.endswith("\n") else "     " + line + "\n"
                                       for line in _unified(mine, theirs, path))
         desired = _desired_runtime(fact["hosts"][host])
-        backed = {e["key"]: e for e in hb.redis if e["key"].startswith("flashmm:config:")}
+        backed = {e["key"]: e for e in hb.redis if e["key"].startswith(CONFIG_PREFIX)}
         for key in sorted(set(desired) | set(backed)):
             have = backed.get(key)
             value = have["values"][0] if have and have["type"] == "string" else None

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import env_strings
 from .errors import Issue, Origin
+from .redis_keys import dotted_key
 from .schema import FIELDS, FIELDS_BY_ENV, SECTIONS, FieldSpec
 from .values import TEMPLATE_MARKS, plain
 
@@ -252,7 +253,7 @@ def _env_leaves(layer: LayerInput, issues: list[Issue], refused: set[str]):
 
 def _runtime_leaves(layer: LayerInput, issues: list[Issue], refused: set[str]):
     for key, value in (layer.data or {}).items():
-        path = key.removeprefix("flashmm:config:").replace(":", ".")
+        path = dotted_key(key)
         spec = FIELDS.get(path)
         if spec is None:
             issues.append(Issue(path, "unknown runtime key" + did_you_mean(path), layer.origin))

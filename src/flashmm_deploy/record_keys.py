@@ -21,11 +21,11 @@ from typing import Optional
 
 try:
     from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
+    from flashmm_deploy.redis_keys import SECURE_MATCH
 except ImportError:  # on a target host, inside an AnsiballZ payload
     from ansible.module_utils.flashmm_redis_client import (  # type: ignore[no-redef]
         Connection, Endpoint, RedisError, ReplyError)
-
-SECURE_MATCH = "flashmm:secure:*"
+    from ansible.module_utils.flashmm_redis_keys import SECURE_MATCH  # type: ignore[no-redef]
 # KEYS: records; ARGV: 2n values (expected, replacement): compare-and-set, TTL kept.
 _CAS = """
 local moved = 0

@@ -16,7 +16,7 @@ from .layers import LayerInput
 from .redis_client import Connection, RedisError
 from .redis_url import endpoint_from_url, mask_url
 from .schema import FIELDS
-from .seed_script import CONFIG_PREFIX, UPDATES_CHANNEL
+from .redis_keys import CONFIG_PREFIX, UPDATES_CHANNEL
 
 SCAN_COUNT = 500
 MAX_KEYS = 10000        # a runtime layer has four keys: a prefix holding more is a mistake

@@ -16,6 +16,8 @@ import re
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_core import PydanticCustomError
 
+from .redis_keys import config_key
+
 ENVIRONMENTS = ("local", "development", "testnet", "production")
 Environment = Literal["local", "development", "testnet", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -251,7 +253,7 @@ class FieldSpec:
 
     @property
     def redis_key(self) -> str:
-        return "flashmm:config:" + self.path.replace(".", ":")
+        return config_key(self.path)
 
 
 def _kind(annotation: Any) -> tuple[str, tuple, bool]:

@@ -33,12 +33,13 @@ import hashlib
 import json
 from typing import Mapping
 
-CONFIG_PREFIX = "flashmm:config:"
-UPDATES_CHANNEL = CONFIG_PREFIX + "updates"
-META_PREFIX = "flashmm:meta:"
-SEEDED_KEY = META_PREFIX + "seeded"
-VERSION_KEY = META_PREFIX + "version"
-SUMMARY_CHANNEL = META_PREFIX + "updates"
+try:
+    from flashmm_deploy.redis_keys import (CONFIG_PREFIX, SEEDED_KEY, SUMMARY_CHANNEL,
+                                           UPDATES_CHANNEL, VERSION_KEY, lua_locals)
+except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_redis_keys import (  # type: ignore[no-redef]
+        CONFIG_PREFIX, SEEDED_KEY, SUMMARY_CHANNEL, UPDATES_CHANNEL, VERSION_KEY, lua_locals)
+
 MODES = ("keep", "enforce")
 ACTIONS = ("check", "apply")
 
@@ -47,13 +48,9 @@ ACTIONS = ("check", "apply")
 # schema's rule for each key, defined before it.  ARGV[1] = keep|enforce, ARGV[2] = check|apply.
 # Returns a JSON report.  (No double braces, brace-percent or brace-hash in here: the script
 # passes through Jinja2 unharmed, and lua_string() escapes those characters in values.)
-SEED_LUA_BODY = r"""
-local SEEDED = 'flashmm:meta:seeded'
-local VERSION = 'flashmm:meta:version'
-local SUMMARY = 'flashmm:meta:updates'
-local CHANNEL = 'flashmm:config:updates'
-local PREFIX = 'flashmm:config:'
-local NULL = cjson.null
+SEED_LUA_BODY = "\n" + lua_locals(
+    SEEDED=SEEDED_KEY, VERSION=VERSION_KEY, SUMMARY=SUMMARY_CHANNEL, CHANNEL=UPDATES_CHANNEL,
+    PREFIX=CONFIG_PREFIX) + r"""local NULL = cjson.null
 local INT64_MAX = '9223372036854775807'
 
 local mode = ARGV[1] or 'keep'

@@ -103,7 +103,7 @@ def test_the_app_imports_only_what_its_image_has():
     assert shared == {"flashmm_deploy.redis_client", "flashmm_deploy.redis_endpoint",
                       "flashmm_deploy.redis_resp", "flashmm_deploy.redis_tls",
                       "flashmm_deploy.redis_url", "flashmm_deploy.redis_pubsub",
-                      "flashmm_deploy.env_strings"}
+                      "flashmm_deploy.redis_keys", "flashmm_deploy.env_strings"}
 
 
 def test_build_images_copies_every_package_module_the_app_imports():

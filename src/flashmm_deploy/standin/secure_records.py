@@ -31,9 +31,9 @@ from typing import Any, Mapping
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from flashmm_deploy.redis_client import ReplyError
+from flashmm_deploy.redis_keys import SECURE_PREFIX
 from flashmm_config.runtime_keys import scan_keys
 
-SECURE_PREFIX = "flashmm:secure:"
 NEW_KEY_ENV = "ENCRYPTION_KEY"
 OLD_KEY_ENV = "OLD_ENCRYPTION_KEY"
 

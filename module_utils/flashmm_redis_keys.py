@@ -1,0 +1,1 @@
+../src/flashmm_deploy/redis_keys.py
