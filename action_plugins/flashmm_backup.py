@@ -26,7 +26,8 @@ class ActionModule(PlannedAction):
                            "note": f"backup {run['id']}", "run_id": plan.get("run_id"),
                            # a backup holds no lease: it waits for a run that holds one
                            "lease": runs.lease_args(plan, host, hold=False, release=False),
-                           "redis": backup_tasks.redis_args(host, password)}
+                           "redis": backup_tasks.redis_args(host, password),
+                           "audit": runs.audit_args(plan, host)}
         except (ValueError, FlashmmError, TypeError) as exc:
             raise AnsibleActionFail(str(exc)) from None
         taken = self._execute_module(module_name="flashmm_backup", module_args=module_args,

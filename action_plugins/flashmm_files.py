@@ -44,6 +44,7 @@ class ActionModule(PlannedAction):
             "lease": runs.lease_args(plan, host, hold=seed_follows, release=not seed_follows),
             # the vault's secrets generation: refused if the host runs a newer one
             "generation": generation(task_vars),
+            "audit": runs.audit_args(plan, host),
         }
         if host["runtime_with_files"]:
             module_args["runtime"] = secret_files.runtime_module_args(host["runtime"], secrets)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
-from flashmm_deploy import backup_tasks
+from flashmm_deploy import backup_tasks, runs
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.planned_action import PlannedAction, generation, raw_secrets
 
@@ -29,7 +29,7 @@ class ActionModule(PlannedAction):
             if not isinstance(verified, dict) or "backup_id" not in verified:
                 raise ValueError("the verify step's result is missing: run the "
                                  "flashmm_restore role's verify tasks first")
-            plan, _ = self.host_part(task_vars)
+            plan, host = self.host_part(task_vars)
             if part == "vault":
                 return self._vault(result, plan, verified, keys, task_vars)
             module_args = backup_tasks.restore_args(plan, verified, hostname, part, keys,
@@ -37,6 +37,7 @@ class ActionModule(PlannedAction):
         except (ValueError, FlashmmError, TypeError) as exc:
             raise AnsibleActionFail(f"{hostname}: {exc}") from None
         records = module_args.pop("_records", None)
+        module_args["audit"] = runs.audit_args(plan, host)
         if part == "files":     # the vault's secrets generation: refused where a host runs a newer
             module_args["generation"] = generation(task_vars)
             if verified.get("restore_secrets") and verified.get("generation"):

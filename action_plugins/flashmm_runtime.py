@@ -21,6 +21,7 @@ class ActionModule(PlannedAction):
         except ValueError as exc:
             raise AnsibleActionFail(str(exc)) from None
         module_args = secret_files.runtime_module_args(host["runtime"], secrets)
+        module_args["audit"] = runs.audit_args(plan, host)
         acl = next((f["content"] for f in host["files"] if f["path"] == redis_acl.ACL_PATH), None)
         if host.get("acl_reload") and acl is not None:
             # after compose recreated the app: an upgrade's old default user goes now

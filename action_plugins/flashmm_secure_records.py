@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
+from flashmm_deploy import runs
 from flashmm_deploy.errors import FlashmmError
 from flashmm_deploy.planned_action import PlannedAction
 
@@ -36,5 +37,6 @@ class ActionModule(PlannedAction):
                         # deploy's user's (the plan's username), where Redis needs one
                         password=secrets.get(host["runtime"].get("password_env") or ""),
                         new_key=secrets["ENCRYPTION_KEY"],
-                        old_key=secrets.get("OLD_ENCRYPTION_KEY"))
+                        old_key=secrets.get("OLD_ENCRYPTION_KEY"),
+                        audit=runs.audit_args(plan, host))
         return self.execute(result, args, task_vars)

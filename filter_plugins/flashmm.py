@@ -13,7 +13,8 @@ from ansible.utils.display import Display
 display = Display()
 
 # The names of flashmm_deploy.filters.FILTERS (a unit test checks that the two agree).
-FILTER_NAMES = ("flashmm_explain", "flashmm_rotation_kinds", "flashmm_drift_report")
+FILTER_NAMES = ("flashmm_explain", "flashmm_rotation_kinds", "flashmm_drift_report",
+                "flashmm_audit_report")
 
 
 def _wrap(name):

@@ -24,6 +24,9 @@ options:
   note: {description: Who holds the lock while reading (shown to a run that waits for it)., type: str, default: backup}
   run_id: {description: The backup run (a run holding the host's lease is waited for; see the flashmm_files module)., type: str}
   lease: {description: The run's lease options (a backup holds none; it waits for another run's)., type: dict}
+  audit:
+    description: With C(security.audit_logging) on, the run's audit context (see the flashmm_files module). The backup is one line of C(<root>/.flashmm/audit.log) (the only write it makes).
+    type: dict
   redis:
     description: Where the host's Redis is; the dump is skipped when omitted.
     type: dict
@@ -58,6 +61,7 @@ deployed_at: {description: When that deploy wrote them., type: str, returned: al
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_audit_log import append, entry  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
     REDIS_OPTIONS, BackupHostError, backup, endpoint_of)
 
@@ -68,7 +72,8 @@ def main():
                            lock_timeout=dict(type="float", default=60.0),
                            note=dict(type="str", default="backup"),
                            run_id=dict(type="str"), lease=dict(type="dict"),
-                           redis=dict(type="dict", options=REDIS_OPTIONS)),
+                           redis=dict(type="dict", options=REDIS_OPTIONS),
+                           audit=dict(type="dict")),
         supports_check_mode=True)
     p = module.params
     try:
@@ -76,6 +81,10 @@ def main():
                         note=p["run_id"] or p["note"], lease=p["lease"])
     except BackupHostError as exc:
         module.fail_json(msg="flashmm_backup: %s; nothing read" % exc, kind=exc.kind)
+    if p["audit"] and not module.check_mode:
+        append(p["root"], p["audit"], [entry(p["audit"], "backup read", note=p["note"],
+                                             files=len(result.get("files") or {}),
+                                             redis_keys=len(result.get("redis") or []))])
     module.exit_json(changed=False, **result)
 
 

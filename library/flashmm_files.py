@@ -79,6 +79,12 @@ options:
       - The secrets generation of the run's vault (number, id, at). A host that runs a newer one
         refuses the call before anything is written; otherwise it is recorded with the files.
     type: dict
+  audit:
+    description:
+      - With C(security.audit_logging) on, the run's audit context (root, host, actor, action,
+        run, commit, max_bytes, keep). Each change this call makes is one JSON line in
+        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.audit_log).
+    type: dict
   runtime:
     description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.
     type: dict
@@ -125,6 +131,7 @@ runtime:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_audit_log import runtime_lines  # noqa: E402
 from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
 from ansible.module_utils.flashmm_host_lock import describe_holder  # noqa: E402
 from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
@@ -164,6 +171,7 @@ def main():
             lock_timeout=dict(type="float", default=60.0),
             lease=dict(type="dict"),
             generation=dict(type="dict"),
+            audit=dict(type="dict"),
         ),
         supports_check_mode=True,
     )
@@ -181,6 +189,7 @@ def main():
         Redis call, not two)."""
         if seeded["result"][0]["changed"]:
             seeded["result"] = apply_for_module(p["runtime"], False)
+        return runtime_lines(p["audit"], seeded["result"][0])
 
     acl = next((f["content"] for f in p["files"] if f["path"] == ACL_PATH), None)
     acl_live = {}
@@ -213,7 +222,7 @@ def main():
                       after_write=seed if p["runtime"] and not module.check_mode else None,
                       first=ACL_PATH if with_acl else None,
                       after_first=reload_acl if with_acl and not module.check_mode else None,
-                      lease=p["lease"], generation=p["generation"])
+                      lease=p["lease"], generation=p["generation"], audit=p["audit"])
     except Exception as exc:        # SyncError, SeedError, AclError, OSError: nothing half-written
         what = ("redis ACL" if isinstance(exc, AclError) else
                 "runtime layer" if getattr(exc, "kind", None) else "files")

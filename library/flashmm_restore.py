@@ -57,6 +57,12 @@ options:
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
   lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
   generation: {description: The secrets generation of the run's vault (see the flashmm_files module)., type: dict}
+  audit:
+    description:
+      - With C(security.audit_logging) on, the run's audit context (see the flashmm_files
+        module): each restored file and the restored Redis keys are lines of
+        C(<root>/.flashmm/audit.log), names only.
+    type: dict
   generation_base:
     description:
       - With the backup's secrets restored, O(generation) is the one the vault gets at the end
@@ -142,6 +148,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_audit_log import append, entry, names  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
     REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
 from ansible.module_utils.flashmm_filesync import (  # noqa: E402
@@ -182,6 +189,7 @@ def main():
             generation_base=dict(type="dict"),
             redis=dict(type="dict", options=_REDIS),
             acl_reload=dict(type="dict", options=_ACL_RELOAD),
+            audit=dict(type="dict"),
         ),
         supports_check_mode=True)
     p = module.params
@@ -219,6 +227,15 @@ def main():
     def after_write():
         if reports["redis"]["would_change"]:
             redis_step(False)
+        return restored_lines()
+
+    def restored_lines():
+        report = reports.get("redis") or {}
+        if not report.get("changed"):
+            return []
+        return [entry(p["audit"], "redis restored", backup=r["backup_id"],
+                      version=[report.get("version_before"), report.get("version")],
+                      **names(report.get("changed_keys") or []))] if p["audit"] else []
 
     acl = next((f["content"] for f in p["secret_files"] if f["path"] == ACL_PATH), None)
     with_acl = bool(p["acl_reload"]) and acl is not None and p["files"] is not None
@@ -251,7 +268,7 @@ def main():
                           after_write=after_write if endpoint is not None and not check else None,
                           first=ACL_PATH if with_acl else None,
                           after_first=reload_acl if with_acl and not check else None,
-                          lease=p["lease"], generation=p["generation"])
+                          lease=p["lease"], generation=p["generation"], audit=p["audit"])
             result.update(changed=synced["changed"], files=synced["files"],
                           changed_files=synced["changed_files"], diff=synced["diff"])
         elif endpoint is not None and not check and p["run_id"]:
@@ -260,8 +277,11 @@ def main():
                 check_run(p["root"], p["run_id"])
                 if reports["redis"]["would_change"]:
                     redis_step(False)
+                    append(p["root"], p["audit"], restored_lines())
         elif endpoint is not None and not check and reports["redis"]["would_change"]:
             redis_step(False)
+            if p["audit"]:
+                append(p["audit"]["root"], p["audit"], restored_lines())
     except BackupHostError as exc:
         module.fail_json(msg="flashmm_restore: %s; nothing restored on this host" % exc,
                          kind=exc.kind)

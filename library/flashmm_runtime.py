@@ -43,6 +43,12 @@ options:
   run_id: {description: The deploy run whose files this seed goes with., type: str}
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
   lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
+  audit:
+    description:
+      - With C(security.audit_logging) on, the run's audit context (root, host, actor, action,
+        run, commit, max_bytes, keep). Each change this call makes is one JSON line in
+        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.audit_log).
+    type: dict
   acl_reload:
     description:
       - Before the seed, the running Redis is brought to the users of C(content) (the ACL file
@@ -70,6 +76,7 @@ version: {description: flashmm:meta:version after the run (unchanged in check mo
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.flashmm_audit_log import append, runtime_lines  # noqa: E402
 from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
     ACL_RELOAD_OPTIONS, AclError, endpoint_args_from, ensure_loaded)
 from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
@@ -92,7 +99,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(RUNTIME_OPTIONS, root=dict(type="path"), run_id=dict(type="str"),
                            lock_timeout=dict(type="float", default=60.0),
-                           lease=dict(type="dict"),
+                           lease=dict(type="dict"), audit=dict(type="dict"),
                            acl_reload=dict(type="dict", options=_ACL_RELOAD)),
         supports_check_mode=True, required_by={"username": ("password",)},
         required_together=[("root", "run_id")])
@@ -104,9 +111,12 @@ def main():
                 check_run(p["root"], p["run_id"])
                 reloaded = _acl(p, module.check_mode)
                 result, diff, warnings = apply_for_module(p, module.check_mode)
+                append(p["root"], p["audit"], runtime_lines(p["audit"], result))
         else:
             reloaded = _acl(p, module.check_mode)
             result, diff, warnings = apply_for_module(p, module.check_mode)
+            if p["audit"] and not module.check_mode:
+                append(p["audit"]["root"], p["audit"], runtime_lines(p["audit"], result))
     except AclError as exc:
         module.fail_json(msg="flashmm_runtime: redis ACL: %s" % exc, kind=exc.kind)
     except SeedError as exc:

@@ -28,15 +28,18 @@ SUMMARY_CHANNEL = "flashmm:meta:updates"
 
 # One runtime key set or removed, as deploy's seed script writes (seed_script.SEED_LUA_BODY):
 # the value, one INCR of flashmm:meta:version, the dotted key published on
-# flashmm:config:updates (what every subscriber reloads) and a JSON summary on
-# flashmm:meta:updates ({"version", "changed", "source": "runtime", "actor"}), all in one
-# script, so no client sees the value without the version or misses the message.  The value
-# was validated before (against the configuration at ARGV[6], the version it was read at): if
-# the version moved since, nothing is written and the caller validates again.  Checks come
-# before the first write: a failure changes nothing.
+# flashmm:config:updates (what every subscriber reloads), a JSON summary on
+# flashmm:meta:updates ({"version", "changed", "source": "runtime", "actor"}) and who changed
+# which key (no value) on the audit list flashmm:audit:runtime (the newest 1,000; the host's
+# audit log takes them over: flashmm_deploy.audit_log), all in one script, so no client sees
+# the value without the version or misses the message.  The value was validated before
+# (against the configuration at ARGV[6], the version it was read at): if the version moved
+# since, nothing is written and the caller validates again.  Checks come before the first
+# write: a failure changes nothing.
 # ARGV: op (set|unset), redis key, JSON value ('' for unset), dotted key, actor, version seen.
 WRITE_LUA = r"""
 local VERSION = 'flashmm:meta:version'
+local AUDIT, AUDIT_KEEP = 'flashmm:audit:runtime', 1000
 local op, key, value, dotted, actor, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local function fail(msg) return redis.error_reply('ERR flashmm runtime: ' .. msg) end
 if string.sub(key, 1, 15) ~= 'flashmm:config:' or key == 'flashmm:config:updates' then
@@ -59,6 +62,12 @@ version = tostring(redis.call('INCR', VERSION))
 redis.call('PUBLISH', 'flashmm:config:updates', dotted)
 redis.call('PUBLISH', 'flashmm:meta:updates', '{"version":' .. version .. ',"changed":' ..
   cjson.encode({key}) .. ',"source":"runtime","actor":' .. cjson.encode(actor) .. '}')
+-- pcall: a stack whose ACL file predates the audit list refuses LPUSH; the change stands
+local now = redis.call('TIME')
+local pushed = redis.pcall('LPUSH', AUDIT, cjson.encode({time = tonumber(now[1]),
+  actor = actor, change = 'runtime ' .. op, key = dotted,
+  version = {tonumber(version) - 1, tonumber(version)}}))
+if type(pushed) == 'number' then redis.pcall('LTRIM', AUDIT, 0, AUDIT_KEEP - 1) end
 return 'changed ' .. version
 """
 

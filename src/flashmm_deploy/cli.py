@@ -15,7 +15,7 @@ from typing import Any
 
 # Each command imports what only it uses (docs, the plan, secret generation, the backup code):
 # a `validate` process should not pay for the others (`python -X importtime`).
-from . import cli_backup, cli_drift, cli_runtime, host_validation
+from . import cli_audit, cli_backup, cli_drift, cli_runtime, host_validation
 from .cli_common import (EXIT_INVALID, EXIT_OK, EXIT_USAGE, UsageError, load_inventory,
                          select_hosts, vault_keys)
 from .errors import FlashmmError, format_issues
@@ -319,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
     cli_backup.register(sub)            # backup list|verify|show, export-k8s
     cli_runtime.register(sub)           # runtime get|list|set|unset|watch
     cli_drift.register(sub)             # drift (playbooks/drift.yml, as a table)
+    cli_audit.register(sub)             # audit (playbooks/audit.yml, merged in time order)
     return p
 
 

@@ -27,14 +27,17 @@ EXIT_RUN_FAILED = max(EXIT.values())
 
 
 def run_playbook(inventory: str, *, limit: str | None, vault_args: list[str],
-                 timeout: float | None = None) -> tuple[dict | None, subprocess.CompletedProcess]:
-    """(the report, or None when the run produced none; the finished process)."""
+                 timeout: float | None = None, playbook: Path = PLAYBOOK,
+                 extra: dict | None = None) -> tuple[dict | None, subprocess.CompletedProcess]:
+    """(the report, or None when the run produced none; the finished process).  The playbook
+    writes its report to the file named by ``flashmm_<its name>_json``."""
     root = project_root()
     ansible_playbook = Path(sys.executable).with_name("ansible-playbook")
-    with tempfile.TemporaryDirectory(prefix="flashmm-drift-") as tmp:
-        out = Path(tmp) / "drift.json"
-        cmd = [str(ansible_playbook), str(root / PLAYBOOK), "-i", inventory,
-               "-e", json.dumps({"flashmm_drift_json": str(out)}), *vault_args]
+    with tempfile.TemporaryDirectory(prefix=f"flashmm-{playbook.stem}-") as tmp:
+        out = Path(tmp) / "report.json"
+        variables = dict(extra or {}, **{f"flashmm_{playbook.stem}_json": str(out)})
+        cmd = [str(ansible_playbook), str(root / playbook), "-i", inventory,
+               "-e", json.dumps(variables), *vault_args]
         if limit:
             cmd += ["--limit", limit]
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
@@ -43,21 +46,22 @@ def run_playbook(inventory: str, *, limit: str | None, vault_args: list[str],
     return report, proc
 
 
-def _report(args) -> dict | None:
-    """The drift report of the command's inventory and --limit, or None after showing why the
-    run produced none (its output, on stderr)."""
+def report_of(args, playbook: Path = PLAYBOOK, extra: dict | None = None) -> dict | None:
+    """The report of ``playbook`` over the command's inventory and --limit, or None after
+    showing why the run produced none (its output, on stderr)."""
     vault_args = [a for v in args.vault_id for a in ("--vault-id", v)] + \
         [a for f in args.vault_password_file for a in ("--vault-password-file", f)]
-    report, proc = run_playbook(args.inventory, limit=args.limit, vault_args=vault_args)
+    report, proc = run_playbook(args.inventory, limit=args.limit, vault_args=vault_args,
+                                playbook=playbook, extra=extra)
     if report is None:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-2000:])
-        print(f"flashmm-config {args.command}: {PLAYBOOK} produced no report "
+        print(f"flashmm-config {args.command}: {playbook} produced no report "
               f"(exit {proc.returncode}); its output is above", file=sys.stderr)
     return report
 
 
 def cmd_drift(args) -> int:
-    report = _report(args)
+    report = report_of(args)
     if report is None:
         return EXIT_RUN_FAILED
     if args.json:
@@ -114,7 +118,7 @@ def cmd_status(args) -> int:
     book = inv.host_variables(inv.hosts[0]).get("flashmm_rotations") if inv.hosts else None
     env_dir, _ = cli_backup._env_dir(args, inv)
     newest = (backup_store.list_backups(env_dir) or [None])[-1]
-    report = _report(args)
+    report = report_of(args)
     if report is None:
         return EXIT_RUN_FAILED
     print("\n".join(status_lines(

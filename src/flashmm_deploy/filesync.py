@@ -23,11 +23,13 @@ import stat
 import time
 
 try:
+    from flashmm_deploy import audit_log
     from flashmm_deploy.atomic_write import write_atomic
     from flashmm_deploy.host_lock import (
         GENERATION_FILE, LOCK_FILE, STATE_DIR, HostLock, SyncError, check_generation,
         record_generation)
 except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils import flashmm_audit_log as audit_log  # type: ignore[no-redef]
     from ansible.module_utils.flashmm_atomic_write import write_atomic  # type: ignore[no-redef]
     from ansible.module_utils.flashmm_host_lock import (  # type: ignore[no-redef]
         GENERATION_FILE, LOCK_FILE, STATE_DIR, HostLock, SyncError, check_generation,
@@ -215,19 +217,22 @@ def _diff(path, st, before, data, spec, mode) -> dict:
 def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group=None,
          directory_mode: int = 0o755, run_id=None, record_run: bool = False,
          lock_timeout: float = 0.0, before_write=None, after_write=None, first=None,
-         after_first=None, lease: dict | None = None, generation: dict | None = None) -> dict:
+         after_first=None, lease: dict | None = None, generation: dict | None = None,
+         audit: dict | None = None) -> dict:
     """Converge ``files`` (dicts: path relative to root, content str, mode int; ``mask`` "env"
     with ``mask_keys``, or "all") under ``root``, removing files the previous run wrote and
     this one does not.  ``record_run`` records ``run_id`` as the host's last writer even when
     nothing changed (a later call of the same run checks it: ``check_run``).  ``after_write``
-    runs after the writes, still under the lock: if it raises, the files are put back.
+    runs after the writes, still under the lock: if it raises, the files are put back; the
+    audit lines it returns (a list, or None) follow the files' own.
     ``before_write`` runs under the lock before anything is read or written (a check whose
     answer another run must not change before the writes).
     ``first`` (a path) is written before the others and ``after_first`` called right after it,
     changed or not (a running server loads that file before its clients see the rest).
     ``lease``: the run's lease options (``host_lock.HostLock``); ``generation``: the secrets
     generation of the run's vault, checked against the host's before anything else (check mode
-    too) and recorded with the files.
+    too) and recorded with the files.  ``audit``: the run's audit context (``audit_log``), None
+    when audit logging is off: each changed file is one line, after ``after_write`` succeeded.
 
     Returns ``changed``, ``files`` (path -> created|updated|mode|owner|removed|unchanged),
     ``changed_files``, ``removed_files``, ``created_directories`` and ``diff`` (before/after
@@ -248,7 +253,7 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
             before_write()
         result = _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
                               after_write, first, after_first,
-                              generation if new_generation else None, lease)
+                              generation if new_generation else None, lease, audit)
         if lock is not None and lock.broken:
             result["broke_lease"] = lock.broken
         return result
@@ -262,7 +267,7 @@ def sync(root: str, files: list[dict], *, check: bool = False, owner=None, group
 
 def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_run,
                  after_write, first=None, after_first=None, generation=None,
-                 lease=None) -> dict:
+                 lease=None, audit=None) -> dict:
     state = read_state(root)
     wanted = {}
     for spec in files:                  # every check before the first write
@@ -335,12 +340,37 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
             path = os.path.join(root, GENERATION_FILE)
             done.append((path, *_read(path)))
             record_generation(root, generation)
-        if after_write is not None:
-            after_write()
+        later = after_write() if after_write is not None else None
+        # no change without its line: a log that cannot be written puts the files back
+        if audit:
+            audit_log.append(root, audit, _audit_lines(audit, wanted, writes, stale, states,
+                                                       generation) + list(later or []))
     except BaseException:
         _roll_back(done)
         raise
     return result
+
+
+def _audit_lines(audit, wanted, writes, stale, states, generation) -> list[dict]:
+    """One audit line per changed file: its path and state and, for an environment file, the
+    names of the variables whose values changed (never a value)."""
+    before_of = {path: before for path, _, _, _, before in writes}
+    lines = []
+    for rel, (path, spec) in sorted(wanted.items()):
+        if states.get(rel, "unchanged") == "unchanged":
+            continue
+        details = {"file": rel, "state": states[rel]}
+        if spec.get("mask") == "env" and states[rel] in ("created", "updated"):
+            old = _values((before_of.get(path) or b"").decode("utf-8", "replace"))
+            new = _values(spec["content"])
+            details.update(audit_log.names(k for k in set(old) | set(new)
+                                           if old.get(k) != new.get(k)))
+        lines.append(audit_log.entry(audit, "file", **details))
+    lines.extend(audit_log.entry(audit, "file", file=rel, state="removed") for rel, _ in stale)
+    if generation is not None:
+        lines.append(audit_log.entry(audit, "secrets generation",
+                                     generation=generation.get("number")))
+    return lines
 
 
 def _roll_back(done) -> None:

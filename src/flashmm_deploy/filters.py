@@ -49,6 +49,14 @@ def flashmm_drift_report(hostvars, hosts, prefix="flashmm_drift_"):
     return drift.report(per_host), []
 
 
+def flashmm_audit_report(hostvars, hosts, var="flashmm_audit_read"):
+    """The audit report (``audit_report.report``) of ``hosts`` from their ``var`` results."""
+    from . import audit_report
+
+    return audit_report.report({plain(h): plain(hostvars[plain(h)].get(var)) for h in hosts}), []
+
+
 FILTERS: dict[str, Any] = {"flashmm_explain": flashmm_explain,
+                           "flashmm_audit_report": flashmm_audit_report,
                            "flashmm_rotation_kinds": flashmm_rotation_kinds,
                            "flashmm_drift_report": flashmm_drift_report}

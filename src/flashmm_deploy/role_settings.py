@@ -33,6 +33,8 @@ ROLES = ("flashmm", "flashmm_files", "flashmm_stack", "flashmm_runtime", "flashm
 INTERNAL_VARS = frozenset({"flashmm_plan", "flashmm_plan_require_secrets",
                            "flashmm_plan_steps", "flashmm_plan_preflight", "flashmm_explain",
                            "flashmm_drift_json",     # where playbooks/drift.yml writes its report
+                           "flashmm_audit_json",     # ... and playbooks/audit.yml
+                           "flashmm_audit_since",    # audit.yml: only lines from then on
                            "flashmm_rotations",     # the vault's rotation bookkeeping
                            "flashmm_secrets_generation",    # ... and its secrets generation
                            "flashmm_run_action",    # what a playbook's run is (host leases)
@@ -165,6 +167,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "flashmm_redis_databases": lambda v: None if 1 <= v <= 100000 else
     f"must be 1-100000 (got {v!r})",
     "flashmm_lock_timeout": lambda v: None if 0 <= v <= 3600 else f"must be 0-3600 s (got {v!r})",
+    "flashmm_audit_max_bytes": lambda v: None if 4096 <= v <= 2 ** 40 else
+    f"must be 4096 bytes to 1 TiB (got {v!r})",
+    "flashmm_audit_keep": lambda v: None if 0 <= v <= 1000 else f"must be 0-1000 (got {v!r})",
     "flashmm_lock_lease": lambda v: None if 60 <= v <= 86400 else f"must be 60-86400 s (got {v!r})",
     "flashmm_lock_break": _pattern(re.compile(r"[0-9a-f]{1,32}"), "a run id (hex), as a lock "
                                    "message names it", empty_ok=True),

@@ -144,3 +144,15 @@ def lease_args(plan: Any, host_plan: Any, *, hold: bool, release: bool) -> dict 
             "started_ts": lease["started_ts"],
             "stale_runs": lease["stale_runs"], "ttl": float(ttl), "hold": hold,
             "release": release}
+
+
+def audit_args(plan: Any, host_plan: Any) -> dict | None:
+    """The host modules' ``audit`` option (``audit_log``): where and how the host logs each
+    change, and the run's who/what/which; None when ``security.audit_logging`` is off."""
+    audit = host_plan.get("audit") if hasattr(host_plan, "get") else None
+    if not audit:
+        return None
+    lease = (plan.get("lease") if hasattr(plan, "get") else None) or {}
+    return dict(audit, actor=lease.get("owner") or owner(),
+                action=lease.get("action") or plan.get("action"), run=plan.get("run_id"),
+                commit=lease.get("commit"))

@@ -56,7 +56,7 @@ def test_flashmm_runtime_documents_exactly_its_options():
     documented = module_documentation("flashmm_runtime")["options"]
     # the seed's options, shared with flashmm_files' runtime option, and the host's lock
     assert set(documented) == set(RUNTIME_OPTIONS) | {"root", "run_id", "lock_timeout", "lease",
-                                                      "acl_reload"}
+                                                      "acl_reload", "audit"}
     for name, spec in RUNTIME_OPTIONS.items():
         assert documented[name]["type"] == spec["type"], name
         assert documented[name].get("default") == spec.get("default"), name
@@ -67,7 +67,8 @@ def test_flashmm_files_documents_its_options():
     doc = module_documentation("flashmm_files")
     assert set(doc["options"]) == {"root", "files", "secret_files", "owner", "group",
                                    "directory_mode", "runtime", "run_id", "record_run",
-                                   "lock_timeout", "acl_reload", "lease", "generation"}
+                                   "lock_timeout", "acl_reload", "lease", "generation",
+                                   "audit"}
     assert doc["options"]["secret_files"]["suboptions"].keys() == {"path", "content", "mode",
                                                                     "mask_keys", "mask"}
 
