@@ -21,22 +21,11 @@ description:
   - Supports check mode (the same read phase, no write).
 options:
   script: {description: The rendered seed script (redis/seed.lua); holds no secret., type: str, required: true}
-  host: {description: Redis host as the target reaches it., type: str, default: 127.0.0.1}
-  port: {description: Redis port., type: int, default: 6379}
-  db: {description: Redis database number., type: int, default: 0}
-  username: {description: ACL user (needs O(password))., type: str}
-  password: {description: Redis password (never logged)., type: str}
-  tls: {description: Connect with TLS., type: bool, default: false}
-  ca_file: {description: CA bundle to verify the server (default, the system's)., type: path}
-  cert_file: {description: Client certificate for mutual TLS., type: path}
-  key_file: {description: Client key for mutual TLS., type: path}
-  tls_verify: {description: Verify the server's certificate and host name., type: bool, default: true}
   mode:
     description: C(keep) reports runtime overrides as drift, C(enforce) overwrites them.
     type: str
     choices: [keep, enforce]
     default: keep
-  timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
   root:
     description: The host's FlashMM directory; with O(run_id), the seed holds the host's lock and refuses to apply when another run wrote the files since O(run_id) did.
     type: path
@@ -56,6 +45,7 @@ options:
         user included (an upgrade's old one, kept by the write step until the app restarted).
       - The options of the flashmm_files module's O(acl_reload), plus C(content).
     type: dict
+extends_documentation_fragment: [flashmm_redis]
 author: flashmm-deploy
 """
 

@@ -19,17 +19,6 @@ description:
   - Needs the C(cryptography) package on the host (Debian python3-cryptography).
   - Supports check mode (counts what would move, writes nothing).
 options:
-  host: {description: Redis host., type: str, default: 127.0.0.1}
-  port: {description: Redis port., type: int, default: 6379}
-  db: {description: Database of the records., type: int, default: 0}
-  username: {description: ACL user (default user when unset)., type: str}
-  password: {description: Redis password., type: str}
-  tls: {description: Connect with TLS., type: bool, default: false}
-  ca_file: {description: CA bundle for TLS., type: path}
-  cert_file: {description: Client certificate for TLS., type: path}
-  key_file: {description: Client key for TLS., type: path}
-  tls_verify: {description: Verify the server certificate., type: bool, default: true}
-  timeout: {description: Seconds per Redis operation., type: float, default: 5.0}
   new_key: {description: The new Fernet key (ENCRYPTION_KEY)., type: str, required: true}
   old_key: {description: The previous Fernet key (OLD_ENCRYPTION_KEY)., type: str}
   batch: {description: Records per SCAN page and write., type: int, default: 500}
@@ -39,6 +28,7 @@ options:
   max_records:
     description: Move at most this many records in this call (throttles a large migration; a later call moves the rest).
     type: int
+extends_documentation_fragment: [flashmm_redis]
 author: flashmm-deploy
 """
 

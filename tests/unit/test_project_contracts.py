@@ -44,12 +44,24 @@ def test_every_role_the_controller_pass_checks_exists_with_a_main_entry_point():
         assert (ROLES / role / "tasks" / "main.yml").is_file()
 
 
-def module_documentation(name: str) -> dict:
-    tree = ast.parse((ROOT / "library" / f"{name}.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "DOCUMENTATION":
+def _documentation(path: Path) -> dict:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "DOCUMENTATION"):
             return yaml.safe_load(node.value.value)
-    raise AssertionError(f"library/{name}.py has no DOCUMENTATION")
+    raise AssertionError(f"{path.relative_to(ROOT)} has no DOCUMENTATION")
+
+
+def module_documentation(name: str) -> dict:
+    """The module's DOCUMENTATION with its doc fragments' options merged in, as ansible-doc
+    shows it."""
+    doc = _documentation(ROOT / "library" / f"{name}.py")
+    for fragment in doc.pop("extends_documentation_fragment", None) or []:
+        options = _documentation(ROOT / "doc_fragments" / f"{fragment}.py")["options"]
+        assert not set(options) & set(doc["options"]), f"{name} documents {fragment}'s options"
+        doc["options"].update(options)
+    return doc
 
 
 def test_flashmm_runtime_documents_exactly_its_options():
