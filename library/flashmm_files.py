@@ -121,6 +121,7 @@ changed_files: {description: Paths that were (or in check mode would be) changed
 removed_files: {description: Paths the previous run wrote that were (or would be) removed., type: list, elements: str, returned: always}
 last_write: {description: "The record of the run that last wrote the host's files (run_id, written_at, owner, action, commit), before this call.", type: dict, returned: always}
 created_directories: {description: Directories created (or that would be)., type: list, elements: str, returned: always}
+extra_files: {description: "Files under O(root) (not .flashmm/) that deploy never wrote there, at most 100.", type: list, elements: str, returned: in check mode}
 acl_reloaded: {description: Whether the running Redis reloaded (or would reload) its ACL file., type: bool, returned: when O(acl_reload) is given}
 runtime:
   description: The runtime layer's result (see flashmm_runtime), when O(runtime) was given.
@@ -235,6 +236,8 @@ def main():
                   changed_files=synced["changed_files"], removed_files=synced["removed_files"],
                   diff=synced["diff"], created_directories=synced["created_directories"],
                   last_write=synced["last_write"])
+    if "extra_files" in synced:
+        result["extra_files"] = synced["extra_files"]
     if acl_live:
         result["acl_reloaded"] = acl_live["reloaded"]
         result["changed"] = result["changed"] or acl_live["reloaded"]

@@ -6,7 +6,8 @@ Per host:
 
 * ``files``       each deployed file that differs: ``updated`` (edited by hand, or the
                   inventory changed), ``created`` (missing on the host), ``mode``, ``removed``
-                  (deploy wrote it before and no longer does).  Secret files are compared by
+                  (deploy wrote it before and no longer does), ``extra`` (in the root, but no
+                  run of deploy wrote it; the first 100).  Secret files are compared by
                   digest only (the files step never returns their content);
 * ``runtime``     each runtime key that differs: an operator's override (``override``, with the
                   live and the inventory value), or a key the next seed would write
@@ -66,6 +67,8 @@ def host_report(results: Mapping[str, Any]) -> dict[str, Any]:
                 out["files"][path] = states.get(path, "removed")
             for path in result.get("removed_files") or []:
                 out["files"][path] = "removed"
+            for path in result.get("extra_files") or []:
+                out["files"][path] = "extra"
             runtime = result.get("runtime")
             if isinstance(runtime, Mapping):
                 _runtime(out, runtime)

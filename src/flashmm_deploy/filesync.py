@@ -304,7 +304,8 @@ def _sync_locked(root, files, check, uid, gid, directory_mode, run_id, record_ru
               # the previous run's record: when, which run, who (flashmm-config status)
               "last_write": {k: state[k] for k in ("run_id", "written_at", "owner", "action",
                                                    "commit") if isinstance(state.get(k), str)}}
-    if check:
+    if check:       # what drift shows: files in the root that no run of deploy wrote
+        result["extra_files"] = _extra_files(root, set(wanted) | {rel for rel, _ in stale})
         return result
 
     done = []                           # (path, st, before) of what was written or removed
@@ -371,6 +372,29 @@ def _audit_lines(audit, wanted, writes, stale, states, generation) -> list[dict]
         lines.append(audit_log.entry(audit, "secrets generation",
                                      generation=generation.get("number")))
     return lines
+
+
+MAX_EXTRA = 100
+
+
+def _extra_files(root: str, known: set) -> list[str]:
+    """Paths under ``root`` (not ``.flashmm/``) that are in no run's list: put there by hand or
+    by something else; at most MAX_EXTRA, sorted.  Directories are not followed into symlinks."""
+    found = []
+    if not os.path.isdir(root):
+        return found
+    for top, dirs, names in os.walk(root):
+        rel_top = os.path.relpath(top, root)
+        if rel_top == ".":
+            dirs[:] = [d for d in dirs if d != STATE_DIR]
+        dirs.sort()
+        for name in sorted(names):
+            rel = os.path.normpath(os.path.join(rel_top, name))
+            if rel not in known:
+                found.append(rel)
+                if len(found) >= MAX_EXTRA:
+                    return sorted(found)
+    return sorted(found)
 
 
 def _roll_back(done) -> None:

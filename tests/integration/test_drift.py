@@ -50,6 +50,7 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
     stack.redis(host).set(HZ, "2.5")                          # an operator's override
     app = stack.containers(host)["flashmm"]["name"]
     stack.engine.docker("stop", "--time", "5", app)
+    (root / "config" / "notes.txt").write_text("left by hand\n")   # no run of deploy wrote it
     before = snapshot_files(stack.sandbox)
 
     proc, report = drift(stack, "--json")
@@ -57,7 +58,8 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
     assert token not in proc.stdout + proc.stderr
     h = report["hosts"][host]
     assert h["status"] == "drift"
-    assert h["files"] == {"config/environments/local.yml": "updated", ".env": "updated"}
+    assert h["files"] == {"config/environments/local.yml": "updated", ".env": "updated",
+                          "config/notes.txt": "extra"}
     assert h["runtime"][HZ] == {"state": "override", "runtime": "2.5", "inventory": "1.0"}
     assert h["containers"]["flashmm"]["action"] in ("start", "recreate")
     assert "redis" not in h["containers"]
@@ -76,6 +78,7 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
         in line and f" | drift {h['count']} | rotation none | no backup" in line, line
 
     ok(stack.deploy("-e", "flashmm_runtime_mode=enforce"))
+    (root / "config" / "notes.txt").unlink()        # deploy leaves what it did not write
     stack.wait_health(host)
     proc, report = drift(stack, "--json")
     assert proc.returncode == 0 and report["hosts"][host]["status"] == "clean", \

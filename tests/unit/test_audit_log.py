@@ -166,3 +166,14 @@ def test_the_report_merges_hosts_in_time_order_and_names_an_unreachable_one():
     assert "version=3->4" in table[0] and "keys=X" in table[1]
     assert table[-1] == "! mm-3: unreachable: ssh: refused"
     assert audit_report.report({"mm-1": a})["exit"] == 0
+
+
+def test_check_mode_lists_the_files_no_run_wrote(tmp_path):
+    root = tmp_path / "root"
+    files = [{"path": "config/a.yml", "content": "a: 1\n", "mode": 0o644}]
+    sync(str(root), files)
+    (root / "config" / "notes.txt").write_text("by hand")
+    (root / "stray.sh").write_text("#!/bin/sh")
+    result = sync(str(root), files, check=True)
+    assert result["extra_files"] == ["config/notes.txt", "stray.sh"]   # not .flashmm/
+    assert "extra_files" not in sync(str(root), files)

@@ -20,21 +20,22 @@ def test_clean_hosts_exit_0_and_a_host_without_a_stack_is_clean_too():
 def test_every_kind_of_difference_is_counted_and_shown():
     results = {
         "files": {"changed_files": ["x.yml", "old.txt"], "removed_files": ["old.txt"],
-                  "files": {"x.yml": "mode"}},
+                  "files": {"x.yml": "mode"}, "extra_files": ["notes.txt"]},
         "stack": {"containers": {"flashmm": {"action": "start", "reasons": ["stopped"]},
                                  "redis": {"action": "none"}}},
         "runtime": {"changed_keys": ["flashmm:config:a:b", "flashmm:config:c:d"],
                     "drift": {"flashmm:config:a:b": {"runtime": "2.5", "inventory": "1.0"}}}}
     rep = drift.report({"h": results})
     h = rep["hosts"]["h"]
-    assert rep["exit"] == 1 and h["status"] == "drift" and h["count"] == 5
-    assert h["files"] == {"x.yml": "mode", "old.txt": "removed"}
+    assert rep["exit"] == 1 and h["status"] == "drift" and h["count"] == 6
+    assert h["files"] == {"x.yml": "mode", "old.txt": "removed", "notes.txt": "extra"}
     assert h["runtime"] == {"flashmm:config:a:b": {"state": "override", "runtime": "2.5",
                                                    "inventory": "1.0"},
                             "flashmm:config:c:d": {"state": "unseeded"}}
     assert h["containers"] == {"flashmm": {"action": "start", "reasons": ["stopped"]}}
     assert rep["table"].splitlines() == [
-        "h: drift (5 difference(s))", "  file old.txt: removed", "  file x.yml: mode",
+        "h: drift (6 difference(s))", "  file notes.txt: extra", "  file old.txt: removed",
+        "  file x.yml: mode",
         "  redis flashmm:config:a:b: override: live 2.5, inventory 1.0",
         "  redis flashmm:config:c:d: unseeded", "  container flashmm: would start (stopped)"]
 
