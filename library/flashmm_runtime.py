@@ -61,6 +61,7 @@ RETURN = r"""
 acl_reloaded: {description: Whether the running Redis took (or would take) its ACL file's users., type: bool, returned: when the users changed}
 changed_keys: {description: Redis keys written or deleted (or that would be)., type: list, elements: str, returned: always}
 drift: {description: key -> runtime and inventory value of each override kept., type: dict, returned: always}
+unknown: {description: "Keys under flashmm:config: that no seed wrote and the schema does not have (the first 100).", type: list, elements: str, returned: in check mode when there are any}
 enforced: {description: key -> runtime and inventory value of each override overwritten., type: dict, returned: always}
 version: {description: flashmm:meta:version after the run (unchanged in check mode)., type: int, returned: always}
 """

@@ -11,7 +11,8 @@ Per host:
                   digest only (the files step never returns their content);
 * ``runtime``     each runtime key that differs: an operator's override (``override``, with the
                   live and the inventory value), or a key the next seed would write
-                  (``unseeded``: missing, or the inventory changed since the last seed);
+                  (``unseeded``: missing, or the inventory changed since the last seed), or a
+                  key under ``flashmm:config:`` the schema does not have (``unknown``);
 * ``containers``  each service whose container would change: ``create`` (missing), ``start``
                   (stopped), ``recreate`` (image or config fingerprint differs), with compose's
                   reasons.
@@ -101,6 +102,8 @@ def _runtime(out: dict[str, Any], result: Mapping[str, Any]) -> None:
         out["runtime"][key] = {"state": "override", **_values(values)}
     for key in result.get("changed_keys") or []:
         out["runtime"].setdefault(key, {"state": "unseeded"})
+    for key in result.get("unknown") or []:
+        out["runtime"].setdefault(key, {"state": "unknown"})
 
 
 def _values(values: Any) -> dict[str, Any]:

@@ -123,6 +123,8 @@ def apply_for_module(params: Mapping[str, Any], check: bool):
         enforced=result["enforced"],
         version=result["version"],
     )
+    if result.get("unknown"):       # check mode: keys under the prefix the schema lacks
+        out["unknown"] = result["unknown"]
     diff = dict(before=_lines(result["before"]), after=_lines(result["after"]),
                 before_header=where, after_header=where)
     return out, diff, warnings

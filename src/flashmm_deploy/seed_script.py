@@ -186,6 +186,25 @@ table.sort(changed_keys)
 table.sort(records)
 table.sort(forgets)
 
+-- Check only (drift, --check): keys under the prefix that no seed wrote and the schema does not
+-- have (a typo of an operator, a key of an older release); the first 100 in name order.
+local unknown = {}
+if check then
+  local cursor, found, seen = '0', {}, {}  -- SCAN may return a key twice
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', PREFIX .. '*', 'COUNT', 1000)
+    cursor = page[1]
+    for _, k in ipairs(page[2]) do
+      if desired[k] == nil and seeded[k] == nil and k ~= CHANNEL and not seen[k] then
+        seen[k] = true
+        found[#found + 1] = k
+      end
+    end
+  until cursor == '0'
+  table.sort(found)
+  for i = 1, math.min(#found, 100) do unknown[i] = found[i] end
+end
+
 local writes = #sets + #records + #dels + #forgets
 
 -- Write phase: every failure mode was ruled out above.
@@ -228,6 +247,7 @@ return '{"changed":' .. tostring((not check) and writes > 0) ..
   ',"changed_keys":' .. jlist(changed_keys) ..
   ',"recorded":' .. jlist(records) ..
   ',"forgotten":' .. jlist(forgets) ..
+  ',"unknown":' .. jlist(unknown) ..
   ',"drift":' .. jmap(drift, ndrift) ..
   ',"enforced":' .. jmap(enforced, nenforced) ..
   ',"before":' .. jmap(before, nchanged) ..

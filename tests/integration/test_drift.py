@@ -17,6 +17,7 @@ from support import INVENTORIES, flashmm_config, snapshot_files, tool_env
 
 pytestmark = pytest.mark.integration
 HZ = "flashmm:config:trading:quote_frequency_hz"
+TYPO = "flashmm:config:trading:quote_frequncy_hz"
 
 
 def drift(stack_or_inventory, *args: str, env=None):
@@ -48,6 +49,7 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
     token = "CANARY-" + secrets.token_urlsafe(24)
     stack.set_secret("api_auth_token", token)                 # in the vault, not yet deployed
     stack.redis(host).set(HZ, "2.5")                          # an operator's override
+    stack.redis(host).set(TYPO, "2.5")                        # ... and a key nobody reads
     app = stack.containers(host)["flashmm"]["name"]
     stack.engine.docker("stop", "--time", "5", app)
     (root / "config" / "notes.txt").write_text("left by hand\n")   # no run of deploy wrote it
@@ -61,6 +63,7 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
     assert h["files"] == {"config/environments/local.yml": "updated", ".env": "updated",
                           "config/notes.txt": "extra"}
     assert h["runtime"][HZ] == {"state": "override", "runtime": "2.5", "inventory": "1.0"}
+    assert h["runtime"][TYPO] == {"state": "unknown"}
     assert h["containers"]["flashmm"]["action"] in ("start", "recreate")
     assert "redis" not in h["containers"]
     assert snapshot_files(stack.sandbox) == before           # read-only, bookkeeping included
@@ -79,6 +82,7 @@ def test_each_kind_of_drift_shows_with_exit_1_and_a_deploy_makes_it_clean(stack)
 
     ok(stack.deploy("-e", "flashmm_runtime_mode=enforce"))
     (root / "config" / "notes.txt").unlink()        # deploy leaves what it did not write
+    stack.redis(host).delete(TYPO)
     stack.wait_health(host)
     proc, report = drift(stack, "--json")
     assert proc.returncode == 0 and report["hosts"][host]["status"] == "clean", \

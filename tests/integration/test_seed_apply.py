@@ -620,3 +620,17 @@ def test_a_valid_runtime_override_is_kept(redis_server, redis_db, r):
     r.set(HZ, "10")                                         # the bound itself is valid
     assert apply(endpoint, render_script(D1, RULES))["drift"] == {
         HZ: {"runtime": "10", "inventory": "5.0"}}
+
+
+def test_check_lists_keys_under_the_prefix_that_the_schema_does_not_have(seed, r):
+    seed(D1)
+    typo = "flashmm:config:trading:max_positon_usdc"
+    r.set(typo, "100")                                     # an operator's typo
+    r.set("flashmm:meta:other", "x")                       # not under the config prefix
+    for n in range(150):                                   # more than the report shows
+        r.set(f"flashmm:config:zz:stray{n:03d}", "1")
+    result = seed(D1, check=True)
+    assert result["changed"] is False and result["drift"] == {}
+    assert result["unknown"][0] == typo and len(result["unknown"]) == 100
+    assert not set(D1) & set(result["unknown"])
+    assert seed(D1)["unknown"] == []                       # apply does not scan
