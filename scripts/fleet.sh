@@ -68,10 +68,11 @@ targets() {
     sort -n
 }
 
-free() {        # true when nothing listens on 127.0.0.1:$1 and it can be bound
+free() {        # true when nothing listens on 127.0.0.1:$1 (as sshd binds: SO_REUSEADDR)
   python3 - "$1" <<'PY'
 import socket, sys
 with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", int(sys.argv[1])))
     except OSError:

