@@ -11,9 +11,10 @@ module: flashmm_audit
 short_description: Read a FlashMM host's audit trail
 description:
   - Reads C(<root>/.flashmm/audit.log) and its rotated files, oldest line first.
-  - With O(audit) and O(redis), first moves the runtime sets waiting on the Redis list
-    C(flashmm:audit:runtime) (who set which runtime key, no value) into that log: appended,
-    then trimmed off the list. Check mode moves nothing and reads the log only.
+  - With O(audit) and O(redis), first copies the runtime sets on the Redis list
+    C(flashmm:audit:runtime) (who set which runtime key, no value) that the log lacks into
+    it (the config version of the last one copied is kept in
+    C(.flashmm/audit-runtime.json)). Check mode copies nothing and reads the log only.
   - Lines hold names, never values; nothing here is secret.
 options:
   root: {description: The host's FlashMM directory (flashmm_root)., type: path, required: true}
@@ -39,7 +40,7 @@ RETURN = r"""
 entries: {description: The lines (JSON objects) of the log at or after O(since), oldest first., type: list, elements: dict, returned: always}
 truncated: {description: Lines left out by O(max_lines)., type: int, returned: always}
 unreadable: {description: Lines that were not JSON (a torn write)., type: int, returned: always}
-taken_over: {description: Runtime sets moved from Redis into the log by this call., type: int, returned: always}
+taken_over: {description: Runtime sets copied from Redis into the log by this call., type: int, returned: always}
 redis_error: {description: Why the Redis list could not be read (the log is still read)., type: str, returned: when Redis failed}
 """
 
@@ -65,7 +66,7 @@ def main():
                 taken = take_over_runtime(conn, p["root"], p["audit"])
         except (RedisError, SeedError) as exc:
             result["redis_error"] = str(exc)
-            module.warn("flashmm_audit: runtime sets not taken over from Redis: %s" % exc)
+            module.warn("flashmm_audit: runtime sets not copied from Redis: %s" % exc)
         except OSError as exc:
             module.fail_json(msg="flashmm_audit: cannot write %s's audit log: %s"
                              % (p["root"], exc))

@@ -30,12 +30,12 @@ SUMMARY_CHANNEL = "flashmm:meta:updates"
 # the value, one INCR of flashmm:meta:version, the dotted key published on
 # flashmm:config:updates (what every subscriber reloads), a JSON summary on
 # flashmm:meta:updates ({"version", "changed", "source": "runtime", "actor"}) and who changed
-# which key (no value) on the audit list flashmm:audit:runtime (the newest 1,000; the host's
-# audit log takes them over: flashmm_deploy.audit_log), all in one script, so no client sees
-# the value without the version or misses the message.  The value was validated before
-# (against the configuration at ARGV[6], the version it was read at): if the version moved
-# since, nothing is written and the caller validates again.  Checks come before the first
-# write: a failure changes nothing.
+# which key (no value) on the audit list flashmm:audit:runtime (the newest 1,000: drift names
+# who made an override, the host's audit log copies them: flashmm_deploy.audit_log), all in one
+# script, so no client sees the value without the version or misses the message.  The value
+# was validated before (against the configuration at ARGV[6], the version it was read at): if
+# the version moved since, nothing is written and the caller validates again.  Checks come
+# before the first write: a failure changes nothing.
 # ARGV: op (set|unset), redis key, JSON value ('' for unset), dotted key, actor, version seen.
 WRITE_LUA = r"""
 local VERSION = 'flashmm:meta:version'
@@ -62,9 +62,11 @@ version = tostring(redis.call('INCR', VERSION))
 redis.call('PUBLISH', 'flashmm:config:updates', dotted)
 redis.call('PUBLISH', 'flashmm:meta:updates', '{"version":' .. version .. ',"changed":' ..
   cjson.encode({key}) .. ',"source":"runtime","actor":' .. cjson.encode(actor) .. '}')
--- pcall: a stack whose ACL file predates the audit list refuses LPUSH; the change stands
-local now = redis.call('TIME')
-local pushed = redis.pcall('LPUSH', AUDIT, cjson.encode({time = tonumber(now[1]),
+-- pcall: a stack whose ACL file predates the audit list refuses TIME and LPUSH, and the
+-- change made above must stand
+local now = redis.pcall('TIME')
+now = type(now) == 'table' and not now.err and tonumber(now[1]) or nil
+local pushed = redis.pcall('LPUSH', AUDIT, cjson.encode({time = now,
   actor = actor, change = 'runtime ' .. op, key = dotted,
   version = {tonumber(version) - 1, tonumber(version)}}))
 if type(pushed) == 'number' then redis.pcall('LTRIM', AUDIT, 0, AUDIT_KEEP - 1) end

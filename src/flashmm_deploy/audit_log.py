@@ -24,6 +24,11 @@ import json
 import os
 import time
 
+try:
+    from flashmm_deploy.redis_keys import AUDIT_RUNTIME_LIST
+except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_redis_keys import AUDIT_RUNTIME_LIST  # type: ignore[no-redef]
+
 AUDIT_DIR = ".flashmm"
 AUDIT_FILE = AUDIT_DIR + "/audit.log"
 _LOCK_FILE = AUDIT_DIR + "/audit.lock"
@@ -149,34 +154,69 @@ def read(root: str, *, max_bytes: int = 64 * 1024 * 1024) -> tuple[list[dict], i
 
 
 # Runtime sets (``flashmm-config runtime set``, FlashMM's own client) reach Redis, not the
-# host's disk: their script pushes who/which key/versions, newest first, onto this list
-# (``flashmm_config.runtime_keys.WRITE_LUA``, capped at 1,000), and a host step takes them over
-# into the host's log: appended first, then trimmed off the list, so a failure in between
-# repeats a line rather than losing one.
-RUNTIME_LIST = "flashmm:audit:runtime"
+# host's disk: their script pushes who/which key/versions (no value), newest first, onto this
+# list (``flashmm_config.runtime_keys.WRITE_LUA``, capped at 1,000), where drift reads who made
+# an override.  A host step copies the ones it has not copied yet into the host's log: the
+# config version each set produced is the watermark (``RUNTIME_MARK``; a list whose newest
+# version is below it belongs to a Redis that started over, and is copied whole).
+RUNTIME_LIST = AUDIT_RUNTIME_LIST
+RUNTIME_MARK = AUDIT_DIR + "/audit-runtime.json"
+
+
+def _version_of(data: dict) -> int:
+    version = data.get("version")
+    if isinstance(version, list) and version and isinstance(version[-1], int):
+        return version[-1]
+    return -1
+
+
+def _read_mark(root: str) -> int:
+    try:
+        with open(os.path.join(root, RUNTIME_MARK), "rb") as fh:
+            mark = json.loads(fh.read(4096)).get("version")
+        return mark if isinstance(mark, int) else -1
+    except (OSError, ValueError, AttributeError):
+        return -1
 
 
 def take_over_runtime(conn, root: str, audit: dict) -> int:
-    """Move the runtime sets waiting on ``RUNTIME_LIST`` into the host's log (oldest first,
-    each with this host's name and its own actor).  ``conn``: a connection with ``call``.
-    Returns how many lines moved."""
-    raw = conn.call("LRANGE", RUNTIME_LIST, 0, -1) or []
-    if not raw:
-        return 0
-    lines = []
-    for item in reversed(raw):
+    """Copy the runtime sets on ``RUNTIME_LIST`` that the host's log lacks into it (oldest
+    first, each with this host's name and its own actor and time).  ``conn``: a connection
+    with ``call``.  Returns how many lines were copied."""
+    entries = []
+    for item in conn.call("LRANGE", RUNTIME_LIST, 0, -1) or []:
         try:
             data = json.loads(item.decode("utf-8") if isinstance(item, bytes) else item)
         except ValueError:
             data = None
-        if not isinstance(data, dict):
-            data = {"change": "runtime (unreadable audit entry)"}
+        entries.append(data if isinstance(data, dict) else {})
+    if not entries:
+        return 0
+    newest = max(_version_of(e) for e in entries)
+    mark = _read_mark(root)
+    if newest < mark:
+        mark = -1                       # Redis started over: its list is all new
+    lines = []
+    for data in reversed(entries):
+        if _version_of(data) <= mark:
+            continue
         stamp = data.pop("time", None)
         line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(stamp))
-                if isinstance(stamp, (int, float)) else _now(),
-                "host": audit.get("host")}
-        line.update((k, v) for k, v in data.items() if k not in ("host",))
+                if isinstance(stamp, (int, float)) else _now(), "host": audit.get("host")}
+        line.update((k, v) for k, v in data.items() if k != "host")
+        line.setdefault("change", "runtime (unreadable audit entry)")
         lines.append(line)
     append(root, audit, lines)
-    conn.call("LTRIM", RUNTIME_LIST, 0, -(len(raw) + 1))
-    return len(raw)
+    _write_mark(root, newest)
+    return len(lines)
+
+
+def _write_mark(root: str, version: int) -> None:
+    path = os.path.join(root, RUNTIME_MARK)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(json.dumps({"version": version}).encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -31,7 +31,7 @@ def host_report(result: Mapping[str, Any] | None) -> dict[str, Any]:
            "truncated": int(result.get("truncated") or 0),
            "unreadable": int(result.get("unreadable") or 0)}
     if result.get("redis_error"):
-        out["error"] = "runtime sets not taken over from Redis: " + str(result["redis_error"])
+        out["error"] = "runtime sets not copied from Redis: " + str(result["redis_error"])
     return out
 
 

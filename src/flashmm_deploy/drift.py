@@ -10,7 +10,8 @@ Per host:
                   run of deploy wrote it; the first 100).  Secret files are compared by
                   digest only (the files step never returns their content);
 * ``runtime``     each runtime key that differs: an operator's override (``override``, with the
-                  live and the inventory value), or a key the next seed would write
+                  live and the inventory value and, when its runtime set recorded it, who set
+                  it and when), or a key the next seed would write
                   (``unseeded``: missing, or the inventory changed since the last seed), or a
                   key under ``flashmm:config:`` the schema does not have (``unknown``);
 * ``containers``  each service whose container would change: ``create`` (missing), ``start``
@@ -26,6 +27,7 @@ Light: a filter in the report play imports it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,9 +109,16 @@ def _runtime(out: dict[str, Any], result: Mapping[str, Any]) -> None:
 
 
 def _values(values: Any) -> dict[str, Any]:
-    if isinstance(values, Mapping):
-        return {k: values[k] for k in ("runtime", "inventory") if k in values}
-    return {}
+    """The live and inventory values and, when a runtime set recorded it, who made the
+    override and when (UTC)."""
+    if not isinstance(values, Mapping):
+        return {}
+    out = {k: values[k] for k in ("runtime", "inventory") if k in values}
+    if isinstance(values.get("by"), str):
+        out["by"] = values["by"]
+    if isinstance(values.get("at"), (int, float)):
+        out["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(values["at"]))
+    return out
 
 
 def report(per_host: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -135,6 +144,8 @@ def table(rep: Mapping[str, Any]) -> str:
             # the values as Redis holds them (JSON text; runtime keys are never secret)
             seen = (f": live {r['runtime']}, inventory {r['inventory'] or '(not a key)'}"
                     if "runtime" in r else "")
+            if r.get("by"):
+                seen += f" (set by {r['by']}" + (f" at {r['at']})" if r.get("at") else ")")
             lines.append(f"  redis {key}: {r['state']}{seen}")
         for service, c in h["containers"].items():
             why = f" ({'; '.join(c['reasons'])})" if c["reasons"] else ""

@@ -52,7 +52,7 @@ DEPLOY_USER = "flashmm-deploy"
 HEALTH_USER = "healthcheck"
 # What the app does (src/flashmm_config, the stand-in, FlashMM's own use of its keys): its
 # connection's handshake, reads and writes of its keys, SCAN (never KEYS), transactions, the
-# runtime set's script (with its audit list: LPUSH LTRIM), pub/sub on its channels.  Nothing
+# runtime set's script (with its audit list: TIME LPUSH LTRIM), pub/sub on its channels.  Nothing
 # keyless that changes the server (FLUSHALL, FLUSHDB, CONFIG, ACL, SHUTDOWN, DEBUG, MODULE,
 # FUNCTION, SCRIPT FLUSH, CLIENT KILL).
 APP_COMMANDS = (
@@ -60,13 +60,13 @@ APP_COMMANDS = (
     "get", "mget", "set", "setex", "psetex", "getdel", "incr", "incrby", "decr", "decrby",
     "del", "unlink", "exists", "type", "ttl", "pttl", "expire", "pexpire", "persist",
     "hget", "hmget", "hgetall", "hset", "hdel", "hexists", "hkeys", "hlen", "hincrby",
-    "scan", "hscan", "multi", "exec", "discard", "watch", "unwatch", "lpush", "ltrim",
+    "scan", "hscan", "multi", "exec", "discard", "watch", "unwatch", "lpush", "ltrim", "time",
     "eval", "evalsha", "script|load", "script|exists",
     "publish", "subscribe", "unsubscribe", "psubscribe", "punsubscribe")
 # What deploy's steps run, directly or in their scripts: the seed (GET HGETALL SET HSET DEL
 # HDEL INCR PUBLISH), backup (SCAN TYPE PTTL GET HGETALL LRANGE SMEMBERS ZRANGE), restore (DEL
 # SET HSET RPUSH SADD ZADD PEXPIRE INCR PUBLISH), record re-encryption (SCAN GET SET), the
-# audit log's take-over of the runtime sets (LRANGE LTRIM), this
+# audit log's copy of the runtime sets (LRANGE), this
 # module (ACL LIST, GETUSER, CAT, SETUSER, DELUSER).  ACL SETUSER could grant this user more:
 # it is given because ACL LOAD would drop the app's connections (above), and whoever holds
 # this password (the controller's vault) writes the ACL file Redis starts from anyway.  No
@@ -74,7 +74,7 @@ APP_COMMANDS = (
 DEPLOY_COMMANDS = (
     "ping", "select", "get", "set", "del", "exists", "type", "pttl", "scan", "incr",
     "hgetall", "hset", "hdel", "lrange", "rpush", "smembers", "sadd", "zrange", "zadd",
-    "pexpire", "publish", "eval", "evalsha", "script|load", "ltrim",
+    "pexpire", "publish", "eval", "evalsha", "script|load",
     "acl|list", "acl|getuser", "acl|cat", "acl|setuser", "acl|deluser", "acl|whoami")
 # The secrets deploy's user authenticates with (env var names; never in the app's files, so
 # never in a backup's .env either: a restore keeps the vault's)

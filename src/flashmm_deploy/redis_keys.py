@@ -5,7 +5,9 @@
 * ``flashmm:meta:seeded``             hash: the value deploy last seeded for each key;
 * ``flashmm:meta:version``            integer, bumped once per change of the runtime layer;
 * ``flashmm:meta:updates``            channel: one JSON summary per change;
-* ``flashmm:secure:<name>``           the app's encrypted records.
+* ``flashmm:secure:<name>``           the app's encrypted records;
+* ``flashmm:audit:runtime``           list: who set which runtime key (no value), newest first
+                                      (not backed up: a restore must not rewind it).
 
 Standard library only, no imports at all, Python 3.8+: shipped to target hosts as
 ``module_utils/flashmm_redis_keys.py``.  Lua scripts take the names through ``lua_locals``.
@@ -24,6 +26,7 @@ SEEDED_KEY = META_PREFIX + "seeded"
 VERSION_KEY = META_PREFIX + "version"
 SUMMARY_CHANNEL = META_PREFIX + "updates"
 SECURE_MATCH = SECURE_PREFIX + "*"
+AUDIT_RUNTIME_LIST = "flashmm:audit:runtime"
 
 
 def config_key(dotted: str) -> str:

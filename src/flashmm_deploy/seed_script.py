@@ -34,11 +34,13 @@ import json
 from typing import Mapping
 
 try:
-    from flashmm_deploy.redis_keys import (CONFIG_PREFIX, SEEDED_KEY, SUMMARY_CHANNEL,
-                                           UPDATES_CHANNEL, VERSION_KEY, lua_locals)
+    from flashmm_deploy.redis_keys import (AUDIT_RUNTIME_LIST, CONFIG_PREFIX, SEEDED_KEY,
+                                           SUMMARY_CHANNEL, UPDATES_CHANNEL, VERSION_KEY,
+                                           lua_locals)
 except ImportError:  # on a target host, inside an AnsiballZ payload
     from ansible.module_utils.flashmm_redis_keys import (  # type: ignore[no-redef]
-        CONFIG_PREFIX, SEEDED_KEY, SUMMARY_CHANNEL, UPDATES_CHANNEL, VERSION_KEY, lua_locals)
+        AUDIT_RUNTIME_LIST, CONFIG_PREFIX, SEEDED_KEY, SUMMARY_CHANNEL, UPDATES_CHANNEL,
+        VERSION_KEY, lua_locals)
 
 MODES = ("keep", "enforce")
 ACTIONS = ("check", "apply")
@@ -50,7 +52,7 @@ ACTIONS = ("check", "apply")
 # passes through Jinja2 unharmed, and lua_string() escapes those characters in values.)
 SEED_LUA_BODY = "\n" + lua_locals(
     SEEDED=SEEDED_KEY, VERSION=VERSION_KEY, SUMMARY=SUMMARY_CHANNEL, CHANNEL=UPDATES_CHANNEL,
-    PREFIX=CONFIG_PREFIX) + r"""local NULL = cjson.null
+    PREFIX=CONFIG_PREFIX, AUDIT=AUDIT_RUNTIME_LIST) + r"""local NULL = cjson.null
 local INT64_MAX = '9223372036854775807'
 
 local mode = ARGV[1] or 'keep'
@@ -203,6 +205,19 @@ if check then
   until cursor == '0'
   table.sort(found)
   for i = 1, math.min(#found, 100) do unknown[i] = found[i] end
+  -- who made each override, when a runtime set recorded it (newest first; JSON, no value)
+  local sets_made = ndrift > 0 and redis.pcall('LRANGE', AUDIT, 0, -1) or {}
+  if type(sets_made) == 'table' and not sets_made.err then
+    for _, item in ipairs(sets_made) do
+      local ok, e = pcall(cjson.decode, item)
+      if ok and type(e) == 'table' and type(e.key) == 'string' then
+        local k = PREFIX .. string.gsub(e.key, '%.', ':')
+        if drift[k] ~= nil and drift[k].by == nil then
+          drift[k].by, drift[k].at = e.actor, e.time
+        end
+      end
+    end
+  end
 end
 
 local writes = #sets + #records + #dels + #forgets

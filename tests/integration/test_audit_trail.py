@@ -110,6 +110,14 @@ def test_a_runtime_set_reaches_the_hosts_log_through_redis(site):
     listed = site.server.client(site.dbs[1]).lrange(audit_log.RUNTIME_LIST, 0, -1)
     assert len(listed) == 1 and "321.5" not in listed[0]          # who and which key, no value
 
+    # drift names who made the override
+    drift = flashmm_config("drift", str(site.inventory), "--json")
+    assert drift.returncode == 1, drift.stdout + drift.stderr
+    override = json.loads(drift.stdout)["hosts"][HOSTS[1]]["runtime"][
+        "flashmm:config:trading:max_position_usdc"]
+    assert override["state"] == "override" and override["by"] == "alice@desk"
+    assert override["at"].endswith("Z")
+
     proc = flashmm_config("audit", str(site.inventory), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
@@ -117,8 +125,8 @@ def test_a_runtime_set_reaches_the_hosts_log_through_redis(site):
     assert [(e["host"], e["actor"], e["key"]) for e in sets] == [
         (HOSTS[1], "alice@desk", "trading.max_position_usdc")]
     assert sets[0]["version"][1] == sets[0]["version"][0] + 1
-    # taken over: off the Redis list, into the host's log, once
-    assert site.server.client(site.dbs[1]).llen(audit_log.RUNTIME_LIST) == 0
+    # copied into the host's log once (the list stays: drift reads who made an override)
+    assert site.server.client(site.dbs[1]).llen(audit_log.RUNTIME_LIST) == 1
     assert [e["key"] for e in site.lines(HOSTS[1]) if e["change"] == "runtime set"] == [
         "trading.max_position_usdc"]
     again = json.loads(flashmm_config("audit", str(site.inventory), "--json").stdout)

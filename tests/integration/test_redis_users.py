@@ -232,3 +232,22 @@ def test_the_connection_as_the_app_user_is_what_flashmm_config_uses(stack_redis)
         seen = runtime_keys.read_version(conn)
         assert runtime_keys.write(conn, field, 2.5, actor="test", seen=seen)[0] == "changed"
         assert runtime_keys.read_runtime(conn, fields, None)["trading.quote_frequency_hz"] == 2.5
+
+
+
+def test_a_runtime_set_on_a_stack_whose_acl_predates_the_audit_list_still_applies(stack_redis):
+    """Until its next deploy, a stack's ACL file lets the app run neither TIME nor LPUSH: the
+    set stands (value, version, message), only its audit entry is missing."""
+    from flashmm_config import layers, runtime_keys
+
+    server, _, app, deploy = stack_redis
+    admin = client(server, DEPLOY_USER, deploy)
+    admin.execute_command("ACL", "SETUSER", APP_USER, "-time", "-lpush", "-ltrim")
+    field = layers.load_fields()["trading.quote_frequency_hz"]
+    with Connection(Endpoint(host=server.host, port=server.port, username=APP_USER,
+                             password=app)) as conn:
+        seen = runtime_keys.read_version(conn)
+        outcome, version = runtime_keys.write(conn, field, 3.5, actor="test", seen=seen)
+    assert outcome == "changed" and version == (seen or 0) + 1
+    assert admin.get("flashmm:config:trading:quote_frequency_hz") == b"3.5"
+    assert admin.exists("flashmm:audit:runtime") == 0

@@ -177,3 +177,37 @@ def test_check_mode_lists_the_files_no_run_wrote(tmp_path):
     result = sync(str(root), files, check=True)
     assert result["extra_files"] == ["config/notes.txt", "stray.sh"]   # not .flashmm/
     assert "extra_files" not in sync(str(root), files)
+
+
+class ListConn:
+    """What take_over_runtime calls: LRANGE of the audit list (newest first)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def call(self, *args):
+        assert args[:2] == ("LRANGE", audit_log.RUNTIME_LIST)
+        return [json.dumps(i).encode() for i in self.items]
+
+
+def runtime_set(version: int, key: str = "trading.max_position_usdc") -> dict:
+    return {"time": 1796300000 + version, "actor": "alice@desk", "change": "runtime set",
+            "key": key, "version": [version - 1, version]}
+
+
+def test_runtime_sets_are_copied_once_and_again_after_redis_started_over(tmp_path):
+    audit = dict(CONTEXT, root=str(tmp_path))
+    assert audit_log.take_over_runtime(ListConn([runtime_set(5), runtime_set(4)]),
+                                       str(tmp_path), audit) == 2
+    assert audit_log.take_over_runtime(ListConn([runtime_set(6), runtime_set(5),
+                                                 runtime_set(4)]), str(tmp_path), audit) == 1
+    assert audit_log.take_over_runtime(ListConn([runtime_set(6)]), str(tmp_path), audit) == 0
+    # a Redis that started over (its versions below the mark): its list is new
+    assert audit_log.take_over_runtime(ListConn([runtime_set(2), runtime_set(1)]),
+                                       str(tmp_path), audit) == 2
+    lines = lines_of(tmp_path)
+    assert [e["version"][1] for e in lines] == [4, 5, 6, 1, 2]
+    assert {(e["host"], e["actor"], e["change"]) for e in lines} == {
+        ("mm-1", "alice@desk", "runtime set")}     # the set's actor, not the copying run's
+    assert not any("run" in e or "action" in e for e in lines)
+    assert lines[0]["time"] == "2026-12-03T12:13:24.000Z"

@@ -24,21 +24,24 @@ def test_every_kind_of_difference_is_counted_and_shown():
         "stack": {"containers": {"flashmm": {"action": "start", "reasons": ["stopped"]},
                                  "redis": {"action": "none"}}},
         "runtime": {"changed_keys": ["flashmm:config:a:b", "flashmm:config:c:d"],
-                    "drift": {"flashmm:config:a:b": {"runtime": "2.5", "inventory": "1.0"}},
+                    "drift": {"flashmm:config:a:b": {"runtime": "2.5", "inventory": "1.0",
+                                                     "by": "alice@desk", "at": 1796300000}},
                     "unknown": ["flashmm:config:trading:max_positon_usdc"]}}
     rep = drift.report({"h": results})
     h = rep["hosts"]["h"]
     assert rep["exit"] == 1 and h["status"] == "drift" and h["count"] == 7
     assert h["files"] == {"x.yml": "mode", "old.txt": "removed", "notes.txt": "extra"}
     assert h["runtime"] == {"flashmm:config:a:b": {"state": "override", "runtime": "2.5",
-                                                   "inventory": "1.0"},
+                                                   "inventory": "1.0", "by": "alice@desk",
+                                                   "at": "2026-12-03T12:13:20Z"},
                             "flashmm:config:c:d": {"state": "unseeded"},
                             "flashmm:config:trading:max_positon_usdc": {"state": "unknown"}}
     assert h["containers"] == {"flashmm": {"action": "start", "reasons": ["stopped"]}}
     assert rep["table"].splitlines() == [
         "h: drift (7 difference(s))", "  file notes.txt: extra", "  file old.txt: removed",
         "  file x.yml: mode",
-        "  redis flashmm:config:a:b: override: live 2.5, inventory 1.0",
+        "  redis flashmm:config:a:b: override: live 2.5, inventory 1.0 "
+        "(set by alice@desk at 2026-12-03T12:13:20Z)",
         "  redis flashmm:config:c:d: unseeded",
         "  redis flashmm:config:trading:max_positon_usdc: unknown",
         "  container flashmm: would start (stopped)"]
