@@ -1,1 +1,0 @@
-"""The configuration: schema, layers, validation, the effective config and the generated docs."""

@@ -1,1 +1,0 @@
-"""The controller's basics: errors, plain values, paths, the file lock.  Imports nothing of the package."""

@@ -1,1 +1,0 @@
-"""Ansible inventories read without Ansible: the vault, the inventory, host validation."""

@@ -1,1 +1,0 @@
-"""The controller pass and what the per-host action plugins share."""

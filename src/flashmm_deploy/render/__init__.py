@@ -1,1 +1,0 @@
-"""A host's files rendered on the controller (and the Kubernetes export)."""

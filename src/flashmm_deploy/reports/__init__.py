@@ -1,1 +1,0 @@
-"""Reports over many hosts: drift, the audit trail, the filter plugins' functions."""

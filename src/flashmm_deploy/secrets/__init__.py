@@ -1,1 +1,0 @@
-"""Secrets on the controller: generation, the files that hold them, rotation."""
