@@ -6,8 +6,9 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import runs, secret_files
-from flashmm_deploy.values import native
+from flashmm_deploy.plan import runs
+from flashmm_deploy.secrets import secret_files
+from flashmm_deploy.core.values import native
 
 
 class ActionModule(ActionBase):

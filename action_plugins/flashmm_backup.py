@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
-from flashmm_deploy import backup_tasks, runs
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.planned_action import PlannedAction, raw_secrets
+from flashmm_deploy.backup import backup_tasks
+from flashmm_deploy.plan import runs
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.plan.planned_action import PlannedAction, raw_secrets
 
 
 class ActionModule(PlannedAction):

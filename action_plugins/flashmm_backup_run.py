@@ -1,7 +1,7 @@
 """Action plugin ``flashmm_backup_run`` (controller, run once): start a backup (``state:
 begin``: a backup id and its staging directory) or seal it (``state: commit``: every host's
 part stored, ``backup.json`` written, the backup moved into place, the oldest beyond
-``flashmm_backup_keep`` pruned).  A thin adapter over ``flashmm_deploy.backup_tasks``; the
+``flashmm_backup_keep`` pruned).  A thin adapter over ``flashmm_deploy.backup.backup_tasks``; the
 directory is ``flashmm_backup_dir`` (relative to the project root unless absolute)."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import backup_store, backup_tasks
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.secret_files import host_part
-from flashmm_deploy.values import plain
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.backup import backup_store, backup_tasks
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.secrets.secret_files import host_part
+from flashmm_deploy.core.values import plain
+from flashmm_deploy.inventory.vault import VaultKeys
 
 
 class ActionModule(ActionBase):

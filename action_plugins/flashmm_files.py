@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
-from flashmm_deploy import redis_acl, runs, secret_files
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.planned_action import PlannedAction, generation
+from flashmm_deploy.hostside import redis_acl
+from flashmm_deploy.plan import runs
+from flashmm_deploy.secrets import secret_files
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.plan.planned_action import PlannedAction, generation
 
 
 class ActionModule(PlannedAction):

@@ -8,7 +8,7 @@ import os
 
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy.process_owner import identity
+from flashmm_deploy.hostside.process_owner import identity
 
 
 class ActionModule(ActionBase):

@@ -1,6 +1,6 @@
 """Action plugin: the controller pass of a FlashMM run (role ``flashmm``, run once).
 
-A thin adapter over ``flashmm_deploy.plan``: it gathers, for every host of the play, the
+A thin adapter over ``flashmm_deploy.plan.plan``: it gathers, for every host of the play, the
 FlashMM layer variables (raw: never templated) and a templating view of its other variables,
 reads the roles' argument specs and templates, and returns the ``flashmm_plan`` fact.  Every
 validation problem of every host comes back as one failure, before any host is touched.
@@ -16,7 +16,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.vars.hostvars import HostVarsVars
 
-from flashmm_deploy.values import is_template
+from flashmm_deploy.core.values import is_template
 
 EXTRA_VARS_SOURCE = "extra vars (-e) or play vars"
 
@@ -56,9 +56,12 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("require_secrets", "render", "steps", "action", "preflight"))
 
     def run(self, tmp=None, task_vars=None):
-        from flashmm_deploy import (host_validation, plan, preflight, render, role_settings,
-                                    runs, secret_generation)
-        from flashmm_deploy.errors import FlashmmError
+        from flashmm_deploy.inventory import host_validation
+        from flashmm_deploy.plan import plan, preflight, runs
+        from flashmm_deploy.render import render
+        from flashmm_deploy.config import role_settings
+        from flashmm_deploy.secrets import secret_generation
+        from flashmm_deploy.core.errors import FlashmmError
 
         result = super().run(tmp, task_vars)
         require_secrets = bool(self._task.args.get("require_secrets", False))

@@ -4,7 +4,7 @@ host of the play) before any host is touched: index, manifests, every stored fil
 sha256, decryption with the environment's vault id, each decrypted file's sum, environment and
 hosts against the inventory.  Any problem fails the task, naming each file and what differs.
 Returns the groups the later plays of playbooks/restore.yml target, and no secret.  A thin
-adapter over ``flashmm_deploy.backup_tasks``."""
+adapter over ``flashmm_deploy.backup.backup_tasks``."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import backup_tasks
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.secret_files import host_part
-from flashmm_deploy.values import plain
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.backup import backup_tasks
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.secrets.secret_files import host_part
+from flashmm_deploy.core.values import plain
+from flashmm_deploy.inventory.vault import VaultKeys
 
 
 class ActionModule(ActionBase):

@@ -1,5 +1,5 @@
 """Action plugin ``flashmm_rotate_vault``: one step of a secret rotation in the environment's
-vault, on the controller (``flashmm_deploy.rotation``).  The vault is opened with the vault
+vault, on the controller (``flashmm_deploy.secrets.rotation``).  The vault is opened with the vault
 passwords this ansible-playbook run was given (``--vault-id``, ansible.cfg), re-encrypted with
 its own vault id and replaced atomically.  The result names the secrets renewed and the
 rotation's id, never a value.
@@ -14,8 +14,8 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.values import native, plain
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.core.values import native, plain
 
 
 class ActionModule(ActionBase):
@@ -27,8 +27,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         from pathlib import Path
 
-        from flashmm_deploy import rotation          # pydantic-free, but only this task needs it
-        from flashmm_deploy.vault import VaultKeys
+        from flashmm_deploy.secrets import rotation          # pydantic-free, but only this task needs it
+        from flashmm_deploy.inventory.vault import VaultKeys
 
         result = super().run(tmp, task_vars)
         args = plain(dict(self._task.args))
@@ -66,7 +66,7 @@ class ActionModule(ActionBase):
     def _new_values(args, task_vars, keys):
         from pathlib import Path
 
-        from flashmm_deploy import rotation
+        from flashmm_deploy.secrets import rotation
 
         raw = task_vars.get(rotation.NEW_VALUES_VAR)      # raw: never templated
         given = args.get("new_values_file")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
-from flashmm_deploy import redis_acl, runs, secret_files
-from flashmm_deploy.planned_action import PlannedAction
+from flashmm_deploy.hostside import redis_acl
+from flashmm_deploy.plan import runs
+from flashmm_deploy.secrets import secret_files
+from flashmm_deploy.plan.planned_action import PlannedAction
 
 
 class ActionModule(PlannedAction):

@@ -1,6 +1,6 @@
 """Action plugin ``flashmm_secrets``: ``flashmm-config secrets init|generate`` as a task, on
 the controller, with the vault passwords this ansible-playbook run was given
-(``flashmm_deploy.secret_gen``).  The result names secrets, never values.  Documentation:
+(``flashmm_deploy.secrets.secret_gen``).  The result names secrets, never values.  Documentation:
 library/flashmm_secrets.py (ansible-doc flashmm_secrets)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.values import native
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.core.values import native
 
 
 class ActionModule(ActionBase):
@@ -19,9 +19,9 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset({"inventory", "create", "replace"})
 
     def run(self, tmp=None, task_vars=None):
-        from flashmm_deploy import secret_gen
-        from flashmm_deploy.inventory import Inventory
-        from flashmm_deploy.vault import VaultKeys
+        from flashmm_deploy.secrets import secret_gen
+        from flashmm_deploy.inventory.inventory import Inventory
+        from flashmm_deploy.inventory.vault import VaultKeys
 
         result = super().run(tmp, task_vars)
         args = native(dict(self._task.args))

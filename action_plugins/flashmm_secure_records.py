@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
-from flashmm_deploy import runs
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.planned_action import PlannedAction
+from flashmm_deploy.plan import runs
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.plan.planned_action import PlannedAction
 
 _CONNECTION = ("host", "port", "db", "username", "tls", "ca_file", "cert_file", "key_file",
                "tls_verify", "timeout")

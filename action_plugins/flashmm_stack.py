@@ -24,9 +24,10 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from flashmm_deploy import secret_files, stack_check
-from flashmm_deploy.errors import FlashmmError
-from flashmm_deploy.values import native
+from flashmm_deploy.secrets import secret_files
+from flashmm_deploy.plan import stack_check
+from flashmm_deploy.core.errors import FlashmmError
+from flashmm_deploy.core.values import native
 
 COMPOSE_MODULE = "community.docker.docker_compose_v2"
 
@@ -88,8 +89,8 @@ class ActionModule(ActionBase):
         if source != "restore":
             raise ValueError(f"flashmm_stack_files_from: expected deploy or restore, got "
                              f"{source!r}")
-        from flashmm_deploy import backup_tasks     # restore only: the backup store's imports
-        from flashmm_deploy.vault import VaultKeys
+        from flashmm_deploy.backup import backup_tasks     # restore only: the backup store's imports
+        from flashmm_deploy.inventory.vault import VaultKeys
         verified = task_vars.get(self._task.args.get("verified_var",
                                                      "flashmm_restore_verified"))
         if not isinstance(verified, dict) or "backup_id" not in verified:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from deploy import PING, redis_cli, start_redis, timed, tool_env  # noqa: E402
-from flashmm_deploy.sandbox import make_local_inventory  # noqa: E402
+from flashmm_deploy.plan.sandbox import make_local_inventory  # noqa: E402
 
 
 def main() -> None:

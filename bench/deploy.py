@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from flashmm_deploy.sandbox import make_local_inventory  # noqa: E402
+from flashmm_deploy.plan.sandbox import make_local_inventory  # noqa: E402
 
 PING = """---
 - name: Ping

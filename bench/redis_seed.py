@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from flashmm_deploy.redis_client import Connection, Endpoint, RedisError  # noqa: E402
-from flashmm_deploy.seed_apply import apply  # noqa: E402
-from flashmm_deploy.seed_script import render_script  # noqa: E402
+from flashmm_deploy.redis.client import Connection, Endpoint, RedisError  # noqa: E402
+from flashmm_deploy.hostside.seed_apply import apply  # noqa: E402
+from flashmm_deploy.hostside.seed_script import render_script  # noqa: E402
 
 RUNS = 50
 

@@ -36,8 +36,8 @@ from flashmm_config import ConfigManager  # noqa: E402
 from flashmm_config.log import Log  # noqa: E402
 from flashmm_config.runtime_keys import read_version, write  # noqa: E402
 from flashmm_config_support import deployed_host  # noqa: E402
-from flashmm_deploy.redis_client import Connection  # noqa: E402
-from flashmm_deploy.redis_url import endpoint_from_url  # noqa: E402
+from flashmm_deploy.redis.client import Connection  # noqa: E402
+from flashmm_deploy.redis_ext.url import endpoint_from_url  # noqa: E402
 from support import valid_secrets  # noqa: E402
 
 SUBSCRIBERS = 3

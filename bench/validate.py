@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from flashmm_deploy import host_validation# noqa: E402
-from flashmm_deploy.inventory import Inventory  # noqa: E402
+from flashmm_deploy.inventory import host_validation# noqa: E402
+from flashmm_deploy.inventory.inventory import Inventory  # noqa: E402
 
 ENVIRONMENTS = ("local", "development", "testnet", "production")
 WARM_RUNS, COLD_RUNS, PROCESS_RUNS = 20, 5, 5
@@ -38,8 +38,8 @@ COLD = """
 import sys, time, json
 sys.path.insert(0, sys.argv[2])
 t0 = time.perf_counter()
-from flashmm_deploy import host_validation
-from flashmm_deploy.inventory import Inventory
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.inventory.inventory import Inventory
 t1 = time.perf_counter()
 results = host_validation.validate_inventory(Inventory(sys.argv[1]))
 t2 = time.perf_counter()

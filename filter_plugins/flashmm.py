@@ -1,4 +1,4 @@
-"""FlashMM filters: thin wrappers over ``flashmm_deploy.filters``.
+"""FlashMM filters: thin wrappers over ``flashmm_deploy.reports.filters``.
 
 Each filter only adapts arguments and turns ``FlashmmError`` into ``AnsibleFilterError`` (whose
 message never holds a secret; raised without the original exception chained, so nothing of
@@ -12,15 +12,15 @@ from ansible.utils.display import Display
 
 display = Display()
 
-# The names of flashmm_deploy.filters.FILTERS (a unit test checks that the two agree).
+# The names of flashmm_deploy.reports.filters.FILTERS (a unit test checks that the two agree).
 FILTER_NAMES = ("flashmm_explain", "flashmm_rotation_kinds", "flashmm_drift_report",
                 "flashmm_audit_report")
 
 
 def _wrap(name):
     def filter_(*args, **kwargs):
-        from flashmm_deploy import filters
-        from flashmm_deploy.errors import FlashmmError
+        from flashmm_deploy.reports import filters
+        from flashmm_deploy.core.errors import FlashmmError
 
         try:
             result, warnings = filters.FILTERS[name](*args, **kwargs)

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module: read a host's audit trail (``.flashmm/audit.log`` and its rotated files),
 first taking over the runtime sets waiting in the host's Redis.  A thin wrapper over
-``flashmm_deploy.audit_log``, shipped as module_utils."""
+``flashmm_deploy.hostside.audit_log``, shipped as module_utils."""
 
 from __future__ import annotations
 

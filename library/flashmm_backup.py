@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module: read everything a FlashMM host's backup needs in one call: the files its
 last deploy wrote and a dump of its Redis runtime keys.  A thin wrapper over
-``flashmm_deploy.backup_host``, shipped as module_utils."""
+``flashmm_deploy.hostside.backup_host``, shipped as module_utils."""
 
 from __future__ import annotations
 

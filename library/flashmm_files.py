@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module: converge a FlashMM host's files in one call (and, where nothing must start
 first, apply its Redis runtime layer in the same call).  A thin wrapper over
-``flashmm_deploy.filesync`` and ``flashmm_deploy.seed_apply``, shipped as module_utils."""
+``flashmm_deploy.hostside.filesync`` and ``flashmm_deploy.hostside.seed_apply``, shipped as module_utils."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ options:
   lease:
     description:
       - The run's hold on the host from its first call there to its last (C(.flashmm/lease.json)).
-        Another run's live lease is waited for like the lock; see the flashmm_deploy.host_lock
+        Another run's live lease is waited for like the lock; see the flashmm_deploy.hostside.host_lock
         module for the fields (action, owner, started, ttl, hold, release, stale_runs).
     type: dict
   generation:
@@ -83,7 +83,7 @@ options:
     description:
       - With C(security.audit_logging) on, the run's audit context (root, host, actor, action,
         run, commit, max_bytes, keep). Each change this call makes is one JSON line in
-        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.audit_log).
+        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.hostside.audit_log).
     type: dict
   runtime:
     description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.

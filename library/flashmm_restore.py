@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module: put a FlashMM host's files and Redis runtime keys back as a verified backup
-holds them, in one call.  A thin wrapper over ``flashmm_deploy.filesync`` and
-``flashmm_deploy.backup_host``, shipped as module_utils."""
+holds them, in one call.  A thin wrapper over ``flashmm_deploy.hostside.filesync`` and
+``flashmm_deploy.hostside.backup_host``, shipped as module_utils."""
 
 from __future__ import annotations
 

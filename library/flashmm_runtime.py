@@ -1,6 +1,6 @@
 #!/usr/bin/python
 """Ansible module: apply a host's Redis runtime layer (``redis/seed.lua``) in one atomic script.
-A thin wrapper over ``flashmm_deploy.seed_apply`` and its standard-library Redis client."""
+A thin wrapper over ``flashmm_deploy.hostside.seed_apply`` and its standard-library Redis client."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ options:
     description:
       - With C(security.audit_logging) on, the run's audit context (root, host, actor, action,
         run, commit, max_bytes, keep). Each change this call makes is one JSON line in
-        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.audit_log).
+        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.hostside.audit_log).
     type: dict
   acl_reload:
     description:

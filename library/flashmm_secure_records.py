@@ -1,6 +1,6 @@
 #!/usr/bin/python
 """Ansible module: re-encrypt the app's encrypted records (``flashmm:secure:*``) under the new
-encryption key, in batches.  A thin wrapper over ``flashmm_deploy.record_keys``, shipped as
+encryption key, in batches.  A thin wrapper over ``flashmm_deploy.hostside.record_keys``, shipped as
 module_utils.  Deploy tasks call it through its action plugin, which picks the keys and the
 Redis password from the host's own variables."""
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module: what ``docker compose up`` would do to a host's FlashMM stack (check mode),
 and the escape hatch's one restart of Redis.  A thin wrapper over
-``flashmm_deploy.compose_state``; the flashmm_stack action plugin runs it."""
+``flashmm_deploy.hostside.compose_state``; the flashmm_stack action plugin runs it."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/atomic_write.py
+../src/flashmm_deploy/hostside/atomic_write.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/audit_log.py
+../src/flashmm_deploy/hostside/audit_log.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/backup_host.py
+../src/flashmm_deploy/hostside/backup_host.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/compose_state.py
+../src/flashmm_deploy/hostside/compose_state.py

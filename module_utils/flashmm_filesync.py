@@ -1,1 +1,1 @@
-../src/flashmm_deploy/filesync.py
+../src/flashmm_deploy/hostside/filesync.py

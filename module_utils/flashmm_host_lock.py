@@ -1,1 +1,1 @@
-../src/flashmm_deploy/host_lock.py
+../src/flashmm_deploy/hostside/host_lock.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/process_owner.py
+../src/flashmm_deploy/hostside/process_owner.py

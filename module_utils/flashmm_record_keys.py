@@ -1,1 +1,1 @@
-../src/flashmm_deploy/record_keys.py
+../src/flashmm_deploy/hostside/record_keys.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/redis_acl.py
+../src/flashmm_deploy/hostside/redis_acl.py

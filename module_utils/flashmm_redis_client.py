@@ -1,1 +1,1 @@
-../src/flashmm_deploy/redis_client.py
+../src/flashmm_deploy/redis/client.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/redis_endpoint.py
+../src/flashmm_deploy/redis/endpoint.py

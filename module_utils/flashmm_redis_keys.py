@@ -1,1 +1,1 @@
-../src/flashmm_deploy/redis_keys.py
+../src/flashmm_deploy/redis/keys.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/redis_resp.py
+../src/flashmm_deploy/redis/resp.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/redis_tls.py
+../src/flashmm_deploy/redis/tls.py

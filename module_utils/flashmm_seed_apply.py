@@ -1,1 +1,1 @@
-../src/flashmm_deploy/seed_apply.py
+../src/flashmm_deploy/hostside/seed_apply.py

@@ -1,1 +1,1 @@
-../src/flashmm_deploy/seed_script.py
+../src/flashmm_deploy/hostside/seed_script.py

@@ -72,9 +72,11 @@ app_files() {
   local f
   if [ -f "$APP_SRC/__init__.py" ]; then printf '%s\t%s\n' "$APP_DEST/__init__.py" "$APP_SRC/__init__.py"
   else printf '%s\t\n' "$APP_DEST/__init__.py"; fi       # an empty one, only inside the image
-  # The only package modules the app imports: standard library only (the rest needs pydantic).
-  for f in redis_client.py redis_endpoint.py redis_resp.py redis_tls.py redis_url.py \
-           redis_pubsub.py redis_keys.py env_strings.py; do
+  # The only package modules the app imports: standard library only (the rest needs pydantic),
+  # each with its subpackage's __init__.py.
+  for f in redis/__init__.py redis/client.py redis/endpoint.py redis/resp.py redis/tls.py \
+           redis/keys.py redis_ext/__init__.py redis_ext/url.py redis_ext/pubsub.py \
+           config/__init__.py config/env_strings.py; do
     if [ -f "$APP_SRC/$f" ]; then printf '%s\t%s\n' "$APP_DEST/$f" "$APP_SRC/$f"
     else say "WARNING: $APP_SRC/$f does not exist yet: the standin image is built without it"; fi
   done

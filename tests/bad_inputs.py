@@ -1,6 +1,6 @@
 """The bad-input table of tests/integration/test_bad_inputs.py (and helpers shared with
 test_secret_suite.py): mutations applied to a private copy of a `local`-style inventory built by
-``flashmm_deploy.sandbox.make_local_inventory`` (three hosts sandbox-01..03, no stack).
+``flashmm_deploy.plan.sandbox.make_local_inventory`` (three hosts sandbox-01..03, no stack).
 
 Each ``Variant`` is one bad input.  Its ``apply(inv)`` edits the copy; ``keys`` are the names
 (dotted key path or variable) of which the CLI's message must hold at least one; ``file`` is the
@@ -26,7 +26,7 @@ import redis
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy.schema import FIELDS, SECRET_FIELDS, FlashMMConfig
+from flashmm_deploy.config.schema import FIELDS, SECRET_FIELDS, FlashMMConfig
 
 # ---- the base inventory's files ---------------------------------------------------------------
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
-from flashmm_deploy import effective, seed_apply, seed_script
-from flashmm_deploy.layers import LayerInput
-from flashmm_deploy.redis_url import endpoint_from_url
-from flashmm_deploy.validate import validate_layers
+from flashmm_deploy.config import effective
+from flashmm_deploy.hostside import seed_apply, seed_script
+from flashmm_deploy.config.layers import LayerInput
+from flashmm_deploy.redis_ext.url import endpoint_from_url
+from flashmm_deploy.config.validate import validate_layers
 
 SEI = {"network": "testnet", "rpc_url": "https://rpc.example", "ws_url": "wss://ws.example",
        "chain_id": "atlantic-2"}

@@ -24,8 +24,8 @@ import redis
 import yaml
 
 from engine_support import DockerEngine
-from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from ports import free_port_block  # noqa: F401  (the name tests import from here)
 from support import INVENTORIES, ansible_playbook, read_vault, tool_env, write_vault
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
+from flashmm_deploy.config.schema import FIELDS, SECRET_FIELDS
 from ports import free_port as _free_port  # noqa: F401  (the name tests import from here)
 
 # redis_support's names, importable from here as before; imported when first asked for
@@ -126,9 +126,12 @@ SEED_DESIRED = {POS: "2000.0", HZ: "5.0", CONF: "0.7", ALERT: "true"}
 
 
 def build_plan(host_vars: dict[str, dict], *, require_secrets: bool = True, **kw):
-    """The controller pass (flashmm_deploy.plan.build) run in-process, as the flashmm_plan
+    """The controller pass (flashmm_deploy.plan.plan.build) run in-process, as the flashmm_plan
     action runs it, over plain per-host variable mappings and this project's roles."""
-    from flashmm_deploy import host_validation, plan, render, role_settings
+    from flashmm_deploy.inventory import host_validation
+    from flashmm_deploy.plan import plan
+    from flashmm_deploy.render import render
+    from flashmm_deploy.config import role_settings
 
     roles = ROOT / "roles"
     specs = role_settings.load_specs({r: roles / r for r in plan.ROLES})
@@ -147,7 +150,7 @@ def build_plan(host_vars: dict[str, dict], *, require_secrets: bool = True, **kw
 def vault_keys():
     """The vault passwords a shell in the project has: ansible.cfg's vault_identity_list (the
     local and development passwords set-up generates)."""
-    from flashmm_deploy.vault import VaultKeys
+    from flashmm_deploy.inventory.vault import VaultKeys
 
     cwd = os.getcwd()
     try:                                  # ansible.cfg's relative paths: from the project root
@@ -161,7 +164,7 @@ def vault_keys():
 
 def read_vault(path: Path) -> dict:
     """The variables of a vault file, decrypted when it is encrypted."""
-    from flashmm_deploy.vault import is_encrypted
+    from flashmm_deploy.inventory.vault import is_encrypted
 
     raw = Path(path).read_bytes()
     if is_encrypted(raw):
@@ -172,7 +175,7 @@ def read_vault(path: Path) -> dict:
 def write_vault(path: Path, data: dict) -> None:
     """Replace a vault file's variables, keeping its form (encrypted with its vault id, or
     plain)."""
-    from flashmm_deploy.vault import header_vault_id, is_encrypted
+    from flashmm_deploy.inventory.vault import header_vault_id, is_encrypted
 
     path = Path(path)
     text = yaml.safe_dump(data).encode()

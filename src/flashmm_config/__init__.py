@@ -9,7 +9,7 @@ declared behaviour while Redis is down.  ``ConfigManager`` is the sync API,
 
 Dependencies: the standard library and PyYAML to read; pydantic (through the deploy toolkit's
 schema and validator, imported on the first set) to validate a runtime change.  Redis is spoken
-by the project's standard-library client (``flashmm_deploy.redis_client``).
+by the project's standard-library client (``flashmm_deploy.redis.client``).
 """
 
 from flashmm_config.aio import AsyncConfigManager

@@ -1,7 +1,7 @@
 """The configuration schema as the application sees it, and the pure functions of its four layers.
 
 The schema comes from ``fields.json`` next to this module, generated from
-``flashmm_deploy.schema`` by ``flashmm-config docs`` (reading it needs neither pydantic nor
+``flashmm_deploy.config.schema`` by ``flashmm-config docs`` (reading it needs neither pydantic nor
 the deploy toolkit, so the stand-in's image, which has no pydantic, runs this library too).  Each
 dotted key has ``env`` (its variable), ``kind`` (str/int/float/bool/list/choice), ``optional``,
 ``secret``, ``runtime`` (may be overridden in Redis) and ``default``.
@@ -29,8 +29,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from flashmm_deploy import env_strings
-from flashmm_deploy.redis_keys import CONFIG_PREFIX
+from flashmm_deploy.config import env_strings
+from flashmm_deploy.redis.keys import CONFIG_PREFIX
 
 LAYERS = ("default", "file", "env", "runtime")
 # <VAR>_FILE names a file holding <VAR>'s value (compose secrets): ``read_secret_files``

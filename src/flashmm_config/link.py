@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
-from flashmm_deploy.redis_keys import VERSION_KEY
+from flashmm_deploy.redis.client import Connection, Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis.keys import VERSION_KEY
 from flashmm_config.log import Log
 
 INTERVAL = 0.1

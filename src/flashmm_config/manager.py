@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
-from flashmm_deploy.redis_keys import config_key
-from flashmm_deploy.redis_pubsub import PubSubConnection
-from flashmm_deploy.redis_url import endpoint_from_url, mask_url
+from flashmm_deploy.redis.client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis.keys import config_key
+from flashmm_deploy.redis_ext.pubsub import PubSubConnection
+from flashmm_deploy.redis_ext.url import endpoint_from_url, mask_url
 from flashmm_config.layers import ConfigError, load_fields, read_secret_files
 from flashmm_config.link import Link, RedisUnavailable
 from flashmm_config.log import Log
@@ -348,7 +348,7 @@ class ConfigManager:
 
     def _lower_layers(self) -> list:
         """The file and env layers as the deploy toolkit's validator takes them."""
-        from flashmm_deploy.layers import LayerInput
+        from flashmm_deploy.config.layers import LayerInput
 
         nested: dict[str, Any] = {}
         for path, value in self.state.layers()["file"].items():

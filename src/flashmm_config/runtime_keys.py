@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any, Mapping
 
-from flashmm_deploy.redis_client import ReplyError
+from flashmm_deploy.redis.client import ReplyError
 from flashmm_config.layers import (CONFIG_PREFIX, Field, dotted_key, redis_key,
                                                   runtime_value)
 from flashmm_config.log import Log
@@ -31,7 +31,7 @@ SUMMARY_CHANNEL = "flashmm:meta:updates"
 # flashmm:config:updates (what every subscriber reloads), a JSON summary on
 # flashmm:meta:updates ({"version", "changed", "source": "runtime", "actor"}) and who changed
 # which key (no value) on the audit list flashmm:audit:runtime (the newest 1,000: drift names
-# who made an override, the host's audit log copies them: flashmm_deploy.audit_log), all in one
+# who made an override, the host's audit log copies them: flashmm_deploy.hostside.audit_log), all in one
 # script, so no client sees the value without the version or misses the message.  The value
 # was validated before (against the configuration at ARGV[6], the version it was read at): if
 # the version moved since, nothing is written and the caller validates again.  Checks come

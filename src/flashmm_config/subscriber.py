@@ -15,9 +15,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
-from flashmm_deploy.redis_keys import SUMMARY_CHANNEL, UPDATES_CHANNEL
-from flashmm_deploy.redis_pubsub import PubSubConnection
+from flashmm_deploy.redis.client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis.keys import SUMMARY_CHANNEL, UPDATES_CHANNEL
+from flashmm_deploy.redis_ext.pubsub import PubSubConnection
 from flashmm_config.log import Log
 from flashmm_config.link import FIRST_BACKOFF, MAX_BACKOFF
 

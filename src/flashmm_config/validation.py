@@ -6,11 +6,11 @@ the rule, before anything is written:
 1. the key is a runtime key of the schema (``runtime: true``);
 2. the value has its key's type (``layers.check_typed``);
 3. the configuration with the change, every layer included, is validated by the deploy
-   toolkit's own rules (``flashmm_deploy.validate``: ranges, formats, cross-field and secret
+   toolkit's own rules (``flashmm_deploy.config.validate``: ranges, formats, cross-field and secret
    rules, production's included).  A problem the configuration already had before the change
    is not this change's fault and does not refuse it; a new one does.
 
-Step 3 needs pydantic (and the schema module, ``flashmm_deploy.schema``): it is imported on
+Step 3 needs pydantic (and the schema module, ``flashmm_deploy.config.schema``): it is imported on
 the first set, so an application that only reads its configuration (the stand-in's image has
 no pydantic) never loads it.
 """
@@ -50,8 +50,8 @@ def check_value(field: Field, value: Any) -> Any:
 
 
 def _issues(layers: Sequence[Any], runtime: Mapping[str, Any]) -> list:
-    from flashmm_deploy.layers import LayerInput
-    from flashmm_deploy.validate import validate_layers
+    from flashmm_deploy.config.layers import LayerInput
+    from flashmm_deploy.config.validate import validate_layers
 
     data = {redis_key(key): value for key, value in runtime.items()}
     result = validate_layers([*layers, LayerInput("runtime", "redis (runtime layer)", data)])
@@ -66,7 +66,7 @@ def check_change(layers: Sequence[Any], runtime: Mapping[str, Any], key: str,
                  value: Any) -> None:
     """Raise RuntimeSetRefused when setting ``key`` to ``value`` (None: removing it) in the
     runtime layer ``runtime`` (dotted key -> value, as Redis holds it now) makes the
-    configuration of ``layers`` (``flashmm_deploy.layers.LayerInput``: the lower layers) break
+    configuration of ``layers`` (``flashmm_deploy.config.layers.LayerInput``: the lower layers) break
     a rule it did not break before."""
     after = dict(runtime)
     if value is None:

@@ -2,7 +2,7 @@
 pytest-xdist workers apart: each worker has its own redis-server (redis_support), claims its
 own ports (ports.py), writes below its own tmp_path, names its compose projects with a random
 part (stack_support), and registers its ansible-playbook runs in its own controller run
-registry (``$XDG_STATE_HOME``, see src/flashmm_deploy/runs.py; else ``~/.local/state``,
+registry (``$XDG_STATE_HOME``, see src/flashmm_deploy/plan/runs.py; else ``~/.local/state``,
 shared with the operator's own runs)."""
 
 from __future__ import annotations

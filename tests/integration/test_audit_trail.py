@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flashmm_deploy import audit_log
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.hostside import audit_log
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
                      recap, tool_env, write_vault)
 

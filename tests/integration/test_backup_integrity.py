@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from flashmm_deploy import backup_host, backup_store
-from flashmm_deploy.backup_host import BackupHostError
-from flashmm_deploy.redis_client import Connection
-from flashmm_deploy.seed_apply import endpoint_from_params
+from flashmm_deploy.hostside import backup_host
+from flashmm_deploy.backup import backup_store
+from flashmm_deploy.hostside.backup_host import BackupHostError
+from flashmm_deploy.redis.client import Connection
+from flashmm_deploy.hostside.seed_apply import endpoint_from_params
 from support import ROOT, VENV_BIN, ansible_playbook, flashmm_config, tool_env
 from test_backup_restore import HOSTS, OVERRIDE, Site, failed, ok, redis_state
 
@@ -373,7 +374,7 @@ def test_a_backup_sealed_last_is_kept_and_latest_though_it_started_first(site, t
     the backup sealed last: its own prune keeps it (keep=1), and it is latest."""
     import time
 
-    from flashmm_deploy.filesync import HostLock
+    from flashmm_deploy.hostside.filesync import HostLock
 
     backups = tmp_path / "backups"
     env_dir = site.env_dir(backups)

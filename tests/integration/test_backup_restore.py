@@ -20,9 +20,9 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import backup_store
-from flashmm_deploy.filesync import HostLock
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.backup import backup_store
+from flashmm_deploy.hostside.filesync import HostLock
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
                      recap, snapshot_files, tool_env, vault_keys)
 

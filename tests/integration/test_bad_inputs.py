@@ -23,8 +23,8 @@ import pytest
 
 from bad_inputs import (VARIANTS, Ran, Variant, describe_change, run_bounded, snapshot_redis_all,
                         snapshot_tree)
-from flashmm_deploy import cli
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.cli import app as cli
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from support import INVENTORIES, ROOT, VENV_BIN, allocate_dbs, plain_vault, tool_env
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ class _Hung(BaseException):
 
 
 def cli_in_process(args: list[str], limit: float = IN_PROCESS_LIMIT) -> Ran:
-    """``flashmm_deploy.cli.main(args)`` with stdout and stderr captured; an exception escaping
+    """``flashmm_deploy.cli.app.main(args)`` with stdout and stderr captured; an exception escaping
     main is reported as a traceback in stderr, a hang as a kill."""
     out, err = io.StringIO(), io.StringIO()
 
@@ -138,7 +138,7 @@ def cli_in_process(args: list[str], limit: float = IN_PROCESS_LIMIT) -> Ran:
             except _Hung:
                 code = None
             except BaseException:   # noqa: BLE001 - anything escaping main is the finding
-                err.write("exception escaped flashmm_deploy.cli.main:\n" + traceback.format_exc())
+                err.write("exception escaped flashmm_deploy.cli.app.main:\n" + traceback.format_exc())
                 code = -1
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -9,8 +9,9 @@ import json
 import pytest
 import yaml
 
-from flashmm_deploy import effective, host_validation
-from flashmm_deploy.inventory import Inventory
+from flashmm_deploy.config import effective
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.inventory.inventory import Inventory
 from support import INVENTORIES, ROOT, ansible_playbook, copy_inventory, tool_env, valid_secrets
 
 pytestmark = pytest.mark.integration

@@ -19,11 +19,13 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
-from flashmm_deploy import effective, host_validation, secret_gen
-from flashmm_deploy.inventory import Inventory
-from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
-from flashmm_deploy.render import acl_file
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.config import effective
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.secrets import secret_gen
+from flashmm_deploy.inventory.inventory import Inventory
+from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
+from flashmm_deploy.render.render import acl_file
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from engine_support import free_port
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
                      recap, snapshot_files, snapshot_redis, start_redis, stop_redis, tool_env,

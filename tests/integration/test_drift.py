@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from ports import free_port
 from stack_support import Stack, ok
 from support import INVENTORIES, flashmm_config, snapshot_files, tool_env

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from flashmm_deploy import dotenv_file
-from flashmm_deploy.errors import FlashmmError
+from flashmm_deploy.config import dotenv_file
+from flashmm_deploy.core.errors import FlashmmError
 from unit.test_envfile import CORPUS, RANDOM
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ from flashmm_config.log import LogBase
 from flashmm_config import (AsyncConfigManager, ConfigManager, RedisUnavailable,
                             RuntimeSetRefused)
 from flashmm_config_support import deployed_host
-from flashmm_deploy import effective
-from flashmm_deploy.redis_client import RedisError
-from flashmm_deploy.schema import FIELDS
+from flashmm_deploy.config import effective
+from flashmm_deploy.redis.client import RedisError
+from flashmm_deploy.config.schema import FIELDS
 from ports import free_port
 from support import start_redis, valid_secrets
 

@@ -7,11 +7,11 @@ import json
 import secrets as random_tokens
 import pytest
 import yaml
-from flashmm_deploy import host_validation
-from flashmm_deploy.errors import InventoryError
-from flashmm_deploy.inventory import LAYER_VARS, Inventory
-from flashmm_deploy.layers import REDACTED
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.core.errors import InventoryError
+from flashmm_deploy.inventory.inventory import LAYER_VARS, Inventory
+from flashmm_deploy.config.layers import REDACTED
+from flashmm_deploy.inventory.vault import VaultKeys
 from support import SANDBOX, VENV_BIN, copy_inventory, flashmm_config, run, tool_env, valid_secrets
 from unit.test_layers_provenance import base_files, encrypted_local, local_secrets, write_inventory
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from ports import free_port
 from support import INVENTORIES, ansible_playbook, read_vault, recap, tool_env, write_vault
 

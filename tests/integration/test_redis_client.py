@@ -1,4 +1,4 @@
-"""flashmm_deploy.redis_client against real redis-server processes (plain, requirepass, ACL
+"""flashmm_deploy.redis.client against real redis-server processes (plain, requirepass, ACL
 users, TLS with a throw-away CA, mutual TLS) and against small fake servers on 127.0.0.1 that
 misbehave on purpose (silent, malformed, truncated, slow); plus the module under a real
 Python 3.8 when one is installed."""
@@ -20,10 +20,10 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 
-from flashmm_deploy import redis_client
-from flashmm_deploy.redis_client import Connection, Endpoint, RedisError, ReplyError
-from flashmm_deploy.redis_pubsub import PubSubConnection
-from flashmm_deploy.redis_url import endpoint_from_url
+from flashmm_deploy.redis import client as redis_client
+from flashmm_deploy.redis.client import Connection, Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_ext.pubsub import PubSubConnection
+from flashmm_deploy.redis_ext.url import endpoint_from_url
 from support import _free_port, start_redis, stop_redis
 from tls_support import make_certs, start_tls_redis
 
@@ -522,15 +522,16 @@ def test_runs_under_python38(protected, tls_server, certs, tmp_path):
     if python is None:
         pytest.skip("no Python 3.8 interpreter on this machine")
     shipped = tmp_path / "lib"          # the files alone, without the rest of the package
-    (shipped / "flashmm_deploy").mkdir(parents=True)
-    (shipped / "flashmm_deploy" / "__init__.py").write_text("")
-    for name in ("redis_client", "redis_endpoint", "redis_resp", "redis_tls", "redis_url"):
-        shutil.copy(Path(redis_client.__file__).with_name(name + ".py"),
-                    shipped / "flashmm_deploy" / (name + ".py"))
+    package = Path(redis_client.__file__).parents[1]
+    for name in ("__init__", "redis/__init__", "redis/client", "redis/endpoint", "redis/resp",
+                 "redis/tls", "redis_ext/__init__", "redis_ext/url"):
+        (shipped / "flashmm_deploy" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(package / (name + ".py"), shipped / "flashmm_deploy" / (name + ".py"))
     script = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from flashmm_deploy import redis_client as rc, redis_url
+from flashmm_deploy.redis import client as rc
+from flashmm_deploy.redis_ext import url as redis_url
 assert sys.version_info[:2] == (3, 8), sys.version
 url = "redis://:%s@127.0.0.1:%s/2" % (sys.argv[2], sys.argv[3])
 with rc.Connection(redis_url.endpoint_from_url(url)) as conn:

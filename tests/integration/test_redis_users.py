@@ -13,10 +13,11 @@ import socket
 import pytest
 import redis
 
-from flashmm_deploy import backup_host, render, seed_apply
-from flashmm_deploy.redis_acl import (APP_USER, DEPLOY_USER, ensure_loaded, reload_args,
+from flashmm_deploy.hostside import backup_host, seed_apply
+from flashmm_deploy.render import render
+from flashmm_deploy.hostside.redis_acl import (APP_USER, DEPLOY_USER, ensure_loaded, reload_args,
                                       users)
-from flashmm_deploy.redis_client import Connection, Endpoint
+from flashmm_deploy.redis.client import Connection, Endpoint
 from support import start_redis, stop_redis
 
 pytestmark = pytest.mark.integration

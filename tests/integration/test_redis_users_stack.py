@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
+from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
 from stack_support import Stack
 from support import ROOT, flashmm_config, read_vault, recap, tool_env, write_vault
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, recap, snapshot_files,
                      snapshot_redis, tool_env)
 

@@ -21,7 +21,7 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
-from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
+from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
 from stack_support import AppIdentities, Stack, ok
 from support import ansible_playbook, read_vault, recap
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from flashmm_deploy.sandbox import make_local_inventory
+from flashmm_deploy.plan.sandbox import make_local_inventory
 from support import (INVENTORIES, VENV_BIN, allocate_dbs, ansible_playbook, read_vault, recap,
                      run, snapshot_files, tool_env)
 
@@ -117,7 +117,7 @@ def _hostile_values(marker: Path, token: str) -> dict[str, str]:
 
 def test_each_template_form_is_refused_naming_the_key_never_the_value(tmp_path):
     """The toolkit's reader alone (no Ansible): every form, from a plain and an encrypted file."""
-    from flashmm_deploy import rotation
+    from flashmm_deploy.secrets import rotation
     from support import vault_keys
 
     marker = tmp_path / "marker"

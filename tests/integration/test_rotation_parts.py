@@ -12,11 +12,12 @@ import redis
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import record_keys, rotation
-from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER, AclError, ensure_loaded, file_rules
-from flashmm_deploy.redis_client import Endpoint
-from flashmm_deploy.render import acl_file
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.hostside import record_keys
+from flashmm_deploy.secrets import rotation
+from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER, AclError, ensure_loaded, file_rules
+from flashmm_deploy.redis.client import Endpoint
+from flashmm_deploy.render.render import acl_file
+from flashmm_deploy.inventory.vault import VaultKeys
 from support import copy_inventory, read_vault, start_redis, stop_redis, vault_keys
 
 pytestmark = pytest.mark.integration
@@ -115,7 +116,7 @@ def test_records_move_in_batches_keep_ttls_and_resume(redis_server, redis_db):
 
 def test_a_record_rewritten_meanwhile_is_left_alone(redis_server, redis_db):
     """The compare-and-set: the write phase replaces only the value it read."""
-    from flashmm_deploy.redis_client import Connection
+    from flashmm_deploy.redis.client import Connection
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     client = redis_server.client(redis_db)
     token = Fernet(old).encrypt(b"a")
@@ -140,8 +141,8 @@ def test_bad_keys_are_refused_without_showing_them(redis_server, redis_db):
 
 @pytest.fixture
 def local_vault(tmp_path):
-    from flashmm_deploy import secret_gen
-    from flashmm_deploy.inventory import Inventory
+    from flashmm_deploy.secrets import secret_gen
+    from flashmm_deploy.inventory.inventory import Inventory
     inv = copy_inventory("sandbox", tmp_path)
     path = inv / "group_vars" / "all" / "vault.yml"
     path.write_text("# kept comment\nflashmm_secrets:\n  redis_password: first-" +

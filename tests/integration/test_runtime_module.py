@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flashmm_deploy.seed_script import SEEDED_KEY as SEEDED
-from flashmm_deploy.seed_script import render_script
+from flashmm_deploy.hostside.seed_script import SEEDED_KEY as SEEDED
+from flashmm_deploy.hostside.seed_script import render_script
 from ports import free_port
 from support import (CONF, HZ, POS, ROOT, SEED_DESIRED, VENV_BIN, recap, run, start_redis,
                      stop_redis, tool_env)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flashmm_deploy.redis_url import mask_url
+from flashmm_deploy.redis_ext.url import mask_url
 from support import flashmm_config, start_redis, stop_redis
 
 pytestmark = pytest.mark.integration

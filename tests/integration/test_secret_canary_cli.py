@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import traceback
 import pytest
-from flashmm_deploy.errors import InventoryError
-from flashmm_deploy.inventory import Inventory
+from flashmm_deploy.core.errors import InventoryError
+from flashmm_deploy.inventory.inventory import Inventory
 from support import ansible_playbook, copy_inventory, flashmm_config, recap, tool_env
 from unit.test_secret_canary import assert_no_canary, canary, canary_inventory
 

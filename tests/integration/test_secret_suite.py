@@ -28,11 +28,11 @@ import redis
 import yaml
 
 from bad_inputs import URL_FIELDS, Ran, run_bounded
-from flashmm_deploy import cli
-from flashmm_deploy.sandbox import make_local_inventory
-from flashmm_deploy.redis_acl import APP_USER, DEPLOY_USER
-from flashmm_deploy.schema import FIELDS, SECRET_FIELDS
-from flashmm_deploy.secret_files import NOT_FOR_THE_APP
+from flashmm_deploy.cli import app as cli
+from flashmm_deploy.plan.sandbox import make_local_inventory
+from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
+from flashmm_deploy.config.schema import FIELDS, SECRET_FIELDS
+from flashmm_deploy.secrets.secret_files import NOT_FOR_THE_APP
 from ports import free_port
 from support import INVENTORIES, ROOT, VENV_BIN, start_redis, stop_redis, tool_env
 

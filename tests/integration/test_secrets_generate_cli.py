@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from flashmm_deploy import host_validation
-from flashmm_deploy.inventory import Inventory
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.inventory.inventory import Inventory
 import secrets
 
 from cryptography.fernet import Fernet
@@ -164,8 +164,9 @@ def test_bad_vault_files_are_one_line_errors_and_stay_untouched(tmp_path):
 
 
 def test_an_interrupted_write_leaves_the_previous_vault(tmp_path, monkeypatch):
-    from flashmm_deploy import filesync, secret_gen
-    from flashmm_deploy.inventory import Inventory
+    from flashmm_deploy.hostside import filesync
+    from flashmm_deploy.secrets import secret_gen
+    from flashmm_deploy.inventory.inventory import Inventory
 
     inv = copy_inventory("sandbox", tmp_path)
     path = vault_of(inv)[0]

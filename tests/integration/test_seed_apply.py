@@ -1,4 +1,4 @@
-"""flashmm_deploy.seed_apply and the seed script against a real redis-server: the three-way
+"""flashmm_deploy.hostside.seed_apply and the seed script against a real redis-server: the three-way
 semantics, check mode, the version and message contract, failures before any write, and one
 EVAL per apply (the script is rendered by seed_script; its pure tests are in tests/unit)."""
 
@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from flashmm_deploy import effective, host_validation
-from flashmm_deploy.redis_client import Connection, Endpoint, ReplyError
-from flashmm_deploy.seed_apply import SeedError, apply
-from flashmm_deploy.seed_script import SEEDED_KEY as SEEDED
-from flashmm_deploy.seed_script import SUMMARY_CHANNEL as SUMMARY
-from flashmm_deploy.seed_script import UPDATES_CHANNEL as CHANNEL
-from flashmm_deploy.seed_script import VERSION_KEY as VERSION
-from flashmm_deploy.seed_script import lua_string, render_script, script_sha
+from flashmm_deploy.config import effective
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.redis.client import Connection, Endpoint, ReplyError
+from flashmm_deploy.hostside.seed_apply import SeedError, apply
+from flashmm_deploy.hostside.seed_script import SEEDED_KEY as SEEDED
+from flashmm_deploy.hostside.seed_script import SUMMARY_CHANNEL as SUMMARY
+from flashmm_deploy.hostside.seed_script import UPDATES_CHANNEL as CHANNEL
+from flashmm_deploy.hostside.seed_script import VERSION_KEY as VERSION
+from flashmm_deploy.hostside.seed_script import lua_string, render_script, script_sha
 from ports import free_port
 from support import ALERT, CONF, HZ, POS, SEED_DESIRED, start_redis, stop_redis
 

@@ -23,10 +23,11 @@ import yaml
 from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
-from flashmm_deploy import effective, host_validation
-from flashmm_deploy.inventory import Inventory
-from flashmm_deploy.redis_url import mask_url
-from flashmm_deploy.schema import FIELDS
+from flashmm_deploy.config import effective
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.inventory.inventory import Inventory
+from flashmm_deploy.redis_ext.url import mask_url
+from flashmm_deploy.config.schema import FIELDS
 from stack_support import APP_USER, DEPLOY_USER, Stack, ok
 from support import flashmm_config, recap, snapshot_files
 

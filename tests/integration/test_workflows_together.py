@@ -4,7 +4,7 @@ checkout older than a rotation, a deploy killed with SIGKILL, a lease left by a 
 controller.  Each host must end whole: its config file and its Redis from one run, its stack
 healthy, and one plain rerun changing nothing.
 
-The host lease (``flashmm_deploy.host_lock``) is what makes this work; before it, a backup read
+The host lease (``flashmm_deploy.hostside.host_lock``) is what makes this work; before it, a backup read
 the new deploy's files and the previous deploy's Redis, and two deploys broke each other's
 ``docker compose up``."""
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flashmm_deploy.host_lock import LEASE_FILE
+from flashmm_deploy.hostside.host_lock import LEASE_FILE
 from stack_support import Stack, ok
 from support import ansible_playbook, recap
 

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from flashmm_deploy import audit_log
-from flashmm_deploy.filesync import sync
+from flashmm_deploy.hostside import audit_log
+from flashmm_deploy.hostside.filesync import sync
 
 CONTEXT = {"root": None, "host": "mm-1", "actor": "ops@laptop", "action": "deploy",
            "run": "abc123", "commit": None, "max_bytes": 1 << 20, "keep": 2}
@@ -151,7 +151,7 @@ def test_the_seed_lines_follow_the_files_lines(tmp_path):
 
 
 def test_the_report_merges_hosts_in_time_order_and_names_an_unreachable_one():
-    from flashmm_deploy import audit_report
+    from flashmm_deploy.reports import audit_report
 
     a = {"entries": [{"time": "2026-12-03T10:00:02.000Z", "change": "file", "file": ".env",
                       "keys": ["X"], "actor": "ops@l", "action": "deploy"}],

@@ -13,9 +13,10 @@ import kubernetes_validate
 import pytest
 from ansible.parsing.vault import VaultSecret
 
-from flashmm_deploy import backup_store, backup_tasks, k8s_export
-from flashmm_deploy.backup_store import BackupError
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.backup import backup_store, backup_tasks
+from flashmm_deploy.render import k8s_export
+from flashmm_deploy.backup.backup_store import BackupError
+from flashmm_deploy.inventory.vault import VaultKeys
 
 SECRET = "s3cr3t-canary-value-0123456789"
 KEYS = VaultKeys.of_secrets([("local", VaultSecret(b"unit-test-password"))])
@@ -211,7 +212,7 @@ def test_an_edit_without_the_vault_password_breaks_the_signatures(tmp_path):
 
 
 def test_the_mode_rules_are_deploys_own():
-    from flashmm_deploy.role_settings import RULES
+    from flashmm_deploy.config.role_settings import RULES
 
     for bits in range(0o1000):
         mode = f"{bits:04o}"
@@ -241,7 +242,7 @@ def test_the_mode_rules_are_deploys_own():
     (("flashmm:meta:version", "string", -1, [b"9223372036854775808"]), "64-bit"),
 ])
 def test_the_shape_of_redis_data_is_checked(entry, problem):
-    from flashmm_deploy.backup_host import entry_problem
+    from flashmm_deploy.hostside.backup_host import entry_problem
 
     assert problem in (entry_problem(*entry) or "")
 
@@ -253,7 +254,7 @@ def test_the_shape_of_redis_data_is_checked(entry, problem):
     ("flashmm:secure:api", "string", 1, [b"x"]),
 ])
 def test_well_shaped_redis_data_passes(entry):
-    from flashmm_deploy.backup_host import entry_problem
+    from flashmm_deploy.hostside.backup_host import entry_problem
 
     assert entry_problem(*entry) is None
 

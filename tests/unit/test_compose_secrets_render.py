@@ -14,8 +14,10 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from flashmm_deploy import compose_secrets, restore_secrets, secret_files, stack_check
-from flashmm_deploy.effective import SECRET_ENV
+from flashmm_deploy.secrets import compose_secrets, secret_files
+from flashmm_deploy.backup import restore_secrets
+from flashmm_deploy.plan import stack_check
+from flashmm_deploy.config.effective import SECRET_ENV
 from support import build_plan
 from test_plan_result import CONFIG, VAULT as BASE_VAULT
 
@@ -164,7 +166,7 @@ def test_a_restore_renders_the_backups_files_with_todays_secrets_and_label(fact)
 
 
 def test_a_backup_from_either_setting_restores_whichever_is_on_now(fact):
-    from flashmm_deploy import backup_tasks
+    from flashmm_deploy.backup import backup_tasks
 
     for name in ("on", "off"):
         allowed = backup_tasks.planned_paths(fact["hosts"][name], fact["secret_env"])
@@ -173,7 +175,7 @@ def test_a_backup_from_either_setting_restores_whichever_is_on_now(fact):
 
 
 def test_export_k8s_puts_the_values_into_the_secret_not_the_file_paths(fact):
-    from flashmm_deploy import dotenv_file
+    from flashmm_deploy.config import dotenv_file
 
     files = {p: c for p, (c, _, _) in backup_of(fact, "on", VAULT).items()}
     env = restore_secrets.with_app_secret_files(dotenv_file.parse(files[".env"].decode()), files)

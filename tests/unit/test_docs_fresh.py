@@ -9,8 +9,8 @@ import pytest
 from pathlib import Path
 
 
-from flashmm_deploy import docs
-from flashmm_deploy.schema import FIELDS, FIELDS_BY_ENV
+from flashmm_deploy.config import docs
+from flashmm_deploy.config.schema import FIELDS, FIELDS_BY_ENV
 from support import ROOT
 
 GENERATED = (".env.example", "docs/configuration.md", "src/flashmm_config/fields.json", "README.md")
@@ -42,7 +42,7 @@ def test_env_example_holds_no_secret_value():
 
 
 def test_env_example_defaults_parse_back_to_the_schema_defaults():
-    from flashmm_deploy import env_strings
+    from flashmm_deploy.config import env_strings
 
     values = dict(ASSIGNMENT.findall(docs.env_example()))
     for spec in FIELDS.values():

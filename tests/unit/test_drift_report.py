@@ -3,7 +3,7 @@ stack: tests/integration/test_drift.py)."""
 
 from __future__ import annotations
 
-from flashmm_deploy import drift
+from flashmm_deploy.reports import drift
 
 CLEAN = {"files": {"changed_files": [], "removed_files": [], "files": {"a": "unchanged"}},
          "stack": {"containers": {"flashmm": {"action": "none", "reasons": []}}},
@@ -73,7 +73,7 @@ def test_the_app_state_says_stopped_and_out_of_date_together():
 
 
 def test_status_lines_name_version_last_run_app_drift_rotation_and_backup():
-    from flashmm_deploy.cli_drift import status_lines
+    from flashmm_deploy.cli.drift import status_lines
 
     rep = drift.report({"h": dict(CLEAN, runtime={"changed_keys": [], "drift": {}, "version": 7},
                                   files=dict(CLEAN["files"], last_write={

@@ -10,10 +10,10 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from flashmm_deploy import env_strings, effective
-from flashmm_deploy.layers import LayerInput, resolve
-from flashmm_deploy.schema import FIELDS, FIELDS_BY_ENV
-from flashmm_deploy.validate import validate_layers
+from flashmm_deploy.config import env_strings, effective
+from flashmm_deploy.config.layers import LayerInput, resolve
+from flashmm_deploy.config.schema import FIELDS, FIELDS_BY_ENV
+from flashmm_deploy.config.validate import validate_layers
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
 VAULT_SRC = "inventories/t/group_vars/all/vault.yml"

@@ -14,8 +14,8 @@ import random
 import pytest
 from dotenv import dotenv_values
 
-from flashmm_deploy import dotenv_file
-from flashmm_deploy.errors import FlashmmError
+from flashmm_deploy.config import dotenv_file
+from flashmm_deploy.core.errors import FlashmmError
 
 # Characters and sequences a secret or a URL may hold, and ones the dialects disagree on.
 SPECIALS = [

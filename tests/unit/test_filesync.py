@@ -1,4 +1,4 @@
-"""flashmm_deploy.filesync: the one-call file writer behind library/flashmm_files.py."""
+"""flashmm_deploy.hostside.filesync: the one-call file writer behind library/flashmm_files.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from flashmm_deploy.filesync import HostLock, SyncError, check_run, mask_env, read_state, sync
+from flashmm_deploy.hostside.filesync import HostLock, SyncError, check_run, mask_env, read_state, sync
 
 ENV = "A='1'\nTOKEN='s3cret-old'\nZ='z'\n"
 

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from flashmm_deploy import filters
+from flashmm_deploy.reports import filters
 from support import ROOT
 
 

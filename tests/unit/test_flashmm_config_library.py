@@ -10,9 +10,9 @@ import yaml
 from flashmm_config.log import LogBase
 from flashmm_config import ConfigManager, RuntimeSetRefused, load_fields
 from flashmm_config.validation import check_change, check_key, check_value
-from flashmm_deploy import env_strings
-from flashmm_deploy.layers import LayerInput
-from flashmm_deploy.schema import FIELDS
+from flashmm_deploy.config import env_strings
+from flashmm_deploy.config.layers import LayerInput
+from flashmm_deploy.config.schema import FIELDS
 
 LIB_FIELDS = load_fields()
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from flashmm_deploy.filesync import sync
-from flashmm_deploy.host_lock import (GENERATION_FILE, LEASE_FILE, HostLock, SyncError,
+from flashmm_deploy.hostside.filesync import sync
+from flashmm_deploy.hostside.host_lock import (GENERATION_FILE, LEASE_FILE, HostLock, SyncError,
                                       check_generation, read_generation, read_lease)
 
 

@@ -1,7 +1,7 @@
 """The package's import graph, read from the source with ``ast`` (every import: top-level,
-function-level, under ``try``): no import cycle anywhere in ``src/``, and the modules shipped to
-target hosts (the targets of ``module_utils/flashmm_*.py``) import only the standard library and
-each other."""
+function-level, under ``try``): no import cycle anywhere in ``src/``, no import upwards in the
+layer order below, and the modules shipped to target hosts (``redis/`` and ``hostside/``, exactly
+the targets of ``module_utils/flashmm_*.py``) import only the standard library and each other."""
 
 from __future__ import annotations
 
@@ -15,9 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 PACKAGES = ("flashmm_deploy", "flashmm_config")
 SHIPPED_PREFIX = "ansible.module_utils.flashmm_"
+# The layers, lowest first: a module imports its own layer and those before it, never a later
+# one.  Each is a subpackage of flashmm_deploy, except flashmm_config (the client library: it
+# reads config/env_strings and validates a runtime set with config/validate; cli/runtime and the
+# stand-in are built on it).  README "Layout" says what each holds.
+LAYERS = ("core", "redis", "redis_ext", "hostside", "config", "flashmm_config", "inventory",
+          "secrets", "render", "plan", "backup", "reports", "cli", "standin")
+# The layers Ansible ships to target hosts (module_utils/ links every module in them).
+SHIPPED_LAYERS = ("redis", "hostside")
 # What a shipped module may need on a host beyond the standard library, and why.
 HOST_DEPENDENCIES = {
-    "flashmm_deploy.record_keys": {"cryptography"},   # Fernet records; python3-cryptography
+    "flashmm_deploy.hostside.record_keys": {"cryptography"},   # Fernet; python3-cryptography
 }
 
 
@@ -27,7 +35,7 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for package in PACKAGES for p in (SRC / package).rglob("*.py")}
-SHIPPED = {f"flashmm_deploy.{link.resolve().stem}": link.name[:-3]
+SHIPPED = {module_name(link.resolve()): link.name[:-3]
            for link in (ROOT / "module_utils").glob("flashmm_*.py")}
 BY_SHIPPED_NAME = {name: module for module, name in SHIPPED.items()}
 
@@ -114,11 +122,72 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def test_the_reader_sees_the_package():
-    assert {"flashmm_deploy.redis_client", "flashmm_deploy.standin.app",
+    assert {"flashmm_deploy.redis.client", "flashmm_deploy.standin.app",
             "flashmm_config.manager"} <= set(MODULES)
-    assert "flashmm_deploy.redis_client" in SHIPPED
+    assert "flashmm_deploy.redis.client" in SHIPPED
     # function-level imports count: one the package is known to have
-    assert "flashmm_deploy.runtime" in GRAPH["flashmm_deploy.host_validation"]
+    assert "flashmm_deploy.config.runtime" in GRAPH["flashmm_deploy.inventory.host_validation"]
+
+
+def layer_of(name: str) -> str | None:
+    """``flashmm_deploy.<layer>.<module>`` -> layer; ``flashmm_config.*`` -> flashmm_config;
+    the bare root package ``flashmm_deploy`` (empty) -> None."""
+    parts = name.split(".")
+    if parts[0] == "flashmm_config":
+        return "flashmm_config"
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_module_sits_in_a_layer():
+    stray = [name for name in MODULES if name != "flashmm_deploy" and layer_of(name) not in LAYERS]
+    assert not stray, f"modules outside the layers {LAYERS}: {sorted(stray)}"
+    packages = {p.name for p in (SRC / "flashmm_deploy").iterdir()
+                if p.is_dir() and (p / "__init__.py").is_file()}
+    assert packages == set(LAYERS) - {"flashmm_config"}
+    assert (SRC / "flashmm_deploy" / "__init__.py").read_text().strip() == ""
+
+
+def test_layer_check_catches_an_upward_import():
+    assert upward({"flashmm_deploy.core.errors": {"flashmm_deploy.config.schema": 3}}) == [
+        "flashmm_deploy.core.errors (core) -> flashmm_deploy.config.schema (config), line 3"]
+    assert upward({"flashmm_deploy.cli.app": {"flashmm_deploy.core.errors": 3}}) == []
+
+
+def upward(graph: dict[str, dict[str, int]]) -> list[str]:
+    wrong = []
+    for name, targets in sorted(graph.items()):
+        here = layer_of(name)
+        for target, line in sorted(targets.items()):
+            there = layer_of(target)
+            if here and there and LAYERS.index(there) > LAYERS.index(here):
+                wrong.append(f"{name} ({here}) -> {target} ({there}), line {line}")
+    return wrong
+
+
+def test_imports_only_go_down_the_layers():
+    wrong = upward(GRAPH)
+    assert not wrong, "imports upwards:\n" + "\n".join(wrong)
+
+
+def test_package_inits_import_nothing_of_the_package_on_import():
+    """Importing ``flashmm_deploy.x.y`` runs ``flashmm_deploy/x/__init__.py`` first: those stay
+    free of package imports at module level, so a module never drags its siblings in (the one
+    function-level import: ``cli.main``, the entry point, imports ``cli.app`` when called)."""
+    for name, path in MODULES.items():
+        if path.name != "__init__.py" or not name.startswith("flashmm_deploy"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+               and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+        assert not top, f"{path.relative_to(ROOT)} imports at module level"
+
+
+def test_what_is_shipped_is_exactly_redis_and_hostside():
+    in_layers = {name for name, path in MODULES.items()
+                 if layer_of(name) in SHIPPED_LAYERS and path.name != "__init__.py"}
+    assert set(SHIPPED) == in_layers
+    for link in (ROOT / "module_utils").glob("flashmm_*.py"):
+        assert not Path(link.readlink()).is_absolute(), f"{link.name}: an absolute link"
 
 
 def test_cycles_are_found():
@@ -163,3 +232,10 @@ def test_shipped_modules_import_each_other_as_targets_see_them(module):
     as_shipped = {BY_SHIPPED_NAME[t[len("ansible.module_utils."):]]
                   for t in targets if t.startswith(SHIPPED_PREFIX)}
     assert package == as_shipped
+
+
+def test_the_project_root_is_found_from_the_package():
+    """``core.paths`` finds the checkout from its own place in it (one place knows it)."""
+    from flashmm_deploy.core.paths import project_root
+
+    assert project_root() == ROOT

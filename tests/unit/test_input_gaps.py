@@ -10,10 +10,10 @@ import secrets as random_tokens
 import pytest
 from cryptography.fernet import Fernet
 
-from flashmm_deploy.errors import Origin
-from flashmm_deploy.layers import LayerInput, resolve
-from flashmm_deploy.role_settings import RULES, template_problem
-from flashmm_deploy.validate import validate_layers
+from flashmm_deploy.core.errors import Origin
+from flashmm_deploy.config.layers import LayerInput, resolve
+from flashmm_deploy.config.role_settings import RULES, template_problem
+from flashmm_deploy.config.validate import validate_layers
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
 VAULT_SRC = "inventories/t/group_vars/all/vault.yml"

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import host_validation
-from flashmm_deploy.errors import Origin
-from flashmm_deploy.inventory import LAYER_VARS, Inventory
-from flashmm_deploy.layers import LAYER_ORDER, LayerInput, resolve
-from flashmm_deploy.schema import FIELDS, RUNTIME_FIELDS
-from flashmm_deploy.validate import validate_layers
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.core.errors import Origin
+from flashmm_deploy.inventory.inventory import LAYER_VARS, Inventory
+from flashmm_deploy.config.layers import LAYER_ORDER, LayerInput, resolve
+from flashmm_deploy.config.schema import FIELDS, RUNTIME_FIELDS
+from flashmm_deploy.config.validate import validate_layers
 from support import VENV_BIN, copy_inventory, run
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
@@ -282,7 +282,7 @@ def test_jinja_in_a_nested_list_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("secret", ["{# c #}", "abc{#", "{{x", "a{%b"])
 def test_jinja_delimiters_in_a_secret_are_refused_without_showing_it(secret):
-    from flashmm_deploy.validate import validate_layers
+    from flashmm_deploy.config.validate import validate_layers
     result = validate_layers([LayerInput("vault", "v.yml", {"secrets": {"secret_key": secret * 10}}),
                               LayerInput("env", "e", {"API_AUTH_TOKEN": "x" * 40 + secret})])
     texts = [i.render() for i in result.errors]

@@ -8,7 +8,7 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import secret_files
+from flashmm_deploy.secrets import secret_files
 from support import build_plan
 
 SEI = {"network": "testnet", "rpc_url": "https://sei-testnet-rpc.polkachu.com",

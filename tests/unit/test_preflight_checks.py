@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from flashmm_deploy import preflight
-from flashmm_deploy.preflight import Answer, Target
+from flashmm_deploy.plan import preflight
+from flashmm_deploy.plan.preflight import Answer, Target
 
 API, SECRET = "CANARY-api-key", "CANARY-secret-key"
 

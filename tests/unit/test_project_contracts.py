@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flashmm_deploy import plan
-from flashmm_deploy.seed_apply import RUNTIME_OPTIONS
+from flashmm_deploy.plan import plan
+from flashmm_deploy.hostside.seed_apply import RUNTIME_OPTIONS
 from support import ROOT
 
 ROLES = ROOT / "roles"

@@ -1,4 +1,4 @@
-"""flashmm_deploy.redis_client and redis_url without a server: endpoint_from_url for every URL
+"""flashmm_deploy.redis.client and redis_url without a server: endpoint_from_url for every URL
 form (passwords with every special character, encoded or not; IPv6; rediss query parameters),
 validation, the password never in a label, URL, mask, repr or error message, and the modules'
 contract of being Python 3.8 compatible, standard-library only and free of relative imports."""
@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 import pytest
 
-from flashmm_deploy import redis_client
-from flashmm_deploy.redis_client import Endpoint, RedisError, ReplyError
-from flashmm_deploy.redis_url import endpoint_from_url, endpoint_url, mask_url
+from flashmm_deploy.redis import client as redis_client
+from flashmm_deploy.redis.client import Endpoint, RedisError, ReplyError
+from flashmm_deploy.redis_ext.url import endpoint_from_url, endpoint_url, mask_url
 
 MODULE = Path(redis_client.__file__)
 
@@ -366,10 +366,12 @@ def test_command_encoding():
 
 # Its siblings: from the package, or (on a target host) from Ansible's module_utils.
 SIBLINGS = {"flashmm_deploy", "ansible"}
-FILES = ("redis_client", "redis_endpoint", "redis_resp", "redis_tls", "redis_url", "redis_pubsub")
+FILES = ("redis/client", "redis/endpoint", "redis/resp", "redis/tls", "redis_ext/url",
+         "redis_ext/pubsub")
+PACKAGE = MODULE.parents[1]
 
 
-@pytest.mark.parametrize("module", [MODULE.with_name(f"{name}.py") for name in FILES], ids=FILES)
+@pytest.mark.parametrize("module", [PACKAGE / f"{name}.py" for name in FILES], ids=FILES)
 def test_module_is_python38_stdlib_only(module):
     source = module.read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 8))
@@ -413,7 +415,7 @@ def test_endpoint_is_immutable_and_compares_by_value():
         Endpoint(hots="h")
 
 
-@pytest.mark.parametrize("name", ["redis_client", "redis_endpoint", "redis_resp", "redis_tls"])
+@pytest.mark.parametrize("name", ["client", "endpoint", "resp", "tls"])
 def test_the_client_imports_ssl_ipaddress_and_no_dataclasses_only_when_needed(name):
     """Every module call on a target imports these files: the costly modules load only for TLS
     (or a bracketed IPv6 host), so none of them may be imported at the top level."""

@@ -1,4 +1,4 @@
-"""The restore's treatment of secrets on the controller (flashmm_deploy.restore_secrets): the
+"""The restore's treatment of secrets on the controller (flashmm_deploy.backup.restore_secrets): the
 backup's secret files with the vault's secrets, records re-encrypted deterministically under
 the vault's key, the backup's secrets into the vault.  The whole restore on the real stack:
 tests/integration/test_restore_secrets.py."""
@@ -12,10 +12,10 @@ import yaml
 from ansible.parsing.vault import VaultSecret
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import restore_secrets as rs
-from flashmm_deploy.backup_store import BackupError
-from flashmm_deploy.secret_files import env_file
-from flashmm_deploy.vault import VaultKeys
+from flashmm_deploy.backup import restore_secrets as rs
+from flashmm_deploy.backup.backup_store import BackupError
+from flashmm_deploy.secrets.secret_files import env_file
+from flashmm_deploy.inventory.vault import VaultKeys
 
 SECRET_ENV = {"REDIS_PASSWORD": "redis_password", "ENCRYPTION_KEY": "encryption_key",
               "OLD_ENCRYPTION_KEY": "old_encryption_key"}

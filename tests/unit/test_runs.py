@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from flashmm_deploy import runs
+from flashmm_deploy.plan import runs
 
 
 def test_a_live_run_is_not_stale_and_a_gone_or_reused_pid_is(tmp_path):
@@ -39,7 +39,7 @@ def test_the_lease_option_of_a_call(tmp_path):
 
 
 def test_toolkit_commit_reads_loose_packed_and_detached_heads(tmp_path):
-    from flashmm_deploy.runs import toolkit_commit
+    from flashmm_deploy.plan.runs import toolkit_commit
 
     git = tmp_path / ".git"
     (git / "refs" / "heads").mkdir(parents=True)

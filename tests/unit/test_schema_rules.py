@@ -20,9 +20,9 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy.layers import LayerInput
-from flashmm_deploy.schema import FIELDS
-from flashmm_deploy.validate import validate_layers
+from flashmm_deploy.config.layers import LayerInput
+from flashmm_deploy.config.schema import FIELDS
+from flashmm_deploy.config.validate import validate_layers
 from support import flashmm_config, valid_secrets
 
 ENV_SRC = "inventories/t/group_vars/all/flashmm.yml"
@@ -657,7 +657,7 @@ def test_a_url_with_credentials_is_refused_and_never_shown(path, url):
 
 
 def test_explain_of_a_url_with_credentials_masks_them():
-    from flashmm_deploy import effective
+    from flashmm_deploy.config import effective
     result = check(with_value(dev_config(), "storage.redis.url", "redis://:CANARY-x@redis:1/0"))
     assert "CANARY" not in str(effective.explain(result.resolution, "storage.redis.url"))
 
@@ -677,7 +677,7 @@ def test_a_huge_string_is_refused_and_not_echoed_whole():
 def test_the_credential_check_takes_linear_time_and_still_finds_what_it_found():
     """The credential-URL pattern was quadratic in a run of scheme characters (100 kB of 'x'
     took 11 s); the linear one matches exactly the strings the old pattern matched."""
-    from flashmm_deploy.layers import _CREDENTIAL_URL
+    from flashmm_deploy.config.layers import _CREDENTIAL_URL
 
     started = time.perf_counter()
     result = check(with_value(dev_config(), "app.name", "x" * 200000 + "://"))

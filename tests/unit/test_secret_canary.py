@@ -22,12 +22,15 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy import host_validation, cli, effective, filters
-from flashmm_deploy.errors import ConfigInvalid, FlashmmError, format_issues
-from flashmm_deploy.inventory import Inventory
-from flashmm_deploy.layers import LayerInput
-from flashmm_deploy.schema import FIELDS
-from flashmm_deploy.validate import validate_layers
+from flashmm_deploy.inventory import host_validation
+from flashmm_deploy.cli import app as cli
+from flashmm_deploy.config import effective
+from flashmm_deploy.reports import filters
+from flashmm_deploy.core.errors import ConfigInvalid, FlashmmError, format_issues
+from flashmm_deploy.inventory.inventory import Inventory
+from flashmm_deploy.config.layers import LayerInput
+from flashmm_deploy.config.schema import FIELDS
+from flashmm_deploy.config.validate import validate_layers
 from support import build_plan, copy_inventory
 
 CORE = random_tokens.token_urlsafe(18)            # 24 random characters: the needle

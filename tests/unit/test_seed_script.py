@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flashmm_deploy.seed_script import (CONFIG_PREFIX, SEED_LUA_BODY, SEEDED_KEY,
+from flashmm_deploy.hostside.seed_script import (CONFIG_PREFIX, SEED_LUA_BODY, SEEDED_KEY,
                                         UPDATES_CHANNEL, VERSION_KEY, SeedInputError,
                                         lua_string, render_script, script_sha)
 from support import ALERT, CONF, HZ, POS, SEED_DESIRED
@@ -72,11 +72,11 @@ def test_rules_are_rendered_and_the_script_stays_inert_to_jinja2():
 
 
 def test_the_schema_gives_every_runtime_key_its_rule():
-    from flashmm_deploy.render import seed_lua
-    from flashmm_deploy.schema import FIELDS
-    from flashmm_deploy.effective import effective
-    from flashmm_deploy.validate import validate_layers
-    from flashmm_deploy.layers import LayerInput
+    from flashmm_deploy.render.render import seed_lua
+    from flashmm_deploy.config.schema import FIELDS
+    from flashmm_deploy.config.effective import effective
+    from flashmm_deploy.config.validate import validate_layers
+    from flashmm_deploy.config.layers import LayerInput
     from support import valid_secrets
     result = validate_layers([LayerInput("environment", "e", {"sei": {
         "network": "testnet", "rpc_url": "https://r.example", "ws_url": "wss://r.example",

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from flashmm_deploy import compose_state, stack_check
+from flashmm_deploy.hostside import compose_state
+from flashmm_deploy.plan import stack_check
 from support import build_plan
 from test_plan_result import CONFIG, VAULT
 

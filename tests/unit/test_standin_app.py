@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from flashmm_deploy.redis_client import RedisError, ReplyError
+from flashmm_deploy.redis.client import RedisError, ReplyError
 from flashmm_deploy.standin.app import StandIn
 from flashmm_config.layers import REQUIRED_ENV, load_fields
 from flashmm_deploy.standin.event_log import EventLog

@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "flashmm_deploy"
 LIBRARY = "flashmm_config"
-# The library's functions that import pydantic (through flashmm_deploy.validate) when called:
-# the validation of a runtime set.
+# The library's functions that import pydantic (through flashmm_deploy.config.validate) when
+# called: the validation of a runtime set.
 SET_ONLY = {"flashmm_config.validation": {"_issues"}, "flashmm_config.manager": {"_lower_layers"}}
 THIRD_PARTY = {"yaml", "cryptography"}
 
@@ -57,8 +57,13 @@ def imports_of(path: Path, lazy: set[str] = frozenset()) -> set[str]:
             if base == "__future__":
                 continue
             found.add(base)
-            if base in ("flashmm_deploy", "flashmm_deploy.standin", LIBRARY):
-                found.update(f"{base}.{alias.name}" for alias in node.names)
+            if base.startswith(("flashmm_deploy", LIBRARY)):    # from a package import a module
+                found.update(f"{base}.{alias.name}" for alias in node.names
+                             if module_path(f"{base}.{alias.name}"))
+    # Importing a module runs its packages' __init__.py first.
+    for name in [n for n in found if n.startswith("flashmm_deploy.")]:
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(2, len(parts)))
     return found
 
 
@@ -100,10 +105,12 @@ def test_the_app_imports_only_what_its_image_has():
                     or name in reached or name == "flashmm_deploy"), f"{module} imports {name}"
     shared = {m for m in reached if not m.startswith(("flashmm_deploy.standin", LIBRARY))} - {
         "flashmm_deploy"}
-    assert shared == {"flashmm_deploy.redis_client", "flashmm_deploy.redis_endpoint",
-                      "flashmm_deploy.redis_resp", "flashmm_deploy.redis_tls",
-                      "flashmm_deploy.redis_url", "flashmm_deploy.redis_pubsub",
-                      "flashmm_deploy.redis_keys", "flashmm_deploy.env_strings"}
+    assert shared == {"flashmm_deploy.redis", "flashmm_deploy.redis.client",
+                      "flashmm_deploy.redis.endpoint", "flashmm_deploy.redis.resp",
+                      "flashmm_deploy.redis.tls", "flashmm_deploy.redis.keys",
+                      "flashmm_deploy.redis_ext", "flashmm_deploy.redis_ext.url",
+                      "flashmm_deploy.redis_ext.pubsub",
+                      "flashmm_deploy.config", "flashmm_deploy.config.env_strings"}
 
 
 def test_build_images_copies_every_package_module_the_app_imports():
@@ -112,7 +119,8 @@ def test_build_images_copies_every_package_module_the_app_imports():
     for module in closure():
         if module.startswith(("flashmm_deploy.standin", LIBRARY)) or module == "flashmm_deploy":
             continue                       # the whole standin/ and library directories
-        assert f"{module.rsplit('.', 1)[1]}.py" in body, f"{module} is not copied"
+        path = module_path(module).relative_to(PACKAGE).as_posix()  # e.g. redis/__init__.py
+        assert path in body, f"{module} ({path}) is not copied"
     assert '"$APP_SRC/standin"' in body and "__init__.py" in body and '"$LIB_SRC"' in body
     assert 'LIB_SRC="src/flashmm_config"' in script
 

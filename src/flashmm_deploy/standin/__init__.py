@@ -11,9 +11,10 @@ counters show whether a secret rotation failed any operation, the encrypted-reco
 It runs in a container that has only Debian's ``python3`` with ``python3-yaml`` and
 ``python3-cryptography``, so it imports nothing but the standard library, ``yaml``,
 ``cryptography``, the library's reading parts (``src/flashmm_config``, no pydantic until a
-runtime set, which the stand-in never makes) and three standard-library modules of this
-package: ``redis_client``, ``redis_url`` and ``env_strings`` (``scripts/build-images.sh``
-copies exactly those).
+runtime set, which the stand-in never makes) and the standard-library modules of this
+package it needs: ``redis/`` (the client), ``redis_ext/`` (URLs, pub/sub) and
+``config/env_strings.py`` (``scripts/build-images.sh`` copies exactly those, with the packages'
+``__init__.py``).
 
 Modules:
 

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flashmm_deploy.redis_client import Connection, Endpoint
-from flashmm_deploy.redis_url import mask_url
+from flashmm_deploy.redis.client import Connection, Endpoint
+from flashmm_deploy.redis_ext.url import mask_url
 from flashmm_config.layers import ConfigError, missing_required
 from flashmm_config.link import RedisLink
 from flashmm_config.manager import ConfigManager

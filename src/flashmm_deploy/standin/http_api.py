@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from flashmm_deploy.redis_client import RedisError
-from flashmm_deploy.redis_url import mask_url
+from flashmm_deploy.redis.client import RedisError
+from flashmm_deploy.redis_ext.url import mask_url
 from flashmm_config.link import RedisUnavailable
 
 Body = tuple[int, dict]

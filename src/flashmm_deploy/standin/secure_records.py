@@ -30,8 +30,8 @@ from typing import Any, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from flashmm_deploy.redis_client import ReplyError
-from flashmm_deploy.redis_keys import SECURE_PREFIX
+from flashmm_deploy.redis.client import ReplyError
+from flashmm_deploy.redis.keys import SECURE_PREFIX
 from flashmm_config.runtime_keys import scan_keys
 
 NEW_KEY_ENV = "ENCRYPTION_KEY"

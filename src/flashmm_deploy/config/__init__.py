@@ -1,0 +1,1 @@
+"""The configuration: schema, layers, validation, the effective config and the generated docs."""

@@ -1,0 +1,1 @@
+"""Ansible inventories read without Ansible: the vault, the inventory, host validation."""

@@ -1,0 +1,1 @@
+"""The controller pass and what the per-host action plugins share."""

@@ -1,0 +1,1 @@
+"""A host's files rendered on the controller (and the Kubernetes export)."""

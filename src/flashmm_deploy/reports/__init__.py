@@ -1,0 +1,1 @@
+"""Reports over many hosts: drift, the audit trail, the filter plugins' functions."""

@@ -1,0 +1,1 @@
+"""Secrets on the controller: generation, the files that hold them, rotation."""
