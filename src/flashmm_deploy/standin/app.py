@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flashmm_deploy.redis.client import Connection, Endpoint
+from flashmm_deploy.redis.client import Endpoint
+from flashmm_deploy.redis_ext.pubsub import PubSubConnection
 from flashmm_deploy.redis_ext.url import mask_url
 from flashmm_config.layers import ConfigError, missing_required
 from flashmm_config.link import RedisLink
@@ -49,7 +50,7 @@ class StandIn(ConfigManager):
     link_class = RedisLink
 
     def __init__(self, environ: Mapping[str, str], log: EventLog, config_dir: Path,
-                 connect: Callable[[Endpoint], Any] = Connection,
+                 connect: Callable[[Endpoint], Any] = PubSubConnection,  # link, subscriber
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(environ, Path(config_dir), log=log, connect=connect, clock=clock,
                          check_interval=WORKLOAD_INTERVAL, file_poll=FILE_POLL)
