@@ -170,7 +170,8 @@ def test_a_schema_violation_is_caught_by_the_validator():
 
 
 def test_two_backups_in_the_same_second_get_two_ids(tmp_path, monkeypatch):
-    monkeypatch.setattr(backup_store, "toolkit", lambda: {"version": None, "commit": None})
+    monkeypatch.setattr("flashmm_deploy.backup.writer.toolkit",
+                        lambda: {"version": None, "commit": None})
     runs = [backup_store.begin(tmp_path, "local", now=1_800_000_000) for _ in range(3)]
     assert [r["id"] for r in runs] == ["20270115T080000Z", "20270115T080000Z-2",
                                        "20270115T080000Z-3"]
