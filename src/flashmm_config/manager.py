@@ -1,3 +1,4 @@
+# Over 350 lines: ConfigManager, the library's one public class (load, threads, get/set).
 """``ConfigManager``: the seed's configuration manager, corrected (sync API; ``aio`` wraps it).
 
     config = ConfigManager()          # environ: os.environ; config dir: $FLASHMM_CONFIG_DIR

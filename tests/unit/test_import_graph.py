@@ -239,3 +239,15 @@ def test_the_project_root_is_found_from_the_package():
     from flashmm_deploy.core.paths import project_root
 
     assert project_root() == ROOT
+
+
+LONG = 350          # lines; a longer module says why on its first line
+
+
+def test_no_long_module_without_a_reason():
+    wrong = []
+    for path in sorted(MODULES.values()):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) > LONG and not lines[0].startswith(f"# Over {LONG} lines: "):
+            wrong.append(f"{path.relative_to(ROOT)} ({len(lines)} lines)")
+    assert not wrong, f"over {LONG} lines without a '# Over {LONG} lines: <why>' first line: {wrong}"

@@ -1,3 +1,4 @@
+# Over 350 lines: backup's and restore's controller steps side by side, kept symmetric.
 """What the backup and restore action plugins do on the controller, over the controller pass's
 registered plan (``flashmm_plan``): start and seal a backup, build each host's module
 arguments, store what a host returned, verify a backup before a restore.

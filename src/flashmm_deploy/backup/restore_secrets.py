@@ -1,3 +1,4 @@
+# Over 350 lines: one rule (a restored host's secrets) over .env, app files, records.
 """A restore's treatment of secrets, on the controller: which secrets the restored hosts get,
 and the restored ``flashmm:secure:*`` records under the key those hosts hold.
 

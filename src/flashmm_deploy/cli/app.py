@@ -1,3 +1,4 @@
+# Over 350 lines: the parser and the small commands; the command groups have modules.
 """``flashmm-config``: validate, explain and diff inventories without running Ansible.
 
 Exit codes: 0 valid / done, 1 invalid configuration (or stale docs with ``docs --check``),

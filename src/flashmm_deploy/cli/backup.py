@@ -1,3 +1,4 @@
+# Over 350 lines: backup list|verify|show and export-k8s, one short function a command.
 """``flashmm-config backup list|verify|show`` and ``flashmm-config export-k8s``: the backups of an
 inventory's environment (``playbooks/backup.yml`` writes them), without running Ansible.
 

@@ -1,3 +1,4 @@
+# Over 350 lines: one write pass under the host lock (diff, atomic writes, roll back, audit).
 """Converge a set of files under one root in a single pass: atomic writes, stated modes, a
 per-file diff with secret values masked, and a check mode that writes nothing.
 

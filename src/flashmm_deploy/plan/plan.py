@@ -1,3 +1,4 @@
+# Over 350 lines: one host plan built from many inputs; the helpers belong beside it.
 """The controller pass: validate every host of a play once, check every role's variables, and
 render each host's public files, before any host is touched.
 
