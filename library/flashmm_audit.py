@@ -20,12 +20,10 @@ options:
   root: {description: The host's FlashMM directory (flashmm_root)., type: path, required: true}
   since: {description: "Only lines at or after this time (ISO 8601, UTC, e.g. 2026-12-01 or 2026-12-01T10:00).", type: str}
   max_lines: {description: At most this many lines come back (the newest)., type: int, default: 10000}
-  audit:
-    description: The run's audit context (see the flashmm_files module); without it the Redis list is not read.
-    type: dict
   redis:
     description: The host's Redis, as the flashmm_runtime module reaches it (host, port, db, username, password, tls, ca_file, cert_file, key_file, tls_verify, timeout).
     type: dict
+extends_documentation_fragment: [flashmm_audit]
 author: flashmm-deploy
 """
 

@@ -24,9 +24,6 @@ options:
   note: {description: Who holds the lock while reading (shown to a run that waits for it)., type: str, default: backup}
   run_id: {description: The backup run (a run holding the host's lease is waited for; see the flashmm_files module)., type: str}
   lease: {description: The run's lease options (a backup holds none; it waits for another run's)., type: dict}
-  audit:
-    description: With C(security.audit_logging) on, the run's audit context (see the flashmm_files module). The backup is one line of C(<root>/.flashmm/audit.log) (the only write it makes).
-    type: dict
   redis:
     description: Where the host's Redis is; the dump is skipped when omitted.
     type: dict
@@ -42,6 +39,7 @@ options:
       key_file: {description: Client key for mutual TLS., type: path}
       tls_verify: {description: Verify the server's certificate and host name., type: bool, default: true}
       timeout: {description: Socket timeout in seconds., type: float, default: 5.0}
+extends_documentation_fragment: [flashmm_audit]
 author: flashmm-deploy
 """
 

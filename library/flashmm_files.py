@@ -79,12 +79,6 @@ options:
       - The secrets generation of the run's vault (number, id, at). A host that runs a newer one
         refuses the call before anything is written; otherwise it is recorded with the files.
     type: dict
-  audit:
-    description:
-      - With C(security.audit_logging) on, the run's audit context (root, host, actor, action,
-        run, commit, max_bytes, keep). Each change this call makes is one JSON line in
-        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.hostside.audit_log).
-    type: dict
   runtime:
     description: Apply the Redis runtime layer after the files; the options of the flashmm_runtime module.
     type: dict
@@ -102,6 +96,7 @@ options:
         C(previous_password) (deploy's user's), tried in that order, then
         C(legacy_passwords) (the app's, as C(default)).
     type: dict
+extends_documentation_fragment: [flashmm_audit]
 author: flashmm-deploy
 """
 
@@ -132,12 +127,11 @@ runtime:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.flashmm_audit_log import runtime_lines  # noqa: E402
-from ansible.module_utils.flashmm_filesync import sync  # noqa: E402
+from ansible.module_utils.flashmm_converge import converge  # noqa: E402
 from ansible.module_utils.flashmm_host_lock import describe_holder  # noqa: E402
 from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
-    ACL_PATH, ACL_RELOAD_OPTIONS, AclError, endpoint_args_from, ensure_loaded)
-from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS, apply_for_module  # noqa: E402
+    ACL_PATH, ACL_RELOAD_OPTIONS, AclError)
+from ansible.module_utils.flashmm_seed_apply import RUNTIME_OPTIONS, SeedStep  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
              mode=dict(type="str", required=True), mask=dict(type="str", choices=["all"]))
@@ -177,58 +171,27 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    specs = p["files"] + p["secret_files"]
-    seeded = {}
-
-    def preflight():
-        """Checked under the host's lock before any file is written (check mode: the whole
-        seed): no other run can seed between this check and the apply that trusts it."""
-        seeded["result"] = apply_for_module(p["runtime"], True)
-
-    def seed():
-        """Applied after the files, unless the check found nothing to change (a rerun: one
-        Redis call, not two)."""
-        if seeded["result"][0]["changed"]:
-            seeded["result"] = apply_for_module(p["runtime"], False)
-        return runtime_lines(p["audit"], seeded["result"][0])
-
+    specs = [dict(f, mode=int(f["mode"], 8)) for f in p["files"] + p["secret_files"]]
     acl = next((f["content"] for f in p["files"] if f["path"] == ACL_PATH), None)
-    acl_live = {}
-
-    def reload_acl():
-        """The running Redis serves the ACL file before any client can read a new password
-        from .env (written after it); in check mode, whether it would reload."""
-        a = p["acl_reload"]
-        acl_live.update(ensure_loaded(endpoint_args_from(a),
-                                      [a["password"], a["previous_password"]], acl,
-                                      check=module.check_mode,
-                                      legacy_passwords=a["legacy_passwords"],
-                                      keep_legacy_default=app_moves))
-
-    with_acl = bool(p["acl_reload"]) and acl is not None
-    # the app restarts with a changed secret file after this call: an old default user it
-    # may still connect as stays until then
-    app_moves = any(_differs(os.path.join(p["root"], f["path"]), f["content"])
-                    for f in p["secret_files"])
+    seed = SeedStep(p["runtime"], check_mode=module.check_mode) if p["runtime"] else None
     try:
-        if p["runtime"] and not os.path.isdir(p["root"]):
-            preflight()     # a first deploy: not even the root is created if the check fails
-        if with_acl and module.check_mode:
-            reload_acl()
-        synced = sync(p["root"], [dict(f, mode=int(f["mode"], 8)) for f in specs],
-                      check=module.check_mode, owner=p["owner"], group=p["group"],
-                      directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
-                      record_run=p["record_run"], lock_timeout=p["lock_timeout"],
-                      before_write=preflight if p["runtime"] else None,
-                      after_write=seed if p["runtime"] and not module.check_mode else None,
-                      first=ACL_PATH if with_acl else None,
-                      after_first=reload_acl if with_acl and not module.check_mode else None,
-                      lease=p["lease"], generation=p["generation"], audit=p["audit"])
+        done = converge(
+            p["root"], specs, check=module.check_mode, redis=seed,
+            # the app restarts with a changed secret file after this call: an old default
+            # user it may still connect as stays until then
+            acl=dict(options=p["acl_reload"], content=acl, keep_legacy_default=any(
+                _differs(os.path.join(p["root"], f["path"]), f["content"])
+                for f in p["secret_files"])) if p["acl_reload"] and acl is not None else None,
+            run_id=p["run_id"], lock_timeout=p["lock_timeout"], lease=p["lease"],
+            audit=p["audit"], owner=p["owner"], group=p["group"],
+            directory_mode=int(p["directory_mode"], 8), record_run=p["record_run"],
+            generation=p["generation"])
     except Exception as exc:        # SyncError, SeedError, AclError, OSError: nothing half-written
         what = ("redis ACL" if isinstance(exc, AclError) else
                 "runtime layer" if getattr(exc, "kind", None) else "files")
         module.fail_json(msg="flashmm_files: %s; no file changed (%s)" % (exc, what),
                          kind=getattr(exc, "kind", "files"))
+    synced, acl_live = done["files"], done["acl"]
     if synced.get("broke_lease"):
         module.warn("flashmm_files: took over the host from %s (%s)" % (
             describe_holder(synced["broke_lease"]), synced["broke_lease"]["reason"]))
@@ -242,7 +205,7 @@ def main():
         result["acl_reloaded"] = acl_live["reloaded"]
         result["changed"] = result["changed"] or acl_live["reloaded"]
     if p["runtime"]:
-        applied, diff, warnings = seeded["result"]
+        applied, diff, warnings = done["redis"]
         for warning in warnings:
             module.warn(warning)
         result["runtime"] = applied

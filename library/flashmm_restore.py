@@ -57,12 +57,6 @@ options:
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
   lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
   generation: {description: The secrets generation of the run's vault (see the flashmm_files module)., type: dict}
-  audit:
-    description:
-      - With C(security.audit_logging) on, the run's audit context (see the flashmm_files
-        module): each restored file and the restored Redis keys are lines of
-        C(<root>/.flashmm/audit.log), names only.
-    type: dict
   generation_base:
     description:
       - With the backup's secrets restored, O(generation) is the one the vault gets at the end
@@ -121,6 +115,7 @@ options:
           - The flashmm:secure:* records (never logged), as one base64-encoded JSON list of entries like O(redis.entries).
           - One opaque string, so that Ansible's masking of no_log values hides it and nothing else (a list of dicts would mask every key name and type it holds, wherever they appear).
         type: str
+extends_documentation_fragment: [flashmm_audit]
 author: flashmm-deploy
 """
 
@@ -148,13 +143,11 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.flashmm_audit_log import append, entry, names  # noqa: E402
 from ansible.module_utils.flashmm_backup_host import (  # noqa: E402
-    REDIS_OPTIONS, BackupHostError, endpoint_of, redis_diff, restore_redis)
-from ansible.module_utils.flashmm_filesync import (  # noqa: E402
-    HostLock, check_generation, check_run, sync)
-from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
-    ACL_PATH, ACL_RELOAD_OPTIONS, endpoint_args_from, ensure_loaded)
+    REDIS_OPTIONS, BackupHostError, RestoreStep, endpoint_of, redis_diff)
+from ansible.module_utils.flashmm_converge import converge  # noqa: E402
+from ansible.module_utils.flashmm_filesync import check_generation  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import ACL_PATH, ACL_RELOAD_OPTIONS  # noqa: E402
 
 _FILE = dict(path=dict(type="str", required=True), content=dict(type="str", required=True),
              mode=dict(type="str", required=True))
@@ -195,103 +188,49 @@ def main():
     p = module.params
     check = module.check_mode
     r = p["redis"]
-    endpoint = endpoint_of({k: v for k, v in r.items() if k in REDIS_OPTIONS}) if r else None
-    # tried in turn when Redis refuses r["password"] (an ACL reload in between may change
-    # which one it accepts, so every call starts from the first)
-    fallbacks = [endpoint_of(dict({k: v for k, v in r.items() if k in REDIS_OPTIONS},
-                                  password=pw)) for pw in r["fallback_passwords"]] if r else []
-    entries = (r["entries"] + _secure(r["secure_entries"])) if r else []
-    reports = {}
-
-    def restore_step(dry):
-        for n, where in enumerate([endpoint] + fallbacks):
-            try:
-                return restore_redis(where, entries, r["backup_id"], dry)
-            except BackupHostError as exc:
-                if exc.kind != "auth" or n == len(fallbacks):
-                    raise
-
-    def redis_step(dry):
-        try:
-            reports["redis"] = restore_step(dry)
-        except BackupHostError as exc:
-            if not (check and exc.kind == "connect"):
-                raise
-            module.warn("flashmm_restore: %s; once Redis runs, every key of the backup would "
-                        "be written" % exc)
-            keys = sorted(e["key"] for e in entries)
-            reports["redis"] = {"changed": False, "would_change": True, "changed_keys": keys,
-                                "before": {}, "after": {k: None for k in keys},
-                                "unreachable": True}
-
-    def after_write():
-        if reports["redis"]["would_change"]:
-            redis_step(False)
-        return restored_lines()
-
-    def restored_lines():
-        report = reports.get("redis") or {}
-        if not report.get("changed"):
-            return []
-        return [entry(p["audit"], "redis restored", backup=r["backup_id"],
-                      version=[report.get("version_before"), report.get("version")],
-                      **names(report.get("changed_keys") or []))] if p["audit"] else []
-
+    login = {k: v for k, v in r.items() if k in REDIS_OPTIONS} if r else None
+    endpoint = endpoint_of(login)
+    # deploy's login, then the fallbacks tried when Redis refuses it
+    endpoints = [endpoint] + [endpoint_of(dict(login, password=pw))
+                              for pw in r["fallback_passwords"]] if r else []
+    restore = RestoreStep(endpoints, r["entries"] + _secure(r["secure_entries"]), r["backup_id"],
+                          check_mode=check,
+                          warn=lambda msg: module.warn("flashmm_restore: " + msg)) if r else None
     acl = next((f["content"] for f in p["secret_files"] if f["path"] == ACL_PATH), None)
-    with_acl = bool(p["acl_reload"]) and acl is not None and p["files"] is not None
-    acl_live = {}
-
-    def reload_acl():
-        """The running Redis serves the restored ACL file before the app can read the
-        restored password from .env (written after it)."""
-        a = p["acl_reload"]
-        acl_live.update(ensure_loaded(endpoint_args_from(a),
-                                      [a["password"], a["previous_password"]]
-                                      + a["other_passwords"], acl, check=check,
-                                      legacy_passwords=a["legacy_passwords"]))
-
+    files = None
+    if p["files"] is not None:
+        files = [dict(f, mode=int(f["mode"], 8)) for f in p["files"]]
+        files += [dict(path=f["path"], content=f["content"], mode=int(f["mode"], 8),
+                       mask=f["mask"], mask_keys=f["mask_keys"]) for f in p["secret_files"]]
     result = dict(changed=False, changed_files=[], diff=[])
     try:
-        if p["generation_base"] and p["files"] is not None and os.path.isdir(p["root"]):
+        if p["generation_base"] and files is not None and os.path.isdir(p["root"]):
             check_generation(p["root"], p["generation_base"])
-        if with_acl and check:
-            reload_acl()
-        if endpoint is not None:
-            redis_step(True)                # checked before any file is written
-        if p["files"] is not None:
-            specs = [dict(f, mode=int(f["mode"], 8)) for f in p["files"]]
-            specs += [dict(path=f["path"], content=f["content"], mode=int(f["mode"], 8),
-                           mask=f["mask"], mask_keys=f["mask_keys"]) for f in p["secret_files"]]
-            synced = sync(p["root"], specs, check=check, owner=p["owner"], group=p["group"],
-                          directory_mode=int(p["directory_mode"], 8), run_id=p["run_id"],
-                          record_run=p["record_run"], lock_timeout=p["lock_timeout"],
-                          after_write=after_write if endpoint is not None and not check else None,
-                          first=ACL_PATH if with_acl else None,
-                          after_first=reload_acl if with_acl and not check else None,
-                          lease=p["lease"], generation=p["generation"], audit=p["audit"])
-            result.update(changed=synced["changed"], files=synced["files"],
-                          changed_files=synced["changed_files"], diff=synced["diff"])
-        elif endpoint is not None and not check and p["run_id"]:
-            # under the lock (and ending the run's lease) even with nothing to change
-            with HostLock(p["root"], p["run_id"], p["lock_timeout"], p["lease"]):
-                check_run(p["root"], p["run_id"])
-                if reports["redis"]["would_change"]:
-                    redis_step(False)
-                    append(p["root"], p["audit"], restored_lines())
-        elif endpoint is not None and not check and reports["redis"]["would_change"]:
-            redis_step(False)
-            if p["audit"]:
-                append(p["audit"]["root"], p["audit"], restored_lines())
+        done = converge(
+            p["root"], files, check=check, redis=restore,
+            # the running Redis serves the restored ACL file before the app can read the
+            # restored password from .env (written after it)
+            acl=dict(options=p["acl_reload"], content=acl,
+                     extra_passwords=p["acl_reload"]["other_passwords"])
+            if p["acl_reload"] and acl is not None and files is not None else None,
+            run_id=p["run_id"], lock_timeout=p["lock_timeout"], lease=p["lease"],
+            audit=p["audit"], owner=p["owner"], group=p["group"],
+            directory_mode=int(p["directory_mode"], 8), record_run=p["record_run"],
+            generation=p["generation"])
     except BackupHostError as exc:
         module.fail_json(msg="flashmm_restore: %s; nothing restored on this host" % exc,
                          kind=exc.kind)
     except Exception as exc:        # SyncError, OSError: the files were put back
         module.fail_json(msg="flashmm_restore: %s; no file changed" % exc, kind="files")
+    synced, acl_live = done["files"], done["acl"]
+    if synced is not None:
+        result.update(changed=synced["changed"], files=synced["files"],
+                      changed_files=synced["changed_files"], diff=synced["diff"])
     if acl_live:
         result["acl_reloaded"] = acl_live["reloaded"]
         result["changed"] = result["changed"] or acl_live["reloaded"]
     if endpoint is not None:
-        report = reports["redis"]
+        report = done["redis"]
         where = "redis %s" % endpoint.label()
         changed = report["would_change"] if check else report["changed"]
         result["changed"] = result["changed"] or changed

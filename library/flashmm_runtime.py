@@ -32,12 +32,6 @@ options:
   run_id: {description: The deploy run whose files this seed goes with., type: str}
   lock_timeout: {description: Seconds to wait for another run's lock on the host., type: float, default: 60}
   lease: {description: The run's lease on the host (see the flashmm_files module)., type: dict}
-  audit:
-    description:
-      - With C(security.audit_logging) on, the run's audit context (root, host, actor, action,
-        run, commit, max_bytes, keep). Each change this call makes is one JSON line in
-        C(<root>/.flashmm/audit.log), names only, never a value (see flashmm_deploy.hostside.audit_log).
-    type: dict
   acl_reload:
     description:
       - Before the seed, the running Redis is brought to the users of C(content) (the ACL file
@@ -45,7 +39,7 @@ options:
         user included (an upgrade's old one, kept by the write step until the app restarted).
       - The options of the flashmm_files module's O(acl_reload), plus C(content).
     type: dict
-extends_documentation_fragment: [flashmm_redis]
+extends_documentation_fragment: [flashmm_redis, flashmm_audit]
 author: flashmm-deploy
 """
 
@@ -67,23 +61,12 @@ version: {description: flashmm:meta:version after the run (unchanged in check mo
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.flashmm_audit_log import append, runtime_lines  # noqa: E402
-from ansible.module_utils.flashmm_redis_acl import (  # noqa: E402
-    ACL_RELOAD_OPTIONS, AclError, endpoint_args_from, ensure_loaded)
+from ansible.module_utils.flashmm_converge import converge  # noqa: E402
+from ansible.module_utils.flashmm_redis_acl import ACL_RELOAD_OPTIONS, AclError  # noqa: E402
 from ansible.module_utils.flashmm_seed_apply import (  # noqa: E402
-    RUNTIME_OPTIONS, SeedError, apply_for_module)
+    RUNTIME_OPTIONS, SeedError, SeedStep)
 
 _ACL_RELOAD = dict(ACL_RELOAD_OPTIONS, content=dict(type="str", required=True, no_log=True))
-
-
-def _acl(p, check):
-    """The live ACL brought to the file's users; whether it changed (would change)."""
-    a = p["acl_reload"]
-    if not a:
-        return False
-    return ensure_loaded(endpoint_args_from(a), [a["password"], a["previous_password"]],
-                         a["content"], check=check,
-                         legacy_passwords=a["legacy_passwords"])["reloaded"]
 
 
 def main():
@@ -96,18 +79,17 @@ def main():
         required_together=[("root", "run_id")])
     p = module.params
     try:
-        if p["root"] and not module.check_mode:
-            from ansible.module_utils.flashmm_filesync import HostLock, check_run
-            with HostLock(p["root"], p["run_id"], p["lock_timeout"], p["lease"]):
-                check_run(p["root"], p["run_id"])
-                reloaded = _acl(p, module.check_mode)
-                result, diff, warnings = apply_for_module(p, module.check_mode)
-                append(p["root"], p["audit"], runtime_lines(p["audit"], result))
-        else:
-            reloaded = _acl(p, module.check_mode)
-            result, diff, warnings = apply_for_module(p, module.check_mode)
-            if p["audit"] and not module.check_mode:
-                append(p["audit"]["root"], p["audit"], runtime_lines(p["audit"], result))
+        # the seed's own check comes with its write (one round trip); with root and run_id,
+        # under the host's lock, refused when another run wrote the files since this one
+        done = converge(p["root"] or (p["audit"] or {}).get("root"), None,
+                        check=module.check_mode,
+                        redis=SeedStep(p, check_mode=module.check_mode, direct=True),
+                        acl=dict(options=p["acl_reload"], content=p["acl_reload"]["content"])
+                        if p["acl_reload"] else None,
+                        run_id=p["run_id"] if p["root"] else None,
+                        lock_timeout=p["lock_timeout"], lease=p["lease"], audit=p["audit"])
+        result, diff, warnings = done["redis"]
+        reloaded = done["acl"].get("reloaded", False)
     except AclError as exc:
         module.fail_json(msg="flashmm_runtime: redis ACL: %s" % exc, kind=exc.kind)
     except SeedError as exc:

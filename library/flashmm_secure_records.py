@@ -22,13 +22,10 @@ options:
   new_key: {description: The new Fernet key (ENCRYPTION_KEY)., type: str, required: true}
   old_key: {description: The previous Fernet key (OLD_ENCRYPTION_KEY)., type: str}
   batch: {description: Records per SCAN page and write., type: int, default: 500}
-  audit:
-    description: With C(security.audit_logging) on, the run's audit context (see the flashmm_files module). The count of records re-encrypted is one line of C(<root>/.flashmm/audit.log).
-    type: dict
   max_records:
     description: Move at most this many records in this call (throttles a large migration; a later call moves the rest).
     type: int
-extends_documentation_fragment: [flashmm_redis]
+extends_documentation_fragment: [flashmm_redis, flashmm_audit]
 author: flashmm-deploy
 """
 

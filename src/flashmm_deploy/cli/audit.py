@@ -8,13 +8,12 @@ or the run failed.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 
 from flashmm_deploy.cli.common import UsageError
-from flashmm_deploy.cli.drift import EXIT_RUN_FAILED, report_of
+from flashmm_deploy.cli.drift import report_of, show
 
 PLAYBOOK = Path("playbooks") / "audit.yml"
 _SINCE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2})?)?)?")
@@ -27,16 +26,8 @@ def cmd_audit(args) -> int:
             raise UsageError(f"--since {args.since!r}: expected a UTC date or time, "
                              "e.g. 2026-12-01 or 2026-12-01T10:00")
         extra["flashmm_audit_since"] = args.since.replace(" ", "T")
-    report = report_of(args, PLAYBOOK, extra)
-    if report is None:
-        return EXIT_RUN_FAILED
-    if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=1,
-                         sort_keys=True))
-    else:
-        print(report["table"])
-        print(f"-- {report['summary']}", file=sys.stderr)
-    return int(report["exit"])
+    # the summary on stderr: the table alone can be piped
+    return show(report_of(args, PLAYBOOK, extra), args.json, summary_to=sys.stderr)
 
 
 def register(sub) -> None:

@@ -60,17 +60,22 @@ def report_of(args, playbook: Path = PLAYBOOK, extra: dict | None = None) -> dic
     return report
 
 
-def cmd_drift(args) -> int:
-    report = report_of(args)
+def show(report: dict | None, as_json: bool, summary_to=None) -> int:
+    """Print a playbook's report (its table and summary line, or JSON without the table);
+    its exit code (EXIT_RUN_FAILED when the run produced none)."""
     if report is None:
         return EXIT_RUN_FAILED
-    if args.json:
+    if as_json:
         print(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=1,
                          sort_keys=True))
     else:
         print(report["table"])
-        print(f"-- {report['summary']}")
+        print(f"-- {report['summary']}", file=summary_to or sys.stdout)
     return int(report["exit"])
+
+
+def cmd_drift(args) -> int:
+    return show(report_of(args), args.json)
 
 
 def _ago(stamp: str | None, now: float) -> str:

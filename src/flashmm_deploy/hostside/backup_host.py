@@ -36,12 +36,14 @@ import re
 import stat
 
 try:
+    from flashmm_deploy.hostside.audit_log import entry, names
     from flashmm_deploy.hostside.filesync import HostLock, SyncError, read_state
     from flashmm_deploy.redis.client import Connection, RedisError, ReplyError
     from flashmm_deploy.redis.keys import PREFIXES, SECURE_PREFIX, UPDATES_CHANNEL, VERSION_KEY
     from flashmm_deploy.hostside.seed_apply import ENDPOINT_OPTIONS, SeedError, endpoint_from_params
     from flashmm_deploy.hostside.backup_lua import DUMP_LUA, RESTORE_LUA
 except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_audit_log import entry, names  # type: ignore[no-redef]
     from ansible.module_utils.flashmm_filesync import (  # type: ignore[no-redef]
         HostLock, SyncError, read_state)
     from ansible.module_utils.flashmm_redis_client import (  # type: ignore[no-redef]
@@ -278,3 +280,45 @@ def endpoint_of(params):
         return endpoint_from_params(params)
     except (SeedError, RedisError) as exc:
         raise BackupHostError(str(exc), "input") from None
+
+
+class RestoreStep:
+    """A backup's Redis data as the Redis step of a converge (``converge.RedisStep``): the
+    restore script's dry run, then its write.  ``endpoints``: deploy's login first, then the
+    fallbacks tried when Redis refuses it (an ACL reload in between may change which one it
+    accepts, so every call starts from the first).  In check mode a Redis that is not running
+    is a warning (``warn``): every key of the backup would be written."""
+
+    def __init__(self, endpoints, entries, backup_id, *, check_mode, warn):
+        self.endpoints, self.entries, self.backup_id = endpoints, entries, backup_id
+        self.check_mode, self.warn = check_mode, warn
+
+    def _run(self, dry: bool) -> dict:
+        for n, where in enumerate(self.endpoints):
+            try:
+                return restore_redis(where, self.entries, self.backup_id, dry)
+            except BackupHostError as exc:
+                if exc.kind != "auth" or n == len(self.endpoints) - 1:
+                    raise
+        raise BackupHostError("no Redis endpoint to restore to", "input")
+
+    def check(self) -> dict:
+        try:
+            return self._run(True)
+        except BackupHostError as exc:
+            if not (self.check_mode and exc.kind == "connect"):
+                raise
+            self.warn("%s; once Redis runs, every key of the backup would be written" % exc)
+            keys = sorted(e["key"] for e in self.entries)
+            return {"changed": False, "would_change": True, "changed_keys": keys,
+                    "before": {}, "after": {k: None for k in keys}, "unreachable": True}
+
+    def apply(self, report: dict) -> dict:
+        return self._run(False) if report["would_change"] else report
+
+    def audit_lines(self, report: dict, audit: dict) -> list:
+        if not report.get("changed"):
+            return []
+        return [entry(audit, "redis restored", backup=self.backup_id,
+                      version=[report.get("version_before"), report.get("version")],
+                      **names(report.get("changed_keys") or []))]

@@ -5,14 +5,16 @@ per-file diff with secret values masked, and a check mode that writes nothing.
 Nothing half-written: every path is checked before the first write (no file where a directory
 must be, nothing that resolves outside the root, no symlink where a file goes), and a failure
 after the first write, in this module or in the caller's ``after_write`` (the seed), puts every
-file back as it was.  Files a previous run wrote and this one no longer does are removed
-(``.flashmm/state.json`` lists them).  One run at a time per host: the call holds the host's
-lock and, with ``lease``, its run's lease from the run's first call to its last (``host_lock``),
-waiting for another run at most ``lock_timeout`` seconds; with ``generation``, a run whose vault
-is older than the host's secrets is refused before anything is written.
+file back as it was.  Its hooks (``before_write``, ``first``/``after_first``, ``after_write``)
+have one caller, ``hostside.converge``, which names the steps a host module runs.  Files a
+previous run wrote and this one no longer does are removed (``.flashmm/state.json`` lists
+them).  One run at a time per host: the call holds the host's lock and, with ``lease``, its
+run's lease from the run's first call to its last (``host_lock``), waiting for another run at
+most ``lock_timeout`` seconds; with ``generation``, a run whose vault is older than the host's
+secrets is refused before anything is written.
 
 Stdlib only, no relative imports: Ansible ships this file to target hosts as
-``module_utils/flashmm_filesync.py`` (a symlink) for ``library/flashmm_files.py``.
+``module_utils/flashmm_filesync.py`` (a symlink) for ``hostside/converge.py``.
 """
 
 from __future__ import annotations

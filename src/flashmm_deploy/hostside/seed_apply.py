@@ -13,9 +13,11 @@ import json
 from typing import Any, Mapping, Optional
 
 try:
-    from flashmm_deploy.redis.client import Connection, Endpoint, RedisError, ReplyError
+    from flashmm_deploy.hostside.audit_log import runtime_lines
     from flashmm_deploy.hostside.seed_script import MODES, script_sha
+    from flashmm_deploy.redis.client import Connection, Endpoint, RedisError, ReplyError
 except ImportError:  # on a target host, inside an AnsiballZ payload
+    from ansible.module_utils.flashmm_audit_log import runtime_lines  # type: ignore[no-redef]
     from ansible.module_utils.flashmm_redis_client import (  # type: ignore[no-redef]
         Connection, Endpoint, RedisError, ReplyError)
     from ansible.module_utils.flashmm_seed_script import MODES, script_sha  # type: ignore[no-redef]
@@ -128,3 +130,27 @@ def apply_for_module(params: Mapping[str, Any], check: bool):
     diff = dict(before=_lines(result["before"]), after=_lines(result["after"]),
                 before_header=where, after_header=where)
     return out, diff, warnings
+
+
+class SeedStep:
+    """The seed as the Redis step of a converge (``converge.RedisStep``); a report is
+    ``apply_for_module``'s (result, diff, warnings).  ``direct``: no read before the write
+    (a call that writes no file: one round trip, the script checks as it applies)."""
+
+    def __init__(self, params: Mapping[str, Any], *, check_mode: bool, direct: bool = False):
+        self.params, self.check_mode, self.direct = params, check_mode, direct
+
+    def check(self):
+        if self.direct and not self.check_mode:
+            return None
+        return apply_for_module(self.params, True)
+
+    def apply(self, report):
+        """Writes unless the check found nothing to change (a rerun: one Redis call, not
+        two)."""
+        if report is None or report[0]["changed"]:
+            return apply_for_module(self.params, False)
+        return report
+
+    def audit_lines(self, report, audit) -> list:
+        return runtime_lines(audit, report[0])
