@@ -109,6 +109,13 @@ def redis_db(redis_server):
     redis_server.client(db).flushdb()
 
 
+def value_of(client, key, kind):
+    """A key's value for a snapshot: a hash's fields, a list's items (the runtime sets' audit
+    list), a string's value."""
+    return (client.hgetall(key) if kind == "hash" else
+            client.lrange(key, 0, -1) if kind == "list" else client.get(key))
+
+
 def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:
     """db -> {key: value} for strings and hashes (all the seed writes)."""
     out = {}
@@ -117,6 +124,6 @@ def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:
         data = {}
         for key in client.scan_iter("*"):
             kind = client.type(key)
-            data[key] = client.hgetall(key) if kind == "hash" else client.get(key)
+            data[key] = value_of(client, key, kind)
         out[db] = data
     return out

@@ -27,6 +27,7 @@ from engine_support import DockerEngine
 from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
 from flashmm_deploy.plan.sandbox import make_local_inventory
 from ports import free_port_block  # noqa: F401  (the name tests import from here)
+from redis_support import value_of
 from support import INVENTORIES, ansible_playbook, read_vault, tool_env, write_vault
 
 
@@ -196,7 +197,7 @@ class Stack:
         out = {}
         for key in client.scan_iter("*"):
             kind = client.type(key)
-            out[key] = client.hgetall(key) if kind == "hash" else client.get(key)
+            out[key] = value_of(client, key, kind)
         return out
 
     def down(self) -> None:

@@ -15,6 +15,8 @@ import json
 from typing import Any, Mapping
 
 from flashmm_deploy.redis.client import ReplyError
+from flashmm_deploy.redis.keys import (AUDIT_RUNTIME_LIST, SUMMARY_CHANNEL, UPDATES_CHANNEL,
+                                       VERSION_KEY, lua_locals)
 from flashmm_config.layers import (CONFIG_PREFIX, Field, dotted_key, redis_key,
                                                   runtime_value)
 from flashmm_config.log import Log
@@ -22,27 +24,24 @@ from flashmm_config.log import Log
 SCAN_COUNT = 200
 MAX_SHOWN = 200                     # longest value text shown in a log line
 SET, ABSENT, INVALID = "set", "absent", "invalid"
-VERSION_KEY = "flashmm:meta:version"
-UPDATES_CHANNEL = CONFIG_PREFIX + "updates"
-SUMMARY_CHANNEL = "flashmm:meta:updates"
 
 # One runtime key set or removed, as deploy's seed script writes (seed_script.SEED_LUA_BODY):
 # the value, one INCR of flashmm:meta:version, the dotted key published on
 # flashmm:config:updates (what every subscriber reloads), a JSON summary on
 # flashmm:meta:updates ({"version", "changed", "source": "runtime", "actor"}) and who changed
 # which key (no value) on the audit list flashmm:audit:runtime (the newest 1,000: drift names
-# who made an override, the host's audit log copies them: flashmm_deploy.hostside.audit_log), all in one
-# script, so no client sees the value without the version or misses the message.  The value
+# who made an override, the host's audit log copies them: flashmm_deploy.hostside.audit_log),
+# all in one script, so no client sees the value without the version or misses the message.  The value
 # was validated before (against the configuration at ARGV[6], the version it was read at): if
 # the version moved since, nothing is written and the caller validates again.  Checks come
 # before the first write: a failure changes nothing.
 # ARGV: op (set|unset), redis key, JSON value ('' for unset), dotted key, actor, version seen.
-WRITE_LUA = r"""
-local VERSION = 'flashmm:meta:version'
-local AUDIT, AUDIT_KEEP = 'flashmm:audit:runtime', 1000
+WRITE_LUA = "\n" + lua_locals(
+    VERSION=VERSION_KEY, PREFIX=CONFIG_PREFIX, CHANNEL=UPDATES_CHANNEL, SUMMARY=SUMMARY_CHANNEL,
+    AUDIT=AUDIT_RUNTIME_LIST) + r"""local AUDIT_KEEP = 1000
 local op, key, value, dotted, actor, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local function fail(msg) return redis.error_reply('ERR flashmm runtime: ' .. msg) end
-if string.sub(key, 1, 15) ~= 'flashmm:config:' or key == 'flashmm:config:updates' then
+if string.sub(key, 1, #PREFIX) ~= PREFIX or key == CHANNEL then
   return fail('not a runtime config key: ' .. key)
 end
 local version = redis.pcall('GET', VERSION)
@@ -59,8 +58,8 @@ if (op == 'set' and cur == value) or (op == 'unset' and cur == false) then
 end
 if op == 'set' then redis.call('SET', key, value) else redis.call('DEL', key) end
 version = tostring(redis.call('INCR', VERSION))
-redis.call('PUBLISH', 'flashmm:config:updates', dotted)
-redis.call('PUBLISH', 'flashmm:meta:updates', '{"version":' .. version .. ',"changed":' ..
+redis.call('PUBLISH', CHANNEL, dotted)
+redis.call('PUBLISH', SUMMARY, '{"version":' .. version .. ',"changed":' ..
   cjson.encode({key}) .. ',"source":"runtime","actor":' .. cjson.encode(actor) .. '}')
 -- pcall: a stack whose ACL file predates the audit list refuses TIME and LPUSH, and the
 -- change made above must stand

@@ -15,6 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from stack_support import APP_USER, Stack, ok
+from redis_support import value_of
 from support import ansible_playbook, recap, snapshot_files
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def keys(stack: Stack, host: str) -> dict[str, tuple]:
     out = {}
     for key in client.scan_iter("*"):
         kind = client.type(key)
-        value = client.hgetall(key) if kind == "hash" else client.get(key)
+        value = value_of(client, key, kind)
         out[key] = (kind, value, client.pttl(key))
     return out
 

@@ -32,7 +32,8 @@ def test_runtime_commands(tmp_path, redis_server, redis_db):
                                       "1, published on flashmm:config:updates")
         assert client.get(HZ_KEY) == "2.5" and client.get("flashmm:meta:version") == "1"
 
-        before = {k: client.get(k) for k in client.scan_iter("*")}
+        # every key, of any type (the runtime sets' audit list is a list)
+        before = {k: client.dump(k) for k in client.scan_iter("*")}
         refused = flashmm_config("runtime", "set", inv, "trading.quote_frequency_hz", "11", *where)
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1
         assert refused.stderr.startswith("flashmm-config: refused: trading.quote_frequency_hz: "
@@ -43,7 +44,7 @@ def test_runtime_commands(tmp_path, redis_server, redis_db):
         assert bad_type.returncode == 1 and "expected a boolean" in bad_type.stderr
         other = flashmm_config("runtime", "set", inv, "api.port", "9000", *where)
         assert other.returncode == 2 and "api.port: not a runtime key" in other.stderr
-        assert {k: client.get(k) for k in client.scan_iter("*")} == before
+        assert {k: client.dump(k) for k in client.scan_iter("*")} == before
 
         got = flashmm_config("runtime", "get", inv, "trading.quote_frequency_hz", *where)
         assert got.stdout.startswith("trading.quote_frequency_hz = 2.5   (layer 'runtime', "

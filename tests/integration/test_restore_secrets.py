@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from dotenv import dotenv_values
 
 from stack_support import APP_USER, Stack, ok
+from redis_support import value_of
 from support import ansible_playbook, read_vault, recap, snapshot_files
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ def state(stack: Stack) -> dict:
         keys = {}
         for key in client.scan_iter("*"):
             kind = client.type(key)
-            keys[key] = (kind, client.hgetall(key) if kind == "hash" else client.get(key),
+            keys[key] = (kind, value_of(client, key, kind),
                          client.pttl(key) > 0)
         out[host] = (files, keys)
     return out
