@@ -566,7 +566,7 @@ def test_shipped_module_utils_run_with_the_standard_library_alone(tmp_path, redi
         init.write_text("")
     for name in ("flashmm_redis_client.py", "flashmm_redis_endpoint.py", "flashmm_redis_resp.py",
                  "flashmm_redis_tls.py", "flashmm_redis_keys.py", "flashmm_seed_script.py",
-                 "flashmm_seed_apply.py"):
+                 "flashmm_seed_apply.py", "flashmm_audit_log.py"):
         link = root / name
         assert link.is_symlink() and not Path(os.readlink(link)).is_absolute()
         (pkg / name).write_text(link.read_text())
