@@ -211,3 +211,38 @@ def test_runtime_sets_are_copied_once_and_again_after_redis_started_over(tmp_pat
         ("mm-1", "alice@desk", "runtime set")}     # the set's actor, not the copying run's
     assert not any("run" in e or "action" in e for e in lines)
     assert lines[0]["time"] == "2026-12-03T12:13:24.000Z"
+
+
+def test_a_read_over_its_budget_keeps_the_newest_lines(tmp_path):
+    audit = dict(CONTEXT, root=str(tmp_path), max_bytes=4096, keep=5)
+    for n in range(200):
+        audit_log.append(str(tmp_path), audit, [audit_log.entry(audit, "file", n=n)])
+    entries, bad = audit_log.read(str(tmp_path), max_bytes=6000)
+    numbers = [e["n"] for e in entries]
+    assert bad == 0 and numbers[-1] == 199 and numbers == list(range(numbers[0], 200))
+    assert 0 < len(numbers) < 200
+
+
+def test_two_runs_copying_the_runtime_sets_at_once_copy_each_once(tmp_path):
+    import threading
+    import time
+
+    audit = dict(CONTEXT, root=str(tmp_path))
+    both_read = threading.Barrier(2)
+
+    class SlowList(ListConn):
+        def call(self, *args):
+            out = super().call(*args)
+            both_read.wait(timeout=10)      # each run has read the list before either writes
+            time.sleep(0.05)
+            return out
+
+    counts = []
+    threads = [threading.Thread(target=lambda: counts.append(audit_log.take_over_runtime(
+        SlowList([runtime_set(2), runtime_set(1)]), str(tmp_path), audit))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert sorted(counts) == [0, 2]
+    assert [e["version"][1] for e in lines_of(tmp_path)] == [1, 2]

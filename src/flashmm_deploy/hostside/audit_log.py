@@ -88,58 +88,83 @@ def _rotate(root: str, keep: int) -> None:
     os.replace(base, base + ".1")
 
 
+class _Locked:
+    """The log's own lock (``audit.lock``): appends, rotation and the runtime sets' watermark
+    change under it, so two runs never interleave or copy the same set twice."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def __enter__(self):
+        os.makedirs(os.path.join(self.root, AUDIT_DIR), mode=0o700, exist_ok=True)
+        self.fd = os.open(os.path.join(self.root, _LOCK_FILE), os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)           # closing releases the flock
+
+
 def append(root: str, audit: dict | None, lines: list[dict]) -> int:
     """Append ``lines`` (from ``entry``) to the host's audit log when ``audit`` is set (the
     option is None when audit logging is off).  Returns the number of lines written."""
     if not audit or not lines:
         return 0
+    with _Locked(root):
+        return _append_locked(root, audit, lines)
+
+
+def _append_locked(root: str, audit: dict, lines: list[dict]) -> int:
     max_bytes = int(audit.get("max_bytes") or DEFAULT_MAX_BYTES)
     keep = int(audit.get("keep") if audit.get("keep") is not None else DEFAULT_KEEP)
-    state_dir = os.path.join(root, AUDIT_DIR)
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
     data = "".join(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n"
                    for line in lines).encode("utf-8")
-    lock_fd = os.open(os.path.join(root, _LOCK_FILE), os.O_WRONLY | os.O_CREAT, 0o600)
+    path = os.path.join(root, AUDIT_FILE)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        path = os.path.join(root, AUDIT_FILE)
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            size = 0
-        if size and size + len(data) > max_bytes:
-            _rotate(root, keep)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.fchmod(fd, 0o600)        # also one an operator loosened by hand
-            written = 0
-            while written < len(data):  # one write() in practice; a short write continues
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        size = 0
+    if size and size + len(data) > max_bytes:
+        _rotate(root, keep)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)        # also one an operator loosened by hand
+        written = 0
+        while written < len(data):  # one write() in practice; a short write continues
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
     finally:
-        os.close(lock_fd)
+        os.close(fd)
     return len(lines)
 
 
 def read(root: str, *, max_bytes: int = 64 * 1024 * 1024) -> tuple[list[dict], int]:
-    """Every line of the host's audit log, oldest first (rotated files included), and the
-    number of lines that were not JSON objects (skipped: a torn line after a full disk)."""
+    """The host's audit log, oldest line first (rotated files included), at most its newest
+    ``max_bytes``, and the number of lines that were not JSON objects (skipped: a torn line
+    after a full disk)."""
     base = os.path.join(root, AUDIT_FILE)
-    rotated = []
-    n = 1
-    while os.path.exists("%s.%d" % (base, n)):
-        rotated.append("%s.%d" % (base, n))
-        n += 1
-    out, bad, budget = [], 0, max_bytes
-    for path in list(reversed(rotated)) + [base]:
+    paths = [base]
+    while os.path.exists("%s.%d" % (base, len(paths))):
+        paths.append("%s.%d" % (base, len(paths)))
+    chunks, budget = [], max_bytes
+    for path in paths:              # newest first: the budget keeps the newest lines
+        if budget <= 0:
+            break
         try:
             with open(path, "rb") as fh:
-                data = fh.read(max(budget, 0))
+                size = os.fstat(fh.fileno()).st_size
+                if size > budget:   # only its tail, from the first whole line
+                    fh.seek(size - budget)
+                    data = fh.read(budget)
+                    data = data[data.find(b"\n") + 1:]
+                else:
+                    data = fh.read()
         except OSError:
             continue
-        budget -= len(data)
+        budget -= size
+        chunks.append(data)
+    out, bad = [], 0
+    for data in reversed(chunks):
         for raw in data.splitlines():
             try:
                 line = json.loads(raw.decode("utf-8"))
@@ -192,6 +217,11 @@ def take_over_runtime(conn, root: str, audit: dict) -> int:
         entries.append(data if isinstance(data, dict) else {})
     if not entries:
         return 0
+    with _Locked(root):
+        return _copy_locked(root, audit, entries)
+
+
+def _copy_locked(root: str, audit: dict, entries: list) -> int:
     newest = max(_version_of(e) for e in entries)
     mark = _read_mark(root)
     if newest < mark:
@@ -206,7 +236,8 @@ def take_over_runtime(conn, root: str, audit: dict) -> int:
         line.update((k, v) for k, v in data.items() if k != "host")
         line.setdefault("change", "runtime (unreadable audit entry)")
         lines.append(line)
-    append(root, audit, lines)
+    if lines:
+        _append_locked(root, audit, lines)
     _write_mark(root, newest)
     return len(lines)
 
