@@ -13,7 +13,7 @@ from flashmm_deploy.backup import backup_store, backup_tasks
 from flashmm_deploy.core.errors import FlashmmError
 from flashmm_deploy.secrets.secret_files import host_part
 from flashmm_deploy.core.values import plain
-from flashmm_deploy.inventory.vault import VaultKeys
+from flashmm_deploy.plan.planned_action import vault_keys
 
 
 class ActionModule(ActionBase):
@@ -40,7 +40,7 @@ class ActionModule(ActionBase):
             elif state == "commit":
                 run = task_vars.get(self._task.args.get("run_var", "flashmm_backup_run"))
                 done = backup_tasks.commit(run, hosts, keep,
-                                           VaultKeys.of_secrets(self._loader._vault.secrets))
+                                           vault_keys(self))
                 pruned = done["pruned"]
                 result.update(changed=not run.get("check"), backup_id=run["id"], **done,
                               msg=(f"backup {run['id']} (#{done['sequence']}) complete: "

@@ -17,7 +17,7 @@ from flashmm_deploy.backup import backup_tasks
 from flashmm_deploy.core.errors import FlashmmError
 from flashmm_deploy.secrets.secret_files import host_part
 from flashmm_deploy.core.values import plain
-from flashmm_deploy.inventory.vault import VaultKeys
+from flashmm_deploy.plan.planned_action import vault_keys
 
 
 class ActionModule(ActionBase):
@@ -34,7 +34,7 @@ class ActionModule(ActionBase):
                 plan, plan["hosts"], plain(self._templar.template(task_vars.get("backup_id"))),
                 plain(self._templar.template(task_vars.get("flashmm_restore_hosts"))),
                 backup_tasks.backups_dir(self, task_vars),
-                VaultKeys.of_secrets(self._loader._vault.secrets),
+                vault_keys(self),
                 with_secrets=plain(self._templar.template(task_vars.get("restore_secrets"))),
                 accept_unsigned=plain(self._templar.template(
                     task_vars.get("flashmm_restore_accept_unsigned", False))),

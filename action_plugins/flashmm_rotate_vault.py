@@ -28,7 +28,7 @@ class ActionModule(ActionBase):
         from pathlib import Path
 
         from flashmm_deploy.secrets import rotation          # pydantic-free, but only this task needs it
-        from flashmm_deploy.inventory.vault import VaultKeys
+        from flashmm_deploy.plan.planned_action import vault_keys
 
         result = super().run(tmp, task_vars)
         args = plain(dict(self._task.args))
@@ -40,7 +40,7 @@ class ActionModule(ActionBase):
                                     f"{', '.join(rotation.KINDS)} and step begin or finish")
         rotation_id = args.get("rotation_id")
         rotation_id = None if rotation_id in (None, "") else str(rotation_id)
-        keys = VaultKeys.of_secrets(self._loader._vault.secrets)
+        keys = vault_keys(self)
         check = bool(self._task.check_mode)
         try:
             if args["step"] == "begin":

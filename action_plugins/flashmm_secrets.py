@@ -21,7 +21,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         from flashmm_deploy.secrets import secret_gen
         from flashmm_deploy.inventory.inventory import Inventory
-        from flashmm_deploy.inventory.vault import VaultKeys
+        from flashmm_deploy.plan.planned_action import vault_keys
 
         result = super().run(tmp, task_vars)
         args = native(dict(self._task.args))
@@ -30,7 +30,7 @@ class ActionModule(ActionBase):
         if self._task.check_mode:
             raise AnsibleActionFail("flashmm_secrets: no check mode (it would show nothing "
                                     "the vault does not already say); run without --check")
-        keys = VaultKeys.of_secrets(self._loader._vault.secrets)
+        keys = vault_keys(self)
         try:
             change = secret_gen.update_vault(Inventory(Path(args["inventory"]), keys), keys,
                                              create=bool(args.get("create")),

@@ -90,12 +90,12 @@ class ActionModule(ActionBase):
             raise ValueError(f"flashmm_stack_files_from: expected deploy or restore, got "
                              f"{source!r}")
         from flashmm_deploy.backup import backup_tasks     # restore only: the backup store's imports
-        from flashmm_deploy.inventory.vault import VaultKeys
+        from flashmm_deploy.plan.planned_action import vault_keys
         verified = task_vars.get(self._task.args.get("verified_var",
                                                      "flashmm_restore_verified"))
         if not isinstance(verified, dict) or "backup_id" not in verified:
             raise ValueError("the restore's verify step's result is missing")
         args = backup_tasks.restore_args(plan, verified, hostname, "files",
-                                         VaultKeys.of_secrets(self._loader._vault.secrets),
+                                         vault_keys(self),
                                          vault, overrides)
         return stack_check.restore_files(args)
