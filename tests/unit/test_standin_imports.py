@@ -8,6 +8,7 @@ function-level imports are the only ones left out.  Pure: reads source files."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def imports_of(path: Path, lazy: set[str] = frozenset()) -> set[str]:
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     found = set()
     for node in ast.walk(tree):
-        if _skipped(node, parents, lazy):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or _skipped(node, parents, lazy):
             continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -79,6 +80,7 @@ def module_path(name: str) -> Path | None:
     return None
 
 
+@functools.cache
 def closure() -> dict[str, set[str]]:
     """Every package module the app reaches -> its imports."""
     todo = [f"flashmm_deploy.standin.{p.stem}" if p.stem != "__init__" else

@@ -8,6 +8,7 @@ Exit codes: 0 valid / done, 1 invalid configuration (or stale docs with ``docs -
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -328,11 +329,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@functools.cache
+def _built_parser() -> argparse.ArgumentParser:
+    """One parser per process: building it costs more than most commands (argparse looks up
+    gettext catalogues for every help string), and ``main`` may run many times in one process
+    (the tests, a shell loop through ``python -c``).  Parsing leaves a parser unchanged."""
+    return parser()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 invalid, 2 usage or unreadable input; never a traceback.  An
     error we did not foresee is named by its type only: its text could hold a value."""
     try:
-        args = parser().parse_args(argv)
+        args = _built_parser().parse_args(argv)
     except SystemExit as exc:            # argparse: 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     try:
