@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
 
 from flashmm_deploy.hostside import seed_script
@@ -23,6 +22,9 @@ from flashmm_deploy.config.effective import runtime_keys
 from flashmm_deploy.hostside import redis_acl
 from flashmm_deploy.hostside.redis_acl import ACL_PATH  # noqa: F401 - where the ACL file goes, for the plan
 from flashmm_deploy.config.schema import RUNTIME_FIELDS
+
+if TYPE_CHECKING:
+    import jinja2
 
 MANAGED = "Managed by flashmm-deploy: changes here are overwritten on the next deploy."
 # The Redis users of a password-protected stack (``acl_file``; why each may do what it may: the
@@ -45,6 +47,10 @@ def _compose_str(value: Any) -> str:
 
 
 def jinja_env() -> jinja2.Environment:
+    # imported here: `flashmm-config validate` reaches this module (the plan's settings checks)
+    # but renders nothing, and jinja2 was a fifth of its start-up
+    import jinja2
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
                              keep_trailing_newline=True, autoescape=False)
     env.filters.update(to_yaml=_to_yaml, to_json=lambda v: json.dumps(v, sort_keys=True),
