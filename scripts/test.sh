@@ -37,6 +37,16 @@ lint() {
 }
 lint >"$log/lint" 2>&1 &
 lint_pid=$!
+# The engine and the local images, meanwhile: on a fresh machine the images take a minute or
+# two to build (mostly waiting on the package mirror), which the engine tests would otherwise
+# wait for in their first fixture.  A failure here is only reported: that fixture runs the
+# same scripts again and fails the tests with their message.
+images() {
+  local host
+  host=$(scripts/engine.sh start) && export "$host" && scripts/build-images.sh
+}
+images >"$log/images" 2>&1 &
+images_pid=$!
 
 status=0
 start=$SECONDS
@@ -50,6 +60,7 @@ cat "$log/lint"
 [ "$lint_status" -eq 0 ] || { echo "test.sh: the linters failed (exit $lint_status)" >&2; exit "$lint_status"; }
 [ "$status" -eq 0 ] || { echo "test.sh: the unit tier failed (exit $status)" >&2; exit "$status"; }
 
+wait "$images_pid" || { echo "test.sh: the engine or the images are not ready (the engine tests will say why):"; tail -5 "$log/images"; }
 start=$SECONDS
 echo "== pytest: integration tier (tests/integration, $workers workers on $cores cores)"
 "${PYTEST[@]}" "${XDIST[@]}" tests/integration || status=$?
