@@ -6,12 +6,15 @@ ports in ports.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import resource
 import secrets as random_tokens
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -56,10 +59,39 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# FLASHMM_TEST_RUN_LOG=FILE: one JSON line per process run() starts (test, command, seconds,
+# CPU of the process and its children), for bench/suite_runs.py.  The suite's CPU is mostly
+# these processes; this says which tests start how many.
+RUN_LOG = os.environ.get("FLASHMM_TEST_RUN_LOG")
+
+
 def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT,
         timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    if not RUN_LOG:
+        return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True,
+                              text=True, timeout=timeout)
+    start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True,
+                              text=True, timeout=timeout)
+    finally:
+        _log_run(cmd, time.monotonic() - start, before)
+
+
+def _log_run(cmd: list[str], seconds: float, before) -> None:
+    """Appends one line (O_APPEND: whole lines from every xdist worker).  The CPU is this
+    process's children's since the run started: runs of one test in threads at once share it."""
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    what = [Path(cmd[0]).name] + [Path(c).name if c.endswith(".yml") else c for c in cmd[1:2]]
+    line = json.dumps({"test": test, "cmd": " ".join(what), "seconds": round(seconds, 3),
+                       "cpu": round(cpu, 3)}) + "\n"
+    fd = os.open(RUN_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def flashmm_config(*args: str, **kw) -> subprocess.CompletedProcess:
