@@ -188,14 +188,6 @@ def main():
     p = module.params
     check = module.check_mode
     r = p["redis"]
-    login = {k: v for k, v in r.items() if k in REDIS_OPTIONS} if r else None
-    endpoint = endpoint_of(login)
-    # deploy's login, then the fallbacks tried when Redis refuses it
-    endpoints = [endpoint] + [endpoint_of(dict(login, password=pw))
-                              for pw in r["fallback_passwords"]] if r else []
-    restore = RestoreStep(endpoints, r["entries"] + _secure(r["secure_entries"]), r["backup_id"],
-                          check_mode=check,
-                          warn=lambda msg: module.warn("flashmm_restore: " + msg)) if r else None
     acl = next((f["content"] for f in p["secret_files"] if f["path"] == ACL_PATH), None)
     files = None
     if p["files"] is not None:
@@ -204,6 +196,16 @@ def main():
                        mask=f["mask"], mask_keys=f["mask_keys"]) for f in p["secret_files"]]
     result = dict(changed=False, changed_files=[], diff=[])
     try:
+        # bad connection options (a username without a password) fail here, by name
+        login = {k: v for k, v in r.items() if k in REDIS_OPTIONS} if r else None
+        endpoint = endpoint_of(login)
+        # deploy's login, then the fallbacks tried when Redis refuses it
+        endpoints = [endpoint] + [endpoint_of(dict(login, password=pw))
+                                  for pw in r["fallback_passwords"]] if r else []
+        restore = RestoreStep(endpoints, r["entries"] + _secure(r["secure_entries"]),
+                              r["backup_id"], check_mode=check,
+                              warn=lambda msg: module.warn("flashmm_restore: " + msg)
+                              ) if r else None
         if p["generation_base"] and files is not None and os.path.isdir(p["root"]):
             check_generation(p["root"], p["generation_base"])
         done = converge(

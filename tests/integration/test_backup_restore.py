@@ -24,7 +24,7 @@ from flashmm_deploy.backup import backup_store
 from flashmm_deploy.hostside.filesync import HostLock
 from flashmm_deploy.plan.sandbox import make_local_inventory
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
-                     recap, snapshot_files, tool_env, vault_keys)
+                     VENV_BIN, recap, run, snapshot_files, tool_env, vault_keys)
 
 pytestmark = pytest.mark.integration
 
@@ -438,3 +438,18 @@ def test_the_roles_run_alone_through_their_main_entry_point(baseline, tmp_path):
                               "-e", "backup_id=latest", env=site.env))
     assert "Validating arguments against arg spec 'main'" in out.stdout
     assert site.client("sandbox-01").get(OVERRIDE[0]) == OVERRIDE[1]
+
+
+def test_the_restore_module_refuses_bad_connection_options_by_name_and_writes_nothing(tmp_path):
+    """The module as a task runs it: a Redis username without a password is the module's own
+    one-line failure (kind input), not an exception, and no root is made."""
+    root = tmp_path / "host"
+    args = {"root": str(root), "files": [], "redis": {"port": 1, "username": "deploy",
+                                                      "backup_id": "b1", "entries": []}}
+    proc = run([str(VENV_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+                "-e", "ansible_python_interpreter=/usr/bin/python3", "-m", "flashmm_restore",
+                "-a", json.dumps(args)])
+    assert proc.returncode != 0
+    assert "flashmm_restore: a redis username needs a password; nothing restored" in proc.stdout
+    assert "kind: input" in proc.stdout
+    assert not root.exists()
