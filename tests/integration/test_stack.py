@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import secrets
 import time
 
@@ -205,8 +206,11 @@ def explain(stack: Stack, host: str, key: str) -> dict:
 def explain_in_process(stack: Stack, host: str, key: str, monkeypatch) -> dict:
     """The same command through the entry point's ``main`` in this process, in the
     environment and directory the process gets: a process per key (~100) cost 30 s of CPU."""
+    env = tool_env()
     with monkeypatch.context() as patch:
-        for name, value in tool_env().items():
+        for name in [n for n in os.environ if n not in env]:    # as tool_env leaves them out
+            patch.delenv(name)
+        for name, value in env.items():
             patch.setenv(name, value)
         patch.chdir(ROOT)
         out, err = io.StringIO(), io.StringIO()
