@@ -144,6 +144,11 @@ def test_rotation_over_ssh_rolls_every_target(fleet):
         assert before["api_auth_token"] not in env
         assert fleet.wait_health(host)["status"] == "ok"
     assert after["api_auth_token"] not in proc.stdout + proc.stderr
+    # each roll of each target measured /health over SSH (the detached watcher reported)
+    flat = " ".join(proc.stdout.split())
+    for host in fleet.hosts:
+        assert flat.count(f"{host}: /health unavailable for") == 2, proc.stdout[-3000:]
+    assert "watcher gave no result" not in flat
     rerun = ok(fleet.deploy())
     assert changed(rerun) == {h: 0 for h in fleet.hosts}, rerun.stdout[-3000:]
 

@@ -60,7 +60,7 @@ def test_a_redis_rotation_restarts_the_app_once(stack):
 
 def _watchers(tag: str) -> dict[int, str]:
     """pid -> command line of every process running the flashmm_health_watch module (the
-    module itself and Ansible's async wrapper around it) for the run whose environment holds
+    detached watcher is a fork of the module's process) for the run whose environment holds
     ``tag`` (a local connection passes the run's environment on; other runs on this machine
     are not ours)."""
     found = {}

@@ -2,8 +2,8 @@
 later reader can tell whether it is still running (pid, start time in clock ticks since boot,
 the boot and the pid namespace it was seen in).
 
-A run's /health watcher (``library/flashmm_health_watch.py``) is started detached (Ansible's
-``async``): killing ``ansible-playbook`` leaves it running.  It is given the identity of the
+A run's /health watcher (``hostside/health_watch.py``) runs detached on the host: killing
+``ansible-playbook`` leaves it running.  It is given the identity of the
 ``ansible-playbook`` process and ends when that process is gone.  Where the watcher runs on
 another machine (or in another pid namespace) than the controller, the pid means nothing
 there: ``alive`` says "unknown" (None) and the watcher's own time bound applies.

@@ -1,0 +1,1 @@
+../src/flashmm_deploy/hostside/health_watch.py
