@@ -10,20 +10,16 @@ finished."""
 from __future__ import annotations
 
 import secrets
-import threading
 import time
-from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
-import redis
 import yaml
 from cryptography.fernet import Fernet
-from dotenv import dotenv_values
 
-from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
-from stack_support import AppIdentities, Stack, ok
-from support import ansible_playbook, read_vault, recap
+from flashmm_deploy.hostside.redis_acl import DEPLOY_USER
+from rotation_support import ClientLoop, auth_reply, downtimes, env_of, rotate, vault
+from stack_support import Stack, ok
+from support import ansible_playbook, recap
 
 pytestmark = pytest.mark.integration
 
@@ -36,85 +32,6 @@ def stack(docker_engine, tmp_path_factory):
         yield s
     finally:
         s.down()
-
-
-def rotate(stack: Stack, kind: str, *args: str) -> "subprocess.CompletedProcess":  # noqa: F821
-    return ansible_playbook("playbooks/rotate_secrets.yml", stack.inventory, "-e",
-                            f"rotate={kind}", "-e", "rotation_id=test-" + kind.replace(",", "-"),
-                            *args, env=stack.env)
-
-
-def vault(stack: Stack) -> dict:
-    return read_vault(stack.vault_path)
-
-
-def env_of(stack: Stack, host: str) -> dict:
-    """The app's variables on the host: .env, each <VAR>_FILE (compose secrets) read from its
-    file under the host's secrets/."""
-    env = dotenv_values(stack.root(host) / ".env")
-    for name in [n for n in env if n.endswith("_FILE")]:
-        env[name[:-len("_FILE")]] = (stack.root(host) / "secrets" / Path(env.pop(name)).name
-                                     ).read_text()
-    return env
-
-
-def auth_reply(stack: Stack, host: str, password: str, user: str = APP_USER) -> bytes:
-    return stack.raw_redis(host, ["AUTH", user, password])[0]
-
-
-def downtimes(stdout: str) -> list[float]:
-    return [float(line.split("unavailable for ", 1)[1].split(" s", 1)[0])
-            for line in stdout.splitlines() if "/health unavailable for " in line]
-
-
-class ClientLoop:
-    """A client of each host's Redis, as an app would be: the password read from the host's
-    .env, a fresh connection every 5 operations, SET+GET pairs (bounded: ``limit`` operations
-    in all, paced at ~40 per second so that they span a whole rotation); and the stand-in
-    apps' own Redis failure counters (/stats) per app process."""
-
-    def __init__(self, stack: Stack, limit: int = 3000):
-        self.stack, self.limit = stack, limit
-        self.ops = self.failures = 0
-        self.errors: list[str] = []
-        self.app_failures: dict[tuple[str, str], int] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        n = 0
-        while not self.stop.is_set() and self.ops < self.limit:
-            for host in self.stack.hosts:
-                env = env_of(self.stack, host)
-                client = redis.Redis(host="127.0.0.1", port=self.stack.redis_port(host),
-                                     username=APP_USER, password=env["REDIS_PASSWORD"],
-                                     socket_timeout=5, protocol=2)
-                try:
-                    for _ in range(5):
-                        n += 1
-                        client.set(f"flashmm:rotation-test:{n % 50}", n)
-                        assert client.get(f"flashmm:rotation-test:{n % 50}") == str(n).encode()
-                        self.ops += 2
-                except Exception as exc:  # noqa: BLE001 - every failure counts
-                    self.failures += 1
-                    self.errors.append(f"{host}: {type(exc).__name__}: {exc}"[:200])
-                finally:
-                    client.close()
-                status, stats = self.stack.get(host, "/stats", timeout=2)
-                if status == 200:
-                    key = (host, stats["started_at"])
-                    self.app_failures[key] = max(self.app_failures.get(key, 0),
-                                                 stats["redis_failures"])
-            time.sleep(0.4)
-
-    def __enter__(self) -> "ClientLoop":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.running_at_end = self.thread.is_alive()     # else the bound came first
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def test_redis_password_rotates_with_zero_failed_operations(stack):
@@ -331,64 +248,3 @@ def test_bad_requests_are_refused_and_check_mode_changes_nothing(stack):
     assert not any(v in out for v in vault(stack)["flashmm_secrets"].values())
     for host in stack.hosts:
         stack.wait_health(host)
-
-
-@pytest.fixture(scope="module")
-def files_stack(docker_engine, tmp_path_factory):
-    """A second stack, with compose secrets on (testnet's and production's setting): the app
-    reads every secret from /run/secrets."""
-    s = Stack(docker_engine, tmp_path_factory.mktemp("rotation-files"), hosts=2,
-              label="rotfile")
-    s.set_group_var("flashmm_stack_compose_secrets", True)
-    try:
-        ok(s.deploy())
-        yield s
-    finally:
-        s.down()
-
-
-def test_rotations_with_compose_secrets_restart_the_app_once_per_roll(files_stack):
-    """redis, then api: zero failed client operations (the loop reads the password from the
-    host's secret file), the app recreated once per host and roll and Redis never, the new
-    values in the files the app's container mounts, none in docker inspect."""
-    stack = files_stack
-    old = vault(stack)["flashmm_secrets"]["redis_password"]
-    with ClientLoop(stack) as loop, ExitStack() as watching:
-        seen = {h: watching.enter_context(AppIdentities(stack, h)) for h in stack.hosts}
-        proc = rotate(stack, "redis")
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-    assert loop.running_at_end and loop.ops >= 100, loop.ops
-    assert loop.failures == 0, loop.errors[:5]
-    restarts = {h: (s.restarts("flashmm"), s.restarts("redis")) for h, s in seen.items()}
-    print(f"redis rotation, compose secrets: {loop.ops} client operations, {loop.failures} "
-          f"failed; (app, Redis) recreated per host: {restarts}")
-    assert all(r == (1, 0) for r in restarts.values()), restarts
-    new = vault(stack)["flashmm_secrets"]["redis_password"]
-    for host in stack.hosts:
-        assert "REDIS_PASSWORD" not in dotenv_values(stack.root(host) / ".env")
-        assert env_of(stack, host)["REDIS_PASSWORD"] == new != old
-        assert auth_reply(stack, host, old).startswith(b"-WRONGPASS")
-        assert auth_reply(stack, host, new) == b"+OK"
-        stack.wait_health(host)
-
-    keys_file = Path(stack.inventory) / "new-keys.yml"
-    new_key = "cam-" + secrets.token_urlsafe(24)
-    keys_file.write_text(yaml.safe_dump({"cambrian_api_key": new_key}))
-    with ExitStack() as watching:
-        seen = {h: watching.enter_context(AppIdentities(stack, h)) for h in stack.hosts}
-        proc = rotate(stack, "api", "-e", f"rotate_new_values_file={keys_file}")
-    keys_file.unlink()
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-    restarts = {h: (s.restarts("flashmm"), s.restarts("redis")) for h, s in seen.items()}
-    assert all(r == (1, 0) for r in restarts.values()), restarts
-    values = {v for v in vault(stack)["flashmm_secrets"].values() if len(v) >= 8} | {old}
-    for host in stack.hosts:
-        app = stack.containers(host)["flashmm"]["name"]
-        seen_in_app = stack.engine.docker("exec", app, "cat",
-                                          "/run/secrets/cambrian_api_key").stdout
-        assert seen_in_app == new_key, "the app's container does not see the new key"
-        inspect = stack.engine.docker("inspect", app).stdout
-        assert not [v for v in values if v in inspect], "a secret value in docker inspect"
-        stack.wait_health(host)
-    again = rotate(stack, "api")
-    assert all(r["changed"] == 0 for r in recap(again.stdout).values()), recap(again.stdout)
