@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import time
 
@@ -321,6 +322,36 @@ def test_config_change_recreates_only_flashmm(scope_stack):
     assert "config/environments/local.yml" in changed and "redis/users.acl" not in changed
     values = scope_stack.get(host, "/config")[1]["values"]
     assert values["trading.spread_buffer_bps"]["value"] == new
+
+
+def test_the_apps_healthcheck_passes_on_200_only(scope_stack):
+    """The healthcheck the compose file gives the app (GET /health in an isolated python3):
+    exit 0 while /health answers 200, 1 while it answers 503 (Redis stopped) and 1 when nothing
+    listens; docker reports both healthy again once Redis is back."""
+    stack, host = scope_stack, scope_stack.hosts[0]
+    containers = stack.containers(host)
+    app, redis_id = containers["flashmm"]["id"], containers["redis"]["id"]
+    test = json.loads(stack.engine.docker("inspect", "-f", "{{json .Config.Healthcheck.Test}}",
+                                          app).stdout)
+    assert test[:4] == ["CMD", "python3", "-I", "-S"], test
+
+    def check(*argv: str) -> int:
+        return stack.engine.docker("exec", app, *argv, check=False).returncode
+
+    assert check(*test[1:]) == 0
+    nothing_listens = [re.sub(r"\('127\.0\.0\.1', \d+\)", "('127.0.0.1', 1)", a) for a in test[1:]]
+    assert nothing_listens != test[1:] and check(*nothing_listens) == 1
+    stack.engine.docker("stop", "--time", "5", redis_id)
+    try:
+        assert stack.get(host, "/health")[0] == 503
+        assert check(*test[1:]) == 1
+    finally:
+        stack.engine.docker("start", redis_id)
+    deadline = time.monotonic() + 60                 # bounded: checks run every 2 s
+    while any(c["health"] != "healthy" for c in stack.containers(host).values()):
+        assert time.monotonic() < deadline, stack.containers(host)
+        time.sleep(0.5)
+    assert_healthy(stack, host)
 
 
 def test_runtime_only_change_restarts_nothing_and_reaches_the_running_app(scope_stack):
