@@ -47,6 +47,25 @@ private_pid() {
   echo "$pid"
 }
 
+# The data root the private dockerd $1 was started with (one engine per machine: another
+# checkout's daemon is used as it is, images and all).
+data_root_of() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | sed -n '/^--data-root$/{n;p;q}'
+}
+
+# A private dockerd whose data root was deleted under it (a checkout removed while its engine
+# ran) answers but can neither build nor import an image: stop it, so that start makes a new one.
+stop_if_orphaned() {
+  local pid root
+  pid=$(private_pid) || return 0
+  answers "$PRIVATE_HOST" || return 0       # still starting: its data root is being made
+  root=$(data_root_of "$pid")
+  if [ -n "$root" ] && [ ! -d "$root/image" ]; then
+    say "the private dockerd (pid $pid) keeps its data in $root, which is gone: stopping it"
+    stop
+  fi
+}
+
 # The first DOCKER_HOST that answers: the caller's, the default socket, the private daemon.
 answering_host() {
   local host
@@ -75,6 +94,7 @@ lock() {
 
 start() {
   local pid root deadline started=''
+  stop_if_orphaned
   if [ -n "${DOCKER_HOST:-}" ] && answers "$DOCKER_HOST"; then
     echo "DOCKER_HOST=$DOCKER_HOST"; return 0
   fi

@@ -51,6 +51,29 @@ def test_engine_start_concurrently_without_docker_host(docker_engine: DockerEngi
     assert outputs[0][0] == outputs[1][0]
 
 
+def test_a_private_engine_whose_data_root_is_gone_is_replaced(docker_engine: DockerEngine,
+                                                              tmp_path):
+    """A checkout deleted while its engine ran leaves a daemon that answers but can neither
+    build nor import an image: start stops it and starts a new one (a daemon of its own here:
+    its own socket and data, the suite's engine is not touched)."""
+    env = {k: v for k, v in docker_engine.env.items() if k != "DOCKER_HOST"}
+    env.update(FLASHMM_ENGINE_RUN=str(tmp_path / "run"), FLASHMM_ENGINE_DATA=str(tmp_path / "data"))
+    try:
+        first = run_script(ENGINE_SH, env, "start", timeout=120)
+        assert first.returncode == 0, first.stderr
+        subprocess.run(["rm", "-rf", str(tmp_path / "data" / "image")], check=True)
+        again = run_script(ENGINE_SH, env, "start", timeout=180)
+        assert again.returncode == 0, again.stderr
+        assert f"keeps its data in {tmp_path / 'data'}, which is gone: stopping it" in again.stderr
+        assert "starting a private dockerd" in again.stderr
+        assert again.stdout == first.stdout
+        assert (tmp_path / "data" / "image").is_dir()
+    finally:
+        run_script(ENGINE_SH, env, "stop", timeout=120)
+        subprocess.run(["sh", "-c", f"grep -o ' {tmp_path}/[^ ]*' /proc/mounts | "
+                        "xargs -r -n1 umount -l"], check=False)
+
+
 def test_compose_v2_is_the_pinned_release(docker_engine: DockerEngine):
     assert docker_engine.docker("compose", "version", "--short").stdout.strip() == COMPOSE_VERSION
 
