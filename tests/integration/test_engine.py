@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -57,7 +59,10 @@ def test_a_private_engine_whose_data_root_is_gone_is_replaced(docker_engine: Doc
     build nor import an image: start stops it and starts a new one (a daemon of its own here:
     its own socket and data, the suite's engine is not touched)."""
     env = {k: v for k, v in docker_engine.env.items() if k != "DOCKER_HOST"}
-    env.update(FLASHMM_ENGINE_RUN=str(tmp_path / "run"), FLASHMM_ENGINE_DATA=str(tmp_path / "data"))
+    # containerd's sockets live below the run directory: a short path (unix sockets take
+    # ~104 bytes; a pytest-xdist tmp_path is too long)
+    run_dir = tempfile.mkdtemp(prefix="fe-", dir="/tmp")
+    env.update(FLASHMM_ENGINE_RUN=run_dir, FLASHMM_ENGINE_DATA=str(tmp_path / "data"))
     try:
         first = run_script(ENGINE_SH, env, "start", timeout=120)
         assert first.returncode == 0, first.stderr
@@ -72,6 +77,7 @@ def test_a_private_engine_whose_data_root_is_gone_is_replaced(docker_engine: Doc
         run_script(ENGINE_SH, env, "stop", timeout=120)
         subprocess.run(["sh", "-c", f"grep -o ' {tmp_path}/[^ ]*' /proc/mounts | "
                         "xargs -r -n1 umount -l"], check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def test_compose_v2_is_the_pinned_release(docker_engine: DockerEngine):
