@@ -1,9 +1,10 @@
 """Which tests start how many processes, and what they cost: the figures behind the suite's
 time.  Reads the log that ``FLASHMM_TEST_RUN_LOG=FILE`` makes the test helpers write (one line
 per ``ansible-playbook`` or ``flashmm-config`` process a test starts through
-``tests/support.run``) and prints, per test file and for the costliest tests: processes,
-their wall seconds and their CPU seconds (the process and its children: the Ansible workers,
-the modules, docker compose).  Figures only.
+``tests/support.run``, and one per pytest process at its end) and prints, per test file and
+for the costliest tests: processes, their wall seconds and their CPU seconds (the process and
+its children: the Ansible workers, the modules, docker compose), and what the pytest processes
+spent themselves.  Figures only.
 
     FLASHMM_TEST_RUN_LOG=/tmp/runs.jsonl ./scripts/test.sh tests/integration
     .venv/bin/python bench/suite_runs.py /tmp/runs.jsonl [--top 25]
@@ -22,7 +23,9 @@ def main() -> int:
     parser.add_argument("log")
     parser.add_argument("--top", type=int, default=25, help="tests listed (default 25)")
     args = parser.parse_args()
-    runs = [json.loads(line) for line in open(args.log, encoding="utf-8") if line.strip()]
+    lines = [json.loads(line) for line in open(args.log, encoding="utf-8") if line.strip()]
+    runs = [r for r in lines if r.get("kind") != "worker"]
+    workers = [r for r in lines if r.get("kind") == "worker"]
     if not runs:
         print(f"{args.log}: no runs logged", file=sys.stderr)
         return 1
@@ -43,6 +46,13 @@ def main() -> int:
 
     total = (len(runs), sum(r["seconds"] for r in runs), sum(r["cpu"] for r in runs))
     print(f"{total[0]} processes, {total[1]:.0f} s of wall time, {total[2]:.0f} s of CPU")
+    if workers:     # the pytest processes' own lines (tests/integration/conftest.py)
+        own = sum(w["cpu"] for w in workers)
+        children = sum(w["children_cpu"] for w in workers)
+        print(f"{len(workers)} pytest process(es): {own:.0f} s of CPU of their own (the tests' "
+              f"code), {children:.0f} s in all their children, of which {children - total[2]:.0f} s "
+              "in processes not logged above (redis-servers, docker CLI calls); the engine's "
+              "(dockerd, containers) in neither")
     show(table("by command", lambda r: r["cmd"]))
     show(table("by test file", lambda r: r["test"].split("::")[0]))
     show(table(f"the {args.top} costliest tests", lambda r: r["test"]), args.top)

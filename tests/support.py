@@ -86,16 +86,21 @@ def _log_run(cmd: list[str], seconds: float, before) -> None:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
     what = [Path(cmd[0]).name] + [Path(c).name if c.endswith(".yml") else c for c in cmd[1:2]]
-    line = json.dumps({"test": test, "cmd": " ".join(what), "seconds": round(seconds, 3),
-                       "cpu": round(cpu, 3)}) + "\n"
-    try:            # never in place of the run's own outcome (this runs in a finally)
+    append_run_log({"test": test, "cmd": " ".join(what), "seconds": round(seconds, 3),
+                    "cpu": round(cpu, 3)})
+
+
+def append_run_log(entry: dict) -> None:
+    """One JSON line, appended (O_APPEND: whole lines from every xdist worker); a failure is a
+    warning, never in place of a run's own outcome (run() calls this in a finally)."""
+    try:
         fd = os.open(RUN_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
+            os.write(fd, (json.dumps(entry) + "\n").encode())
         finally:
             os.close(fd)
     except OSError as exc:
-        warnings.warn(f"FLASHMM_TEST_RUN_LOG={RUN_LOG}: not written ({exc})", stacklevel=2)
+        warnings.warn(f"FLASHMM_TEST_RUN_LOG={RUN_LOG}: not written ({exc})", stacklevel=3)
 
 
 def flashmm_config(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -8,8 +8,12 @@ shared with the operator's own runs)."""
 from __future__ import annotations
 
 import os
+import resource
+import time
 
 import pytest
+
+import support
 
 from engine_support import docker_engine  # noqa: F401  (pytest fixture)
 from redis_support import redis_db, redis_server  # noqa: F401  (pytest fixtures)
@@ -26,3 +30,24 @@ def _own_run_registry(tmp_path_factory):
         os.environ.pop("XDG_STATE_HOME", None)
     else:
         os.environ["XDG_STATE_HOME"] = old
+
+
+_STARTED = time.monotonic()
+
+
+def pytest_sessionfinish(session):
+    """With FLASHMM_TEST_RUN_LOG, one more line per pytest process (each xdist worker, or the
+    one process without xdist): its own CPU (the tests' code, redis-py, fixtures) and all its
+    children's (the logged runs, and what support.run does not start: redis-servers, docker
+    CLI calls).  What neither holds is the engine's (dockerd, containerd, the containers)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not support.RUN_LOG or (worker is None and getattr(session.config.option, "dist", "no")
+                               != "no"):
+        return                          # xdist's controller: each worker reports itself
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    line = {"kind": "worker", "test": worker or "main",
+            "cmd": "pytest", "seconds": round(time.monotonic() - _STARTED, 3),
+            "cpu": round(own.ru_utime + own.ru_stime, 3),
+            "children_cpu": round(children.ru_utime + children.ru_stime, 3)}
+    support.append_run_log(line)
