@@ -33,21 +33,29 @@ def _own_run_registry(tmp_path_factory):
 
 
 _STARTED = time.monotonic()
+# The pytest process the run log's lines belong to: the first to load this file (xdist's
+# controller, whose workers report, or a run without workers).  A pytest a test starts itself
+# (test_tiers) inherits it and stays out: its CPU is in its caller's children already.
+_OWNER = "FLASHMM_TEST_RUN_LOG_OWNER"
+os.environ.setdefault(_OWNER, str(os.getpid()))
 
 
 def pytest_sessionfinish(session):
-    """With FLASHMM_TEST_RUN_LOG, one more line per pytest process (each xdist worker, or the
-    one process without xdist): its own CPU (the tests' code, redis-py, fixtures) and all its
-    children's (the logged runs, and what support.run does not start: redis-servers, docker
-    CLI calls).  What neither holds is the engine's (dockerd, containerd, the containers)."""
+    """With FLASHMM_TEST_RUN_LOG, one more line per pytest process that ran the tests (each
+    xdist worker, or the one process without xdist): its own CPU (the tests' code, redis-py,
+    fixtures) and all its children's (the logged runs, and what support.run does not start:
+    redis-servers, docker CLI calls).  What neither holds is the engine's (dockerd,
+    containerd, the containers)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not support.RUN_LOG or (worker is None and getattr(session.config.option, "dist", "no")
-                               != "no"):
-        return                          # xdist's controller: each worker reports itself
+    owner = os.environ.get(_OWNER)
+    ran_tests = owner == str(os.getppid()) if worker else (
+        owner == str(os.getpid()) and getattr(session.config.option, "dist", "no") == "no")
+    if not support.RUN_LOG or not ran_tests:
+        return
     own, children = (resource.getrusage(who) for who in
                      (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    line = {"kind": "worker", "test": worker or "main",
-            "cmd": "pytest", "seconds": round(time.monotonic() - _STARTED, 3),
-            "cpu": round(own.ru_utime + own.ru_stime, 3),
-            "children_cpu": round(children.ru_utime + children.ru_stime, 3)}
-    support.append_run_log(line)
+    support.append_run_log({
+        "kind": "worker", "test": worker or "main", "cmd": "pytest",
+        "seconds": round(time.monotonic() - _STARTED, 3),
+        "cpu": round(own.ru_utime + own.ru_stime, 3),
+        "children_cpu": round(children.ru_utime + children.ru_stime, 3)})
