@@ -1,10 +1,10 @@
 """Which tests start how many processes, and what they cost: the figures behind the suite's
 time.  Reads the log that ``FLASHMM_TEST_RUN_LOG=FILE`` makes the test helpers write (one line
-per ``ansible-playbook`` or ``flashmm-config`` process a test starts through
-``tests/support.run``, and one per pytest process at its end) and prints, per test file and
-for the costliest tests: processes, their wall seconds and their CPU seconds (the process and
-its children: the Ansible workers, the modules, docker compose), and what the pytest processes
-spent themselves.  Figures only.
+per ``ansible-playbook``, ``flashmm-config``, docker or fleet.sh process a test starts through
+``tests/support.run`` or the engine and fleet helpers, and one per pytest process at its end)
+and prints, per command, per test file and for the costliest tests: processes, their wall
+seconds and their CPU seconds (the process and its children: the Ansible workers, the modules,
+docker compose), and what the pytest processes spent themselves.  Figures only.
 
     FLASHMM_TEST_RUN_LOG=/tmp/runs.jsonl ./scripts/test.sh tests/integration
     .venv/bin/python bench/suite_runs.py /tmp/runs.jsonl [--top 25]
@@ -51,7 +51,7 @@ def main() -> int:
         children = sum(w["children_cpu"] for w in workers)
         print(f"{len(workers)} pytest process(es): {own:.0f} s of CPU of their own (the tests' "
               f"code), {children:.0f} s in all their children, of which {children - total[2]:.0f} s "
-              "in processes not logged above (redis-servers, docker CLI calls); the engine's "
+              "in processes not logged above (redis-servers, the engine and image scripts); the engine's "
               "(dockerd, containers) in neither")
     show(table("by command", lambda r: r["cmd"]))
     show(table("by test file", lambda r: r["test"].split("::")[0]))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ports import free_port  # noqa: F401  (the name tests import from here)
+from support import logged_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_SH = ROOT / "scripts" / "engine.sh"
@@ -47,8 +48,9 @@ class DockerEngine:
         fails the test with the command's stderr."""
         argv = [str(c) for c in cmd]
         try:
-            proc = subprocess.run(argv, env=self.env, cwd=cwd, capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+            with logged_run(argv):
+                proc = subprocess.run(argv, env=self.env, cwd=cwd, capture_output=True,
+                                      text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             pytest.fail(f"`{' '.join(argv)}` did not finish within {timeout} s")
         if check and proc.returncode != 0:

@@ -18,7 +18,7 @@ import pytest
 from engine_support import DockerEngine
 from ports import free_port_block
 from stack_support import Stack
-from support import INVENTORIES, ROOT, tool_env
+from support import INVENTORIES, ROOT, logged_run, tool_env
 
 FLEET_SH = ROOT / "scripts" / "fleet.sh"
 TEST_CALLBACKS = ROOT / "tests" / "fixtures" / "callback_plugins"
@@ -71,8 +71,9 @@ class Fleet(Stack):
                    FLASHMM_FLEET_STATE=str(self.state), FLASHMM_FLEET_ROOTS=str(self.sandbox),
                    FLASHMM_FLEET_INVENTORY=str(self.inventory))
         try:
-            proc = subprocess.run([str(FLEET_SH), *args], env=env, capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            with logged_run([str(FLEET_SH), *args]):
+                proc = subprocess.run([str(FLEET_SH), *args], env=env, capture_output=True,
+                                      text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             pytest.fail(f"scripts/fleet.sh {' '.join(args)} did not finish within {timeout} s")
         return proc

@@ -6,6 +6,7 @@ ports in ports.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,13 +69,21 @@ RUN_LOG = os.environ.get("FLASHMM_TEST_RUN_LOG")
 
 def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT,
         timeout: int = 300) -> subprocess.CompletedProcess:
-    if not RUN_LOG:
+    with logged_run(cmd):
         return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True,
                               text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def logged_run(cmd: list[str]):
+    """Around a process started and waited for in the block: its line in the run log, if
+    FLASHMM_TEST_RUN_LOG is set (the docker and fleet.sh helpers use it too)."""
+    if not RUN_LOG:
+        yield
+        return
     start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True,
-                              text=True, timeout=timeout)
+        yield
     finally:
         _log_run(cmd, time.monotonic() - start, before)
 

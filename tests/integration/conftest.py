@@ -44,7 +44,7 @@ def pytest_sessionfinish(session):
     """With FLASHMM_TEST_RUN_LOG, one more line per pytest process that ran the tests (each
     xdist worker, or the one process without xdist): its own CPU (the tests' code, redis-py,
     fixtures) and all its children's (the logged runs, and what support.run does not start:
-    redis-servers, docker CLI calls).  What neither holds is the engine's (dockerd,
+    redis-servers, the engine and image scripts).  What neither holds is the engine's (dockerd,
     containerd, the containers)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     owner = os.environ.get(_OWNER)
