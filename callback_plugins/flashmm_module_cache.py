@@ -22,8 +22,9 @@ description:
     newest four are kept). After editing a file inside an installed collection, remove
     C(.state/ansiballz).
   - >-
-    A damaged entry is removed and built again. Any failure leaves the run as Ansible makes
-    it, with a message at -vvv.
+    A damaged entry is removed and built again; with less than 64 MiB free on its disk the
+    store is not used. Any failure leaves the run as Ansible makes it, with a message at
+    -vvv.
   - >-
     Environment C(FLASHMM_MODULE_CACHE): another directory for the store, or C(off) (or
     empty) for none.

@@ -151,3 +151,13 @@ def test_attach_marks_its_fingerprint_used(tmp_path):
     os.utime(store / "k1", (now - 30 * 86400, now - 30 * 86400))
     module_cache.attach(run_tmp, store, "k1", now=now)
     assert (store / "k1").stat().st_mtime == now
+
+
+def test_attach_refuses_a_store_on_a_nearly_full_disk(tmp_path, monkeypatch):
+    # a payload that cannot be written fails its task: better no store than a failed run
+    run_tmp = tmp_path / "ansible-local-1"
+    run_tmp.mkdir()
+    monkeypatch.setattr(module_cache, "MIN_FREE_BYTES", 2 ** 62)
+    with pytest.raises(OSError, match="MiB free"):
+        module_cache.attach(run_tmp, tmp_path / "store", "k1")
+    assert not (run_tmp / module_cache.CACHE_NAME).exists()

@@ -29,6 +29,9 @@ from pathlib import Path
 CACHE_NAME = "ansiballz_cache"      # Ansible's per-run cache directory (module_common)
 KEEP = 4                            # fingerprints kept however old
 MAX_IDLE_SECONDS = 86400            # older unused ones are removed beyond KEEP
+# Below this much free space the store is not used: a payload that cannot be written fails
+# the task that needs it, where Ansible's own temporary directory may be elsewhere.
+MIN_FREE_BYTES = 64 * 1024 * 1024
 
 
 def fingerprint(code_roots: Iterable[str | os.PathLike],
@@ -82,6 +85,9 @@ def attach(run_tmp: str | os.PathLike, store: str | os.PathLike, key: str,
     store, now = Path(store), time.time() if now is None else now
     target = store / key
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fs = os.statvfs(target)
+    if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+        raise OSError(f"{store}: less than {MIN_FREE_BYTES // 2**20} MiB free")
     os.chmod(store, 0o700)
     os.utime(target, (now, now))            # in use: not pruned
     if check is not None:
