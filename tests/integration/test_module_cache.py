@@ -5,6 +5,7 @@ is replaced, and FLASHMM_MODULE_CACHE=off leaves Ansible as it is."""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,20 @@ def test_a_second_run_loads_the_payloads_the_first_built(play, tmp_path):
     assert BUILT not in second
     assert sorted(LOADED.findall(second)) == entries
     assert set(USED.findall(second)) == {where}
+
+
+def test_two_runs_at_once_on_an_empty_store_share_it_whole(play, tmp_path):
+    # Ansible's own lock and rename inside the fingerprint's directory: one builds, or both
+    # build and one rename wins; neither fails, and nothing half-written stays
+    store = tmp_path / "store"
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(lambda _: playbook_run(play, store), range(2)))
+    [where] = {w for out in outputs for w in USED.findall(out)}
+    names = sorted(p.name for p in Path(where).iterdir() if not p.name.endswith(".lock"))
+    assert names == ["ansible.legacy.flashmm_audit-ZIP_DEFLATED-none",
+                     "ansible.modules.ping-ZIP_DEFLATED-none"]
+    again = playbook_run(play, store)
+    assert BUILT not in again and len(LOADED.findall(again)) == 2
 
 
 def test_changed_module_utils_are_built_again_under_another_fingerprint(play, tmp_path):
