@@ -227,13 +227,16 @@ class AppIdentities:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        for service in ("flashmm", "redis"):     # mid-recreation, old and new both exist
-            ids = self.stack.engine.docker(
-                "ps", "-a", "-q", "--no-trunc", "--filter",
-                f"label=com.docker.compose.project={self.stack.project(self.host)}",
-                "--filter", f"label=com.docker.compose.service={service}",
-                check=False).stdout.split()
-            self.seen += [(service, i) for i in ids if (service, i) not in self.seen]
+        # every container of the project, with its service, in one call (mid-recreation, the
+        # old and the new container of a service both exist)
+        lines = self.stack.engine.docker(
+            "ps", "-a", "--no-trunc", "--filter",
+            f"label=com.docker.compose.project={self.stack.project(self.host)}",
+            "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}',
+            check=False).stdout.splitlines()
+        for container, _, service in (line.partition(" ") for line in lines):
+            if service in ("flashmm", "redis") and (service, container) not in self.seen:
+                self.seen.append((service, container))
 
     def _run(self) -> None:
         while not self.stop.is_set():
