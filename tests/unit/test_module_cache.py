@@ -56,6 +56,13 @@ def test_a_linked_module_util_counts_by_its_content(roots, tmp_path):
     assert module_cache.fingerprint([library, utils]) != before
 
 
+def test_a_directory_link_back_up_is_walked_once(roots):
+    library, utils = roots
+    before = module_cache.fingerprint([library, utils])
+    (utils / "loop").symlink_to(utils, target_is_directory=True)
+    assert module_cache.fingerprint([library, utils]) == before
+
+
 def test_caches_and_other_files_do_not_count(roots):
     library, utils = roots
     before = module_cache.fingerprint([library, utils])

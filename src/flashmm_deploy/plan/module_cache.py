@@ -68,8 +68,13 @@ def _add_tree(digest, root: Path) -> None:
 def _python_files(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    found = []
+    found, seen = [], set()
     for here, dirs, files in os.walk(root, followlinks=True):
+        where = os.stat(here)
+        if (where.st_dev, where.st_ino) in seen:   # a link back up: walked already
+            dirs[:] = []
+            continue
+        seen.add((where.st_dev, where.st_ino))
         dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
         found += [Path(here, f) for f in files if f.endswith(".py")]
     return found
