@@ -102,6 +102,19 @@ def test_a_damaged_payload_is_built_again_instead_of_failing_the_run(play, tmp_p
     assert damaged.read_bytes() != b"\x80\x04 not a payload"
 
 
+def test_what_a_killed_build_leaves_does_not_stop_the_next_run(play, tmp_path):
+    # kill -9 inside Ansible's build leaves its "-part" file and its (unlocked) lock file
+    store = tmp_path / "store"
+    [where] = set(USED.findall(playbook_run(play, store)))
+    payload = Path(where) / "ansible.legacy.flashmm_audit-ZIP_DEFLATED-none"
+    payload.unlink()
+    Path(f"{payload}-part").write_bytes(b"\x80\x04 half a payload")
+    again = playbook_run(play, store)
+    assert again.count(BUILT) == 1
+    assert payload.is_file() and not Path(f"{payload}-part").exists()
+    assert BUILT not in playbook_run(play, store)
+
+
 def test_off_keeps_nothing(play, tmp_path):
     out = playbook_run(play, "off")
     assert "flashmm_module_cache: off (FLASHMM_MODULE_CACHE)" in out
