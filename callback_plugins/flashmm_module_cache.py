@@ -26,8 +26,9 @@ description:
     store is not used. Any failure leaves the run as Ansible makes it, with a message at
     -vvv.
   - >-
-    Environment C(FLASHMM_MODULE_CACHE): another directory for the store, or C(off) (or
-    empty) for none.
+    Environment C(FLASHMM_MODULE_CACHE): another directory for the store (its mode is left
+    as it is, and nothing in it but the fingerprint directories is ever removed), or C(off)
+    (or empty) for none.
 requirements:
   - enabled in ansible.cfg (callbacks_enabled = flashmm_module_cache)
 """

@@ -3,6 +3,7 @@ be reused, and the link that keeps a run's payloads in the store."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
@@ -141,14 +142,31 @@ def test_prune_removes_fingerprints_unused_for_a_day_beyond_the_newest_few(tmp_p
     store, now = tmp_path / "store", 1_800_000_000.0
     ages = {"fresh": 60, "recent": 3600, "old-1": 2 * 86400, "old-2": 3 * 86400,
             "old-3": 4 * 86400, "old-4": 5 * 86400, "current": 9 * 86400}
-    for name, age in ages.items():
-        (store / name).mkdir(parents=True)
-        os.utime(store / name, (now - age, now - age))
-    removed = module_cache.prune(store, keep="current", now=now)
+    names = {label: hashlib.md5(label.encode()).hexdigest() for label in ages}   # 32 hex
+    for label, age in ages.items():
+        (store / names[label]).mkdir(parents=True)
+        os.utime(store / names[label], (now - age, now - age))
+    removed = module_cache.prune(store, keep=names["current"], now=now)
     # the 4 most recently used stay whatever their age, and the current one; idle others go
-    assert sorted(p.name for p in removed) == ["old-3", "old-4"]
-    assert sorted(p.name for p in store.iterdir()) == ["current", "fresh", "old-1", "old-2",
-                                                       "recent"]
+    assert sorted(p.name for p in removed) == sorted([names["old-3"], names["old-4"]])
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        names[label] for label in ("current", "fresh", "old-1", "old-2", "recent"))
+
+
+def test_prune_removes_nothing_but_fingerprints(tmp_path):
+    # FLASHMM_MODULE_CACHE=/tmp must not cost /tmp its old directories, nor its mode
+    store, now = tmp_path / "shared", 1_800_000_000.0
+    store.mkdir()
+    store.chmod(0o1777)
+    for name in ["backups", "ABCDEF0123456789ABCDEF0123456789", "0" * 31, "0" * 33]:
+        (store / name).mkdir()
+        os.utime(store / name, (now - 90 * 86400, now - 90 * 86400))
+    run_tmp = tmp_path / "ansible-local-1"
+    run_tmp.mkdir()
+    module_cache.attach(run_tmp, store, "f" * 32, now=now)
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        ["backups", "ABCDEF0123456789ABCDEF0123456789", "0" * 31, "0" * 33, "f" * 32])
+    assert stat.S_IMODE(store.stat().st_mode) == 0o1777
 
 
 def test_attach_marks_its_fingerprint_used(tmp_path):

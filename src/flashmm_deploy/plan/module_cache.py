@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ MAX_IDLE_SECONDS = 86400            # older unused ones are removed beyond KEEP
 # Below this much free space the store is not used: a payload that cannot be written fails
 # the task that needs it, where Ansible's own temporary directory may be elsewhere.
 MIN_FREE_BYTES = 64 * 1024 * 1024
+FINGERPRINT = re.compile(r"[0-9a-f]{32}")    # the only names prune() removes
 
 
 def fingerprint(code_roots: Iterable[str | os.PathLike],
@@ -89,11 +91,13 @@ def attach(run_tmp: str | os.PathLike, store: str | os.PathLike, key: str,
     cannot (the caller then leaves the run alone)."""
     store, now = Path(store), time.time() if now is None else now
     target = store / key
-    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # 0700 for what this makes; a store directory that exists (FLASHMM_MODULE_CACHE may name
+    # any directory) keeps its mode
+    store.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, exist_ok=True)
     fs = os.statvfs(target)
     if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
         raise OSError(f"{store}: less than {MIN_FREE_BYTES // 2**20} MiB free")
-    os.chmod(store, 0o700)
     os.utime(target, (now, now))            # in use: not pruned
     if check is not None:
         for entry in entries(target):
@@ -119,9 +123,11 @@ def entries(directory: Path) -> list[Path]:
 
 def prune(store: Path, keep: str, now: float) -> list[Path]:
     """Removes fingerprint directories unused for MAX_IDLE_SECONDS, except ``keep`` and the
-    KEEP most recently used.  Returns what it removed."""
+    KEEP most recently used; nothing else in ``store`` (a directory named by
+    FLASHMM_MODULE_CACHE may hold other things).  Returns what it removed."""
     try:
-        entries = sorted((p for p in store.iterdir() if p.is_dir() and not p.is_symlink()),
+        entries = sorted((p for p in store.iterdir() if FINGERPRINT.fullmatch(p.name)
+                          and p.is_dir() and not p.is_symlink()),
                          key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return []
