@@ -28,7 +28,8 @@ description:
   - >-
     Environment C(FLASHMM_MODULE_CACHE): another directory for the store (its mode is left
     as it is, and nothing in it but the fingerprint directories is ever removed), or C(off)
-    (or empty) for none.
+    (or empty) for none. A fingerprint directory that is not this user's, or that others
+    may write to, is not used (Ansible unpickles what it holds).
 requirements:
   - enabled in ansible.cfg (callbacks_enabled = flashmm_module_cache)
 """

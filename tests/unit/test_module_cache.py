@@ -186,3 +186,20 @@ def test_attach_refuses_a_store_on_a_nearly_full_disk(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="MiB free"):
         module_cache.attach(run_tmp, tmp_path / "store", "k1")
     assert not (run_tmp / module_cache.CACHE_NAME).exists()
+
+
+@pytest.mark.parametrize("how", ["group-writable", "a link"])
+def test_a_fingerprint_directory_others_could_write_to_is_not_used(tmp_path, how):
+    # Ansible unpickles the payloads: a directory planted in a shared store is refused
+    run_tmp, store = tmp_path / "ansible-local-1", tmp_path / "store"
+    run_tmp.mkdir()
+    store.mkdir()
+    if how == "a link":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        (store / ("a" * 32)).symlink_to(tmp_path / "elsewhere")
+    else:
+        (store / ("a" * 32)).mkdir()
+        (store / ("a" * 32)).chmod(0o770)
+    with pytest.raises(PermissionError, match="only it can write"):
+        module_cache.attach(run_tmp, store, "a" * 32)
+    assert not (run_tmp / module_cache.CACHE_NAME).exists()

@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -95,6 +96,11 @@ def attach(run_tmp: str | os.PathLike, store: str | os.PathLike, key: str,
     # any directory) keeps its mode
     store.mkdir(mode=0o700, parents=True, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
+    # Ansible unpickles what is in there: only from a directory of this user's that nobody
+    # else can write to (a shared store, /tmp say, could hold one made by someone else)
+    mine = target.lstat()
+    if not stat.S_ISDIR(mine.st_mode) or mine.st_uid != os.getuid() or mine.st_mode & 0o022:
+        raise PermissionError(f"{target}: not a directory of this user's that only it can write")
     fs = os.statvfs(target)
     if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
         raise OSError(f"{store}: less than {MIN_FREE_BYTES // 2**20} MiB free")
