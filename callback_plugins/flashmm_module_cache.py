@@ -57,15 +57,15 @@ class CallbackModule(CallbackBase):
         # Loaded in the controller's main process before any worker forks: the workers build
         # the payloads, into the directory linked here.
         super().__init__(*args, **kwargs)
+        store = os.environ.get("FLASHMM_MODULE_CACHE", str(project_root() / ".state" / "ansiballz"))
+        if store in ("", "off"):
+            self._display.vvv("flashmm_module_cache: off (FLASHMM_MODULE_CACHE)")
+            return
         try:
             collections = [*C.COLLECTIONS_PATHS, *(sys.path if C.COLLECTIONS_SCAN_SYS_PATH else ())]
             key = module_cache.fingerprint(
                 [*C.DEFAULT_MODULE_PATH, *C.DEFAULT_MODULE_UTILS_PATH], [p for p in collections if p],
                 extra=(ansible_version, sys.version))
-            store = os.environ.get("FLASHMM_MODULE_CACHE", str(project_root() / ".state" / "ansiballz"))
-            if store in ("", "off"):
-                self._display.vvv("flashmm_module_cache: off (FLASHMM_MODULE_CACHE)")
-                return
             where = module_cache.attach(C.DEFAULT_LOCAL_TMP, Path(store), key,
                                         check=_CachedModule.load)
             self._display.vvv(f"flashmm_module_cache: module payloads in {where}")
