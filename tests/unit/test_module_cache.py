@@ -142,7 +142,7 @@ def test_prune_removes_fingerprints_unused_for_a_day_beyond_the_newest_few(tmp_p
     store, now = tmp_path / "store", 1_800_000_000.0
     ages = {"fresh": 60, "recent": 3600, "old-1": 2 * 86400, "old-2": 3 * 86400,
             "old-3": 4 * 86400, "old-4": 5 * 86400, "current": 9 * 86400}
-    names = {label: hashlib.md5(label.encode()).hexdigest() for label in ages}   # 32 hex
+    names = {label: hashlib.sha256(label.encode()).hexdigest()[:32] for label in ages}
     for label, age in ages.items():
         (store / names[label]).mkdir(parents=True)
         os.utime(store / names[label], (now - age, now - age))

@@ -119,3 +119,12 @@ def test_module_utils_are_relative_symlinks_into_the_package():
         target = Path(os.readlink(link))
         assert not target.is_absolute() and target.parts[:2] == ("..", "src"), link
         assert link.resolve().is_file(), link
+
+
+def test_every_test_file_has_a_basename_of_its_own():
+    """pytest imports test files by basename (rootdir conftests, no __init__.py): two files of
+    one name in different tiers pass apart and fail to collect together."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

@@ -132,13 +132,13 @@ def prune(store: Path, keep: str, now: float) -> list[Path]:
     KEEP most recently used; nothing else in ``store`` (a directory named by
     FLASHMM_MODULE_CACHE may hold other things).  Returns what it removed."""
     try:
-        entries = sorted((p for p in store.iterdir() if FINGERPRINT.fullmatch(p.name)
-                          and p.is_dir() and not p.is_symlink()),
-                         key=lambda p: p.stat().st_mtime, reverse=True)
+        fingerprints = sorted((p for p in store.iterdir() if FINGERPRINT.fullmatch(p.name)
+                               and p.is_dir() and not p.is_symlink()),
+                              key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return []
     removed = []
-    for path in entries[KEEP:]:
+    for path in fingerprints[KEEP:]:
         if path.name != keep and now - path.stat().st_mtime > MAX_IDLE_SECONDS:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)

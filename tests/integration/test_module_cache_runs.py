@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, run, tool_env
+from support import ROOT, ansible_playbook, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +41,10 @@ def play(tmp_path):
 
 
 def playbook_run(play: Path, store: Path | str, **env: str):
-    proc = run([str(Path(ROOT, ".venv", "bin", "ansible-playbook")), str(play), "-i", "localhost,",
-                "-c", "local", "-e", f"audit_root={play.parent / 'root'}",
-                "-e", "ansible_python_interpreter=/usr/bin/python3", "-vvv"],
-               env=tool_env(FLASHMM_MODULE_CACHE=str(store), ANSIBLE_DEBUG="1", **env))
+    proc = ansible_playbook(str(play), "localhost,", "-c", "local",
+                            "-e", f"audit_root={play.parent / 'root'}",
+                            "-e", "ansible_python_interpreter=/usr/bin/python3", "-vvv",
+                            env=tool_env(FLASHMM_MODULE_CACHE=str(store), ANSIBLE_DEBUG="1", **env))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
