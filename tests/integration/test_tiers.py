@@ -24,7 +24,7 @@ def collect(*args: str) -> set[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     proc = run([str(VENV_BIN / "pytest"), "-q", "-p", "no:cacheprovider", "--collect-only",
                 *args, *FILES], env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]  # 5: none ran
     return {line for line in proc.stdout.splitlines() if "::" in line}
 
 
@@ -52,10 +52,22 @@ def test_loadgroup_runs_the_tests_sharing_a_module_scoped_fixture_in_one_worker(
     proc = run([str(VENV_BIN / "pytest"), "-p", "no:cacheprovider", "-v", "-n", "3",
                 "--dist", "loadgroup", "tests/integration/test_envfile_compose.py"],
                env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]  # 5: none ran
     workers = {}
     for line in proc.stdout.splitlines():
         if line.startswith("[gw") and " PASSED " in line:
             workers[line.split(" PASSED ", 1)[1].strip()] = line.split("]", 1)[0]
     grouped = {t: w for t, w in workers.items() if "naive_reads" in t or "[" in t.split("::")[1]}
     assert len(grouped) >= 7 and len(set(grouped.values())) == 1, workers
+
+
+def test_one_pytest_over_both_tiers_guards_only_the_unit_tests():
+    """The unit guard lets go when the run leaves the tier (it stayed set for the session, and
+    failed every integration test after a unit test in one process: `pytest -k ...`, test.sh
+    with arguments).  Unit, integration, unit again, in one process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = run([str(VENV_BIN / "pytest"), "-q", "-p", "no:cacheprovider",
+                "tests/unit/test_unit_guard.py",
+                "tests/integration/test_cli.py::test_valid_inventory_exits_0",
+                "tests/unit/test_unit_guard.py::test_subprocess_is_refused"], env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]  # 5: none ran

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -24,20 +25,47 @@ _OS_PROCESS = ("fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawn
                "spawnvpe")
 
 
-# Once per session: set for each of ~3,000 tests it cost 0.7 s.  A test that patches one of
-# these itself gets the guard back afterwards (its monkeypatch restores what it found).
+UNIT = Path(__file__).resolve().parent
+# Whether the test running now is a unit test: one pytest may run both tiers (test.sh with
+# arguments, `pytest -k envfile`), and an integration test after a unit test in the same
+# process must be free to start its processes.
+_enforced = False
+
+
+def _guarded(original):
+    def call(*args, **kwargs):
+        if _enforced:
+            raise AssertionError(MOVE)
+        return original(*args, **kwargs)
+    return call
+
+
+# Installed once per session (set and undone for each of ~3,000 tests it cost 0.7 s), and
+# enforced while a unit test runs.  A test that patches one of these itself gets the guard
+# back afterwards (its monkeypatch restores what it found).
 @pytest.fixture(scope="session", autouse=True)
 def _no_processes_or_sockets():
-    def refuse(*args, **kwargs):
-        raise AssertionError(MOVE)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(subprocess.Popen, "__init__", refuse)
+        patch.setattr(subprocess.Popen, "__init__", _guarded(subprocess.Popen.__init__))
         for name in _OS_PROCESS:
             if hasattr(os, name):
-                patch.setattr(os, name, refuse)
+                patch.setattr(os, name, _guarded(getattr(os, name)))
         for name in ("connect", "connect_ex", "bind"):
-            patch.setattr(socket.socket, name, refuse)
-        patch.setattr(socket, "create_connection", refuse)
-        patch.setattr(socket, "create_server", refuse)
+            patch.setattr(socket.socket, name, _guarded(getattr(socket.socket, name)))
+        patch.setattr(socket, "create_connection", _guarded(socket.create_connection))
+        patch.setattr(socket, "create_server", _guarded(socket.create_server))
         yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    global _enforced
+    _enforced = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Leaving the tier (or the run: the session's fixtures of the other tier are finalized in
+    the last test's teardown), the guard lets go before any finalizer runs."""
+    global _enforced
+    _enforced = nextitem is not None and UNIT in Path(nextitem.path).resolve().parents
