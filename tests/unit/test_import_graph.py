@@ -79,6 +79,75 @@ GRAPH = {name: {t: line for t, line in ((internal(t), line)
          for name in MODULES}
 
 
+def import_time_imports(name: str) -> set[str]:
+    """What importing ``name`` imports at once: the imports at module level and in class bodies
+    (under ``if``/``try`` too), not those inside functions."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                base = package.split(".")[:len(package.split(".")) - (node.level - 1)] \
+                    if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in MODULES else target)
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    visit(inner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def import_time_closure(name: str) -> set[str]:
+    """Every module importing ``name`` loads: its import-time imports, followed through the
+    package's own modules."""
+    seen, todo = set(), [name]
+    while todo:
+        here = todo.pop()
+        for target in import_time_imports(here):
+            if target not in seen:
+                seen.add(target)
+                if target in MODULES:
+                    todo.append(target)
+    return seen
+
+
+# Modules an Ansible worker imports for a small job, in every worker that does it: importing
+# them must not build the schema (pydantic, config.schema: ~0.13 s of CPU each time).
+LIGHT = {
+    "flashmm_deploy.reports.filters": "filter_plugins/flashmm.py, in every worker that templates "
+                                      "a filter (rotate_kinds: most tasks of a rotation)",
+    "flashmm_deploy.secrets.rotation": "flashmm_rotation_kinds",
+}
+HEAVY = ("pydantic", "flashmm_deploy.config.schema")
+
+
+@pytest.mark.parametrize("module", sorted(LIGHT))
+def test_modules_imported_for_a_small_job_do_not_load_the_schema(module):
+    loaded = import_time_closure(module)
+    heavy = [h for h in HEAVY if any(m == h or m.startswith(h + ".") for m in loaded)]
+    assert not heavy, f"importing {module} ({LIGHT[module]}) loads {heavy}"
+
+
+def test_the_import_time_closure_follows_module_level_imports_only():
+    closure = import_time_closure("flashmm_deploy.config.layers")
+    assert "flashmm_deploy.config.schema" in closure and "pydantic" in closure
+    # host_validation imports config.runtime inside a function only
+    assert "flashmm_deploy.config.runtime" in GRAPH["flashmm_deploy.inventory.host_validation"]
+    assert "flashmm_deploy.config.runtime" not in import_time_imports(
+        "flashmm_deploy.inventory.host_validation")
+
+
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}
