@@ -230,3 +230,50 @@ def test_validate_playbook_checks_what_deploy_checks_and_explains_with_e(tmp_pat
     bad = ansible_playbook("playbooks/validate.yml", inv,
                            env=tool_env(FLASHMM_SANDBOX=str(tmp_path / "sb")))
     assert bad.returncode == 2 and "flashmm_root: must be an absolute path" in bad.stdout + bad.stderr
+
+
+TWO_PLANS_PLAYBOOK = """\
+- name: Plan every host
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Validate and render every host
+      ansible.builtin.import_role:
+        name: flashmm
+        tasks_from: plan
+
+- name: Plan again, one host at a time (as a rotation's roll does)
+  hosts: all
+  gather_facts: false
+  serial: 1
+  tasks:
+    - name: Validate and render this batch
+      ansible.builtin.import_role:
+        name: flashmm
+        tasks_from: plan
+
+    - name: Write what this batch's plan holds
+      ansible.builtin.copy:
+        content: "{{ {'plan': flashmm_plan.hosts[inventory_hostname]} | to_json }}"
+        dest: "{{ out }}/{{ inventory_hostname }}.json"
+        mode: "0600"
+"""
+PRELOADED = "flashmm_plan_preload: the controller pass's modules are loaded"
+
+
+def test_a_run_that_plans_again_loads_the_plans_modules_once_in_its_main_process(plan_run,
+                                                                                  tmp_path):
+    _, _, one_plan, _ = plan_run
+    assert PRELOADED not in one_plan.stdout          # one plan (-vvv): left to its worker
+    inv = sandbox_with_vault(tmp_path)
+    out = tmp_path / "out"
+    proc = play(write_playbook(tmp_path, TWO_PLANS_PLAYBOOK), inv, out, tmp_path / "sb", "-vvv")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.stdout.count(PRELOADED) == 1         # 4 plans: loaded at the second
+    # at the second play's first plan, not before
+    assert proc.stdout.index(PRELOADED) > proc.stdout.index("PLAY [Plan again, one host at a time")
+    for host in HOSTS:                               # the later plans are whole
+        plan = json.loads((out / f"{host}.json").read_text(encoding="utf-8"))["plan"]
+        assert sorted(f["path"] for f in plan["files"]) == [
+            "config/environments/local.yml", "docker-compose.yml", "redis/seed.lua",
+            "redis/users.acl"]
