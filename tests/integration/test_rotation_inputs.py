@@ -256,6 +256,10 @@ def test_each_run_is_a_new_rotation_unless_one_is_rolling(site):
     assert site.vault_path.read_bytes() == raw
     assert all(r["changed"] == 0 for r in recap(again.stdout).values()), recap(again.stdout)
     assert f"rotation done already: {id2}" in " ".join(again.stdout.split())
+    # nothing renewed: each host is rolled once (the last play), not twice
+    roll = "TASK [flashmm_files : Write the FlashMM files of this host]"
+    assert again.stdout.count(roll) == len(HOSTS)
+    assert first.stdout.count(roll) == 2 * len(HOSTS)
 
     # a rotation that failed midway is resumed by the next run without an id
     env_file = site.sandbox / HOSTS[1] / ".env"
