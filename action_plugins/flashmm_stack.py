@@ -1,12 +1,12 @@
 """Action plugin for ``flashmm_stack``: a host's stack step in one task.
 
-- Real run: ``community.docker.docker_compose_v2`` (up, wait until healthy, orphans removed):
-  one module call per host, as before.  With the escape hatch
-  (``flashmm_stack_redis_restart_on_acl_change``) the ``flashmm_stack`` module first recreates
-  Redis once if it started before its ACL file was written (a second call, that run only).
-  With compose secrets (``flashmm_stack_compose_secrets``) it first recreates the app if it
-  started before one of its secret files was written (a second call on every run: a running
-  container keeps the bind-mounted file it started with).
+- Real run: the ``flashmm_stack`` module (task up), one call per host: ``docker compose up``
+  (wait until healthy, orphans removed; one docker command, where
+  community.docker.docker_compose_v2 runs five).  With the escape hatch
+  (``flashmm_stack_redis_restart_on_acl_change``) it first recreates Redis once if it started
+  before its ACL file was written; with compose secrets (``flashmm_stack_compose_secrets``)
+  the app if it started before one of its secret files was written (a running container keeps
+  the bind-mounted file it started with).
 - Check mode: the ``flashmm_stack`` module (task preview) compares the containers with the
   files the run would write, as compose does, and says which container ``up`` would create,
   recreate, start or remove and why (``msg``, and the --diff text); ``changed`` exactly when
@@ -28,8 +28,6 @@ from flashmm_deploy.secrets import secret_files
 from flashmm_deploy.plan import stack_check
 from flashmm_deploy.core.errors import FlashmmError
 from flashmm_deploy.core.values import native
-
-COMPOSE_MODULE = "community.docker.docker_compose_v2"
 
 
 class ActionModule(ActionBase):
@@ -57,27 +55,10 @@ class ActionModule(ActionBase):
                                                module_args=module_args, task_vars=task_vars))
             result.pop("invocation", None)
             return result
-        # Before up, with the new files: the escape hatch's Redis, and (compose secrets) an
-        # app that started before one of its secret files was written; each recreated once.
-        before = {}
-        for key, args in (("redis_restart", stack_check.hatch_args(host)),
-                          ("app_restart", stack_check.stale_app_args(host))):
-            if args is None:
-                continue
-            done = self._execute_module(module_name="flashmm_stack", module_args=args,
-                                        task_vars=task_vars)
-            done.pop("invocation", None)
-            if done.get("failed"):
-                result.update(done)
-                return result
-            before[key] = done
-        up = self._execute_module(module_name=COMPOSE_MODULE,
-                                  module_args=stack_check.compose_args(host), task_vars=task_vars)
+        up = self._execute_module(module_name="flashmm_stack",
+                                  module_args=stack_check.up_args(host), task_vars=task_vars)
+        up.pop("invocation", None)
         result.update(up)
-        for key, done in before.items():
-            if done.get("changed"):
-                result["changed"] = True
-                result[key] = done["containers"]
         return result
 
     def _planned_files(self, plan, host, hostname, task_vars):

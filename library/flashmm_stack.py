@@ -1,15 +1,22 @@
 #!/usr/bin/python
-"""Ansible module: what ``docker compose up`` would do to a host's FlashMM stack (check mode),
-and the escape hatch's one restart of Redis.  A thin wrapper over
-``flashmm_deploy.hostside.compose_state``; the flashmm_stack action plugin runs it."""
+"""Ansible module: a host's FlashMM stack step.  In a real run, ``docker compose up --wait``
+(after the escape hatch's and compose secrets' one-off recreations); in check mode, what it
+would do.  A thin wrapper over ``flashmm_deploy.hostside.compose_up`` and ``compose_state``;
+the flashmm_stack action plugin runs it."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: flashmm_stack
-short_description: Tell which containers docker compose up would create, recreate, start or remove
+short_description: Bring a FlashMM stack up, or tell what docker compose up would change
 description:
+  - O(task=up) (the real run's stack step) recreates the stale containers O(task=restart_stale_redis)
+    and O(task=restart_stale_app) describe (when their options are on), then runs
+    C(docker compose up --detach --wait --remove-orphans) once and reports C(changed) when compose
+    created, recreated, started, stopped or removed anything or pulled an image (read from its
+    C(--progress json) events, the rule of community.docker.docker_compose_v2). Needs Docker
+    Compose 2.29 or later.
   - O(task=preview) (check mode of the stack step) compares the project's containers with the
     compose file the run would write (O(compose)) and the files it would write
     (O(planned_sha256)), the way C(docker compose up) does (config hash with the env files
@@ -28,7 +35,7 @@ options:
   task:
     description: What to do.
     type: str
-    choices: [preview, restart_stale_redis, restart_stale_app]
+    choices: [preview, up, restart_stale_redis, restart_stale_app]
     default: preview
   root: {description: The stack's directory (compose project directory)., type: path, required: true}
   project_name: {description: Compose project name., type: str, required: true}
@@ -55,28 +62,39 @@ options:
     type: list
     elements: str
     default: []
-  timeout: {description: Seconds a docker command may take., type: int, default: 180}
+  timeout:
+    description: Seconds a docker command may take; for O(task=up), compose's C(--wait-timeout).
+    type: int
+    default: 180
 author: flashmm-deploy
 """
 
 RETURN = r"""
 containers:
-  description: service -> {container, action (create, recreate, start, remove, none), reasons}.
+  description: >-
+    service -> {container, action (create, recreate, start, remove, none), reasons}; for
+    O(task=up), the containers recreated before C(up) and why.
   type: dict
   returned: always
+actions:
+  description: O(task=up) - what compose did, in order, each {what, id, status} (as docker_compose_v2 reports it).
+  type: list
+  elements: dict
+  returned: when O(task=up)
 msg: {description: One line per container that changes (or would), naming it and why., type: str, returned: always}
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.flashmm_compose_state import (  # noqa: E402
     ComposeError, preview, restart_stale_app, restart_stale_redis)
+from ansible.module_utils.flashmm_compose_up import ComposeUpError, stack_up  # noqa: E402
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            task=dict(type="str", choices=["preview", "restart_stale_redis", "restart_stale_app"],
-                      default="preview"),
+            task=dict(type="str", default="preview",
+                      choices=["preview", "up", "restart_stale_redis", "restart_stale_app"]),
             root=dict(type="path", required=True),
             project_name=dict(type="str", required=True),
             compose=dict(type="str"),
@@ -98,11 +116,13 @@ def main():
             result = preview(docker, p)
         elif module.check_mode:
             result = {"changed": False, "containers": {}, "msg": "check mode: see the preview"}
+        elif p["task"] == "up":
+            result = stack_up(docker, p)
         elif p["task"] == "restart_stale_app":
             result = restart_stale_app(docker, p)
         else:
             result = restart_stale_redis(docker, p)
-    except (ComposeError, OSError, ValueError) as exc:
+    except (ComposeError, ComposeUpError, OSError, ValueError) as exc:
         module.fail_json(msg="flashmm_stack (project %s in %s): %s"
                          % (p["project_name"], p["root"], exc))
     module.exit_json(**result)

@@ -129,10 +129,15 @@ def hatch_args(host: Mapping[str, Any]) -> dict[str, Any] | None:
             "timeout": int(stack.get("wait_timeout") or 180)}
 
 
-def compose_args(host: Mapping[str, Any]) -> dict[str, Any]:
-    """community.docker.docker_compose_v2's arguments: up, wait until healthy, orphans
-    removed (the real run)."""
+def up_args(host: Mapping[str, Any]) -> dict[str, Any]:
+    """The flashmm_stack module's arguments in a real run (task up): the escape hatch's and
+    compose secrets' one-off recreations when they are on (``hatch_args``,
+    ``stale_app_args``), then ``docker compose up --wait`` with orphans removed, in one call."""
     stack = host["stack"]
-    return {"project_src": host["root"], "project_name": stack["project_name"],
-            "state": "present", "wait": True, "wait_timeout": stack["wait_timeout"],
-            "remove_orphans": True}
+    args: dict[str, Any] = {"task": "up", "root": host["root"],
+                            "project_name": stack["project_name"],
+                            "timeout": int(stack.get("wait_timeout") or 180)}
+    for extra in (hatch_args(host), stale_app_args(host)):
+        if extra:
+            args.update({k: v for k, v in extra.items() if k not in ("task", "timeout")})
+    return args

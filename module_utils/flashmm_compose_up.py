@@ -1,0 +1,1 @@
+../src/flashmm_deploy/hostside/compose_up.py
