@@ -54,7 +54,7 @@ class ComposeError(Exception):
 def run_docker(docker: str, args: List[str], stdin: Optional[str] = None,
                cwd: Optional[str] = None, timeout: float = 120) -> str:
     proc = subprocess.run([docker] + args, input=stdin, capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          encoding="utf-8", errors="replace", cwd=cwd, timeout=timeout)
     if proc.returncode != 0:
         err = " ".join(proc.stderr.split())[-800:] or "exit status %d" % proc.returncode
         raise ComposeError("`docker %s` failed: %s" % (" ".join(args[:4]), err))

@@ -93,8 +93,9 @@ def up(docker: str, root: str, project: str, wait_timeout: int) -> Dict[str, Any
             "up", "--detach", "--no-color", "--quiet-pull", "--remove-orphans",
             "--wait", "--wait-timeout", str(int(wait_timeout))]
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, cwd=root,
-                              timeout=int(wait_timeout) + 60)
+        # odd bytes in compose's output (a container name, an error) never fail the step
+        proc = subprocess.run(args, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", cwd=root, timeout=int(wait_timeout) + 60)
     except subprocess.TimeoutExpired:
         raise ComposeUpError("docker compose up did not return within %d s"
                              % (int(wait_timeout) + 60)) from None
