@@ -28,8 +28,8 @@ description:
     written, so that it reads the new file; once only, since afterwards it started later.
   - O(task=restart_stale_app) (compose secrets, in a real run after the files are written)
     recreates the app's container when it runs and started before one of its secret files
-    (O(app_secret_files)) was last written: a secret file is a bind mount of the file, and a
-    running container keeps the one it started with.
+    (O(app_secret_files)) was last written (a secret file is a bind mount of the file, and a
+    running container keeps the one it started with).
   - Needs the C(docker) CLI with the compose v2 plugin on the target.
 options:
   task:

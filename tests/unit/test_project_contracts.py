@@ -64,6 +64,31 @@ def module_documentation(name: str) -> dict:
     return doc
 
 
+
+def _yaml_of(path: Path, name: str):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == name):
+            return yaml.safe_load(node.value.value)
+    return None
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "library").glob("*.py")), ids=lambda p: p.stem)
+def test_every_module_documents_itself_in_yaml_that_parses(path):
+    """What ansible-doc reads: a YAML error hides the module's whole documentation (seen:
+    a colon inside a sentence of flashmm_stack's description)."""
+    doc = _documentation(path)
+    assert doc["module"] == path.stem
+    assert doc["short_description"] and doc["description"]
+    assert isinstance(doc.get("options", {}), dict)
+    assert isinstance(_yaml_of(path, "RETURN") or {}, dict)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "callback_plugins").glob("*.py")),
+                         ids=lambda p: p.stem)
+def test_every_callback_documents_itself_in_yaml_that_parses(path):
+    assert _documentation(path)["name"] == path.stem
+
 def test_flashmm_runtime_documents_exactly_its_options():
     documented = module_documentation("flashmm_runtime")["options"]
     # the seed's options, shared with flashmm_files' runtime option, and the host's lock
