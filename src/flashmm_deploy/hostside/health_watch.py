@@ -125,10 +125,13 @@ def _run_watcher(url: str, stop_file: str, interval: float, max_seconds: float,
     write_atomic(result_path(stop_file), json.dumps(result).encode(), 0o600)
 
 
-def _detach() -> None:
+def _detach(report_fd: int) -> None:
     """In the watcher: a session of its own, / as its directory, and no descriptor of its
-    parent's (an SSH channel or a pipe held open would keep the module call waiting)."""
+    parent's (an SSH channel or a pipe held open would keep the module call waiting).  Its pid
+    goes to ``report_fd`` once it leads its own session, so ``start`` returns a watcher that
+    is detached already."""
     os.setsid()
+    os.write(report_fd, str(os.getpid()).encode())
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -148,17 +151,14 @@ def start(url: str, stop_file: str, interval: float = 0.05, max_seconds: float =
     if child == 0:                                     # the intermediate child
         try:
             os.close(read_end)
-            watcher = os.fork()
-            if watcher == 0:                           # the watcher
+            if os.fork() == 0:                         # the watcher
                 code = 1
                 try:
-                    os.close(write_end)
-                    _detach()
+                    _detach(write_end)                 # reports its pid, closes the pipe
                     _run_watcher(url, stop_file, interval, max_seconds, owner)
                     code = 0
                 finally:
                     os._exit(code)
-            os.write(write_end, str(watcher).encode())
         finally:
             os._exit(0)
     os.close(write_end)
