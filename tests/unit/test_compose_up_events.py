@@ -74,3 +74,14 @@ def test_the_real_run_is_one_module_call_with_the_one_off_recreations_when_on():
     assert args["task"] == "up" and args["timeout"] == 90
     assert args["restart_redis_on_acl_change"] is True
     assert args["app_secret_files"] == ["secrets/a"]
+
+
+def test_a_failure_says_what_compose_said_and_names_the_version_only_when_it_is_the_cause():
+    dead = compose_up.events('{"error":true,"message":"unable to get image \'r:1\': Cannot '
+                             'connect to the Docker daemon at unix:///x.sock."}\n')
+    message = compose_up.failure(dead, 1)
+    assert message == "unable to get image 'r:1': Cannot connect to the Docker daemon at unix:///x.sock."
+    old = compose_up.events('unsupported --progress value "json"\n')
+    assert compose_up.failure(old, 1) == ('unsupported --progress value "json"; this step needs '
+                                          'Docker Compose 2.29 or later (docker compose version)')
+    assert compose_up.failure([], 3) == "exit status 3"

@@ -85,6 +85,17 @@ def errors(found: List[Dict[str, Any]]) -> List[str]:
     return out
 
 
+def failure(found: List[Dict[str, Any]], returncode: int) -> str:
+    """What a failed ``up`` says: compose's errors, and which compose this step needs when the
+    one on the host refused the JSON progress output (older than 2.29)."""
+    said = errors(found) or ["exit status %d" % returncode]
+    plain = " ".join(e["line"] for e in found if "line" in e)
+    if "--progress" in plain and all("line" in e for e in found):
+        said.append("this step needs Docker Compose %s or later (docker compose version)"
+                    % MIN_COMPOSE)
+    return "; ".join(" ".join(s.split()) for s in said)[-1500:]
+
+
 def up(docker: str, root: str, project: str, wait_timeout: int) -> Dict[str, Any]:
     """``up --detach --wait --remove-orphans`` of ``project`` in ``root``: ``changed`` and the
     ``actions`` compose took; raises ``ComposeUpError`` when it fails."""
@@ -101,11 +112,7 @@ def up(docker: str, root: str, project: str, wait_timeout: int) -> Dict[str, Any
                              % (int(wait_timeout) + 60)) from None
     found = events(proc.stderr)
     if proc.returncode != 0:
-        said = errors(found) or ["exit status %d" % proc.returncode]
-        if not any("line" not in e for e in found):    # no event at all: an older compose?
-            said.append("(this step needs Docker Compose %s or later: docker compose version)"
-                        % MIN_COMPOSE)
-        raise ComposeUpError("; ".join(" ".join(s.split()) for s in said)[-1500:])
+        raise ComposeUpError(failure(found, proc.returncode))
     done = actions(found)
     return {"changed": bool(done), "actions": done}
 
