@@ -44,5 +44,4 @@ class CallbackModule(CallbackBase):
                 self._display.vvv("flashmm_plan_preload: the controller pass's modules are "
                                   "loaded for the plans that follow")
         except Exception as exc:  # noqa: BLE001  (never breaks a run: the worker imports them)
-            self._preloader.loaded = True
             self._display.vvv(f"flashmm_plan_preload: not loaded ({type(exc).__name__}: {exc})")

@@ -57,3 +57,20 @@ def test_every_listed_module_exists():
     missing = [name for name in MODULES if not _is_module(name)]
     assert not missing
     assert plan_preload.PLAN_ACTIONS == {"flashmm_plan", "ansible.legacy.flashmm_plan"}
+
+
+def test_a_load_that_fails_is_not_tried_again():
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise ImportError("no pydantic")
+
+    preloader = Preloader(load=failing)
+    preloader.task_started("flashmm_plan")
+    try:
+        preloader.task_started("flashmm_plan")
+    except ImportError:
+        pass
+    assert calls == [1] and preloader.loaded
+    assert preloader.task_started("flashmm_plan") is False and calls == [1]

@@ -122,13 +122,14 @@ def stack_up(docker: str, p: Dict[str, Any]) -> Dict[str, Any]:
     app that started before one of its secret files was written, each recreated once when
     stale (``compose_state``), then ``up``.  ``containers``: those recreated and why."""
     recreated: Dict[str, Any] = {}
-    if p.get("restart_redis_on_acl_change"):
-        recreated.update(restart_stale_redis(docker, p)["containers"])
-    if p.get("app_secret_files"):
-        recreated.update(restart_stale_app(docker, p)["containers"])
+    lines: List[str] = []
+    for wanted, restart in ((p.get("restart_redis_on_acl_change"), restart_stale_redis),
+                            (p.get("app_secret_files"), restart_stale_app)):
+        if wanted:
+            done = restart(docker, p)            # compose_state.summarize's result
+            recreated.update(done["containers"])
+            lines += [done["msg"]] if done["changed"] else []
     done = up(docker, p["root"], p["project_name"], int(p.get("timeout") or 180))
-    lines = ["recreated %s (%s): %s" % (a["container"], s, "; ".join(a["reasons"]))
-             for s, a in sorted(recreated.items())]
     lines += ["%s %s: %s" % (a["what"], a["id"], a["status"].lower()) for a in done["actions"]]
     return {"changed": bool(recreated) or done["changed"], "actions": done["actions"],
             "containers": recreated,

@@ -37,14 +37,15 @@ class Preloader:
         self.loaded = False
 
     def task_started(self, action: str) -> bool:
-        """Note a task start; True when this call loaded the modules."""
+        """Note a task start; True when this call loaded the modules.  Tried once: a load that
+        fails (raised to the caller) is not tried again, the workers import them then."""
         if action not in PLAN_ACTIONS or self.loaded:
             return False
         self.plans += 1
         if self.plans < 2:
             return False
-        self._load()
         self.loaded = True
+        self._load()
         return True
 
 
