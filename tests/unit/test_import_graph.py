@@ -148,6 +148,17 @@ def test_the_import_time_closure_follows_module_level_imports_only():
         "flashmm_deploy.inventory.host_validation")
 
 
+def test_the_checks_validate_runs_do_not_load_the_renderer():
+    """``flashmm-config validate`` runs the deploy's host checks, not the rendering: a process
+    that loads the renderer, the preflight checks and the secret files pays ~6 ms more."""
+    loaded = import_time_closure("flashmm_deploy.plan.host_checks")
+    assert "flashmm_deploy.config.role_settings" in loaded          # the closure is real
+    unneeded = sorted(m for m in loaded if m.startswith((
+        "flashmm_deploy.render", "flashmm_deploy.plan.preflight", "flashmm_deploy.plan.plan",
+        "flashmm_deploy.secrets")))
+    assert not unneeded, unneeded
+
+
 def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}

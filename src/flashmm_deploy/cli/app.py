@@ -70,7 +70,7 @@ def cmd_validate(args) -> int:
 
 def _check_settings(inv, results) -> None:
     """A deploy's checks of role variables, roots and host names, added to ``results``."""
-    from flashmm_deploy.plan import plan
+    from flashmm_deploy.plan import host_checks
     from flashmm_deploy.config import role_settings
 
     specs = role_settings.project_specs()
@@ -78,8 +78,8 @@ def _check_settings(inv, results) -> None:
         return
     issues: dict[str, list] = {}
     all_results = {h: results.get(h) or host_validation.validate_host(inv, h) for h in inv.hosts}
-    inputs = plan.inputs_from_inventory(inv)
-    plan.check_settings(inputs, all_results, specs, issues)
+    inputs = host_checks.inputs_from_inventory(inv)
+    host_checks.check_settings(inputs, all_results, specs, issues)
     for host, result in results.items():
         # what only Ansible can evaluate, checked where its result is already certain
         found = issues.get(host, []) + host_validation.unevaluated_issues(inv, host)

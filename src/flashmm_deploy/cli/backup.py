@@ -154,7 +154,7 @@ def current_rendering(inv) -> tuple[dict[str, Any], dict[str, Any], dict[str, se
     """The controller pass over our own inventory reader: (plan fact, host -> the secrets the
     host's .env would get, host -> variables only Ansible can evaluate)."""
     from flashmm_deploy.inventory import host_validation
-    from flashmm_deploy.plan import plan
+    from flashmm_deploy.plan import host_checks, plan
     from flashmm_deploy.render import render
     from flashmm_deploy.config import role_settings
     from flashmm_deploy.secrets import secret_files
@@ -166,7 +166,7 @@ def current_rendering(inv) -> tuple[dict[str, Any], dict[str, Any], dict[str, se
         raise BackupError("show needs the project's roles (run it from a checkout)")
     templates = render.Templates({name: (roles / role / "templates" / src).read_text("utf-8")
                                   for name, (role, src) in plan.TEMPLATES.items()})
-    inputs = plan.inputs_from_inventory(inv)
+    inputs = host_checks.inputs_from_inventory(inv)
     variables = {}
     for host, given in inputs.items():
         variables[host] = inv.host_variables(host)
