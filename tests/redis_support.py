@@ -127,3 +127,33 @@ def snapshot_redis(server: RedisServer, dbs) -> dict[int, dict[str, object]]:
             data[key] = value_of(client, key, kind)
         out[db] = data
     return out
+
+
+class SiteSnapshot:
+    """Directories (a sandbox, an inventory) and Redis databases as they are now, put back
+    exactly by :meth:`restore`: files with their modes and links, every key with its value
+    (DUMP/RESTORE) and its remaining TTL.  Tests that change a site start from it again
+    without an ansible-playbook run (a deploy or restore as a reset cost ~1.3-2 s of CPU)."""
+
+    def __init__(self, server: RedisServer, dbs, dirs, store: Path):
+        self.server, self.store = server, store
+        self.dirs = [Path(d) for d in dirs]
+        for i, path in enumerate(self.dirs):
+            shutil.copytree(path, store / str(i), symlinks=True)
+        self.keys = {db: [(key, self._raw(db).pttl(key), self._raw(db).dump(key))
+                          for key in self._raw(db).scan_iter("*")] for db in dbs}
+
+    def _raw(self, db: int) -> redis.Redis:
+        return redis.Redis(host=self.server.host, port=self.server.port, db=db)
+
+    def restore(self) -> None:
+        for i, path in enumerate(self.dirs):         # also what a test added inside them
+            if path.exists():
+                shutil.rmtree(path)
+            shutil.copytree(self.store / str(i), path, symlinks=True)
+        for db, keys in self.keys.items():
+            pipe = self._raw(db).pipeline(transaction=True)
+            pipe.flushdb()
+            for key, ttl, dump in keys:
+                pipe.restore(key, max(ttl, 0), dump)
+            pipe.execute()

@@ -27,6 +27,7 @@ from flashmm_deploy.hostside.redis_acl import APP_USER, DEPLOY_USER
 from flashmm_deploy.render.render import acl_file
 from flashmm_deploy.plan.sandbox import make_local_inventory
 from engine_support import free_port
+from redis_support import SiteSnapshot
 from support import (INVENTORIES, allocate_dbs, ansible_playbook, flashmm_config, read_vault,
                      recap, snapshot_files, snapshot_redis, start_redis, stop_redis, tool_env,
                      write_vault)
@@ -88,47 +89,23 @@ def site(tmp_path, redis_server) -> Site:
     return Site(tmp_path, redis_server)
 
 
-class Snapshot:
-    """A deployed site as its first deploy left it (inventory, sandbox, Redis databases),
-    put back before each test that changes it: one deploy for all of them, where a deploy
-    per test cost ~2 s of CPU each."""
-
-    def __init__(self, site: Site, store: Path):
-        self.site, self.store = site, store
-        self.base = site.inventory.parent               # holds inventory/ and sandbox/ only
-        for part in ("inventory", "sandbox"):
-            shutil.copytree(self.base / part, store / part, symlinks=True)
-        self.keys = {db: [(key, self._raw(db).pttl(key), self._raw(db).dump(key))
-                          for key in self._raw(db).scan_iter("*")] for db in site.dbs}
-
-    def _raw(self, db: int) -> redis.Redis:
-        return redis.Redis(host=self.site.server.host, port=self.site.server.port, db=db)
-
-    def restore(self) -> Site:
-        for entry in self.base.iterdir():               # also what a test added beside them
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        for part in ("inventory", "sandbox"):
-            shutil.copytree(self.store / part, self.base / part, symlinks=True)
-        for db, keys in self.keys.items():
-            pipe = self._raw(db).pipeline(transaction=True)
-            pipe.flushdb()
-            for key, ttl, dump in keys:
-                pipe.restore(key, max(ttl, 0), dump)
-            pipe.execute()
-        return self.site
-
-
 @pytest.fixture(scope="module")
-def deployed_snapshot(tmp_path_factory, redis_server) -> Snapshot:
+def deployed_snapshot(tmp_path_factory, redis_server) -> tuple[Site, SiteSnapshot]:
+    """A deployed site as its first deploy left it (inventory, sandbox, Redis databases): one
+    deploy for every test that changes it, where a deploy per test cost ~2 s of CPU each."""
     site = Site(tmp_path_factory.mktemp("deployed"), redis_server)
     ok(site.deploy())
-    return Snapshot(site, tmp_path_factory.mktemp("deployed-snapshot"))
+    # the site's directory holds its inventory/ and sandbox/ only
+    return site, SiteSnapshot(redis_server, site.dbs, [site.inventory.parent],
+                              tmp_path_factory.mktemp("deployed-snapshot"))
 
 
 @pytest.fixture
 def deployed(deployed_snapshot) -> Site:
     """A site just after its first deploy, for a test to change as it likes."""
-    return deployed_snapshot.restore()
+    site, snapshot = deployed_snapshot
+    snapshot.restore()
+    return site
 
 
 @pytest.fixture(scope="module")
