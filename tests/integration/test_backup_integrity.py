@@ -33,6 +33,7 @@ from flashmm_deploy.backup import backup_store
 from flashmm_deploy.hostside.backup_host import BackupHostError
 from flashmm_deploy.redis.client import Connection
 from flashmm_deploy.hostside.seed_apply import endpoint_from_params
+from redis_support import SiteSnapshot
 from support import ROOT, VENV_BIN, ansible_playbook, flashmm_config, tool_env
 from test_backup_restore import HOSTS, OVERRIDE, Site, failed, ok, redis_state
 
@@ -51,7 +52,8 @@ def site(tmp_path_factory, redis_server):
     ok(site.backup())
     site.baseline = backup_store.list_backups(site.env_dir())[-1].backup_id
     site.before = site.snapshot()
-    site.seed_lua = (site.sandbox / "sandbox-01" / "redis" / "seed.lua").read_bytes()
+    site.saved = SiteSnapshot(redis_server, site.dbs, [site.sandbox],
+                              tmp_path_factory.mktemp("integrity-baseline"))
     yield site
     for db in site.dbs:
         redis_server.client(db).flushdb()
@@ -61,12 +63,8 @@ def site(tmp_path_factory, redis_server):
 def drifted(site):
     """The hosts as the baseline backup holds them, then drifted (so that a restore would
     have work to do on every host): an override changed, a deployed file edited."""
-    seed = site.sandbox / "sandbox-01" / "redis" / "seed.lua"
-    seed.write_bytes(site.seed_lua)             # undo the last test's drift
-    for host in HOSTS:
-        site.client(host).set(*OVERRIDE)
-    if site.snapshot()[0] != site.before[0]:
-        ok(site.restore(site.baseline))
+    site.saved.restore()                        # files and keys, without a run
+    assert site.snapshot() == site.before
     for host in HOSTS:
         site.client(host).set(OVERRIDE[0], "42.0")
     (site.sandbox / "sandbox-01" / "redis" / "seed.lua").write_text("-- edited\n")
