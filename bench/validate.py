@@ -10,7 +10,9 @@ Per environment (local, development, testnet, production):
   CPU (user + system) each such process used, best and median.
 
 Targets: in-process validation under 150 ms per environment; a ``validate`` process at most
-150 ms of CPU (start-up and imports included).  Figures only.
+150 ms of CPU (start-up and imports included).  Then the floor under that target: the CPU of
+processes that only import what any ``validate`` needs (a bare Python, PyYAML, pydantic, the
+schema's models), median of 10 each.  Figures only.
 
     .venv/bin/python bench/validate.py
 """
@@ -98,6 +100,28 @@ def process(path: Path) -> tuple[list[float], list[float], int]:
     return samples, cpu, code
 
 
+# What any validate process pays before it reads an inventory: each line's CPU includes the
+# lines above it.
+FLOOR = (("a bare Python", "pass"),
+         ("+ PyYAML", "import yaml"),
+         ("+ pydantic", "import yaml, pydantic.main"),
+         ("+ the schema's models", "import yaml, flashmm_deploy.config.schema"),
+         ("+ Ansible's argument validator",
+          "import yaml, flashmm_deploy.config.schema; "
+          "from ansible.module_utils.common.arg_spec import ArgumentSpecValidator"))
+
+
+def floor() -> None:
+    print(f"\nthe floor: CPU of a process that only imports, ms (median of {PROCESS_RUNS})")
+    for label, code in FLOOR:
+        cpu = []
+        for _ in range(PROCESS_RUNS):
+            c0 = children_cpu()
+            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+            cpu.append(children_cpu() - c0)
+        print(f"  {label:<32} {ms(statistics.median(cpu)):>6.1f}")
+
+
 def main() -> None:
     load = os.getloadavg()
     print(f"flashmm-config validate timings, ms (load average {load[0]:.2f} {load[1]:.2f} "
@@ -123,6 +147,7 @@ def main() -> None:
         print(f"{env:<12} {hosts:>5}  {ms(wb):>9.1f} {ms(wm):>8.1f}  {ms(cb):>9.1f} {ms(cm):>8.1f} "
               f"{ms(statistics.median(imports)):>8.1f}  {ms(pb):>9.1f} {ms(pm):>8.1f}  "
               f"{ms(ub):>8.1f} {ms(um):>7.1f} {code:>4}")
+    floor()
 
 
 if __name__ == "__main__":
