@@ -140,8 +140,9 @@ class SiteSnapshot:
         self.dirs = [Path(d) for d in dirs]
         for i, path in enumerate(self.dirs):
             shutil.copytree(path, store / str(i), symlinks=True)
-        self.keys = {db: [(key, self._raw(db).pttl(key), self._raw(db).dump(key))
-                          for key in self._raw(db).scan_iter("*")] for db in dbs}
+        self.keys = {db: [(key, ttl, dump) for key in self._raw(db).scan_iter("*")
+                          for ttl, dump in [(self._raw(db).pttl(key), self._raw(db).dump(key))]
+                          if dump is not None] for db in dbs}      # None: expired meanwhile
 
     def _raw(self, db: int) -> redis.Redis:
         return redis.Redis(host=self.server.host, port=self.server.port, db=db)
