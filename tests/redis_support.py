@@ -136,16 +136,25 @@ class SiteSnapshot:
     without an ansible-playbook run (a deploy or restore as a reset cost ~1.3-2 s of CPU)."""
 
     def __init__(self, server: RedisServer, dbs, dirs, store: Path):
-        self.server, self.store = server, store
+        self.store = store
         self.dirs = [Path(d) for d in dirs]
         for i, path in enumerate(self.dirs):
             shutil.copytree(path, store / str(i), symlinks=True)
-        self.keys = {db: [(key, ttl, dump) for key in self._raw(db).scan_iter("*")
-                          for ttl, dump in [(self._raw(db).pttl(key), self._raw(db).dump(key))]
-                          if dump is not None] for db in dbs}      # None: expired meanwhile
+        # one binary-safe client per database, kept for restore()
+        self.clients = {db: redis.Redis(host=server.host, port=server.port, db=db) for db in dbs}
+        self.keys = {db: self._capture(client) for db, client in self.clients.items()}
 
-    def _raw(self, db: int) -> redis.Redis:
-        return redis.Redis(host=self.server.host, port=self.server.port, db=db)
+    @staticmethod
+    def _capture(client: redis.Redis) -> list[tuple[bytes, int, bytes]]:
+        keys = list(client.scan_iter("*"))
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pttl(key)
+            pipe.dump(key)
+        replies = pipe.execute()
+        # a key that expired between the scan and its DUMP has nothing to restore
+        return [(key, ttl, dump) for key, ttl, dump in zip(keys, replies[::2], replies[1::2])
+                if dump is not None]
 
     def restore(self) -> None:
         for i, path in enumerate(self.dirs):         # also what a test added inside them
@@ -153,7 +162,7 @@ class SiteSnapshot:
                 shutil.rmtree(path)
             shutil.copytree(self.store / str(i), path, symlinks=True)
         for db, keys in self.keys.items():
-            pipe = self._raw(db).pipeline(transaction=True)
+            pipe = self.clients[db].pipeline(transaction=True)
             pipe.flushdb()
             for key, ttl, dump in keys:
                 pipe.restore(key, max(ttl, 0), dump)
