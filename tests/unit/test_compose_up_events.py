@@ -63,6 +63,13 @@ def test_errors_are_compose_messages_and_other_lines_only_without_them():
     assert compose_up.actions(plain) == []
 
 
+def test_odd_json_lines_are_no_state_and_no_crash():
+    odd = compose_up.events('{"id": 5, "text": ["Pulling"], "status": {"a": 1}}\n[1, 2]\n"s"\n'
+                            '{"id": "Container p-x-1", "status": "Recreate"}\n')
+    assert compose_up.actions(odd) == [{"what": "container", "id": "p-x-1", "status": "Recreate"}]
+    assert compose_up.errors(odd) == ["[1, 2]", '"s"']
+
+
 def test_the_real_run_is_one_module_call_with_the_one_off_recreations_when_on():
     host = {"root": "/srv/flashmm", "stack": {
         "project_name": "p", "wait_timeout": 90, "redis_restart_on_acl_change": False,

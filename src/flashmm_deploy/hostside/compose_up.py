@@ -55,7 +55,9 @@ def events(stderr: str) -> List[Dict[str, Any]]:
 def _state(event: Dict[str, Any]) -> str:
     # a pull event names its state in "text" and its detail in "status"
     text, status = event.get("text"), event.get("status")
-    return text if text in WORKING or text == "Error" else (status or "")
+    if isinstance(text, str) and (text in WORKING or text == "Error"):
+        return text
+    return status if isinstance(status, str) else ""     # odd JSON is no state, never a crash
 
 
 def actions(found: List[Dict[str, Any]]) -> List[Dict[str, str]]:
